@@ -1,0 +1,1 @@
+"""The ``unimix`` sub-commands, one module each (see :mod:`unimix.cli`)."""

@@ -1,0 +1,348 @@
+"""Mask samplers: every mixed sample data augmentation (MSDA) method as a random mixing mask.
+
+Park, Yun & Chun, "A Unified Analysis of Mixed Sample Data Augmentation: A Loss Function
+Perspective" (NeurIPS 2022) describe Mixup, CutMix and their new HMix and GMix by one recipe:
+draw ``λ ~ Beta(α, α)``, draw a mask ``M ∈ [0, 1]^{H×W}`` given ``λ``, and mix
+
+    x̃ = M ⊙ x_a + (1 − M) ⊙ x_b ,        ỹ = λ̄ y_a + (1 − λ̄) y_b ,   λ̄ = mean(M).
+
+A sampler here is the second step only. It takes a vector of ``λ`` (one per mask), the image height
+and width, a device and an optional :class:`torch.Generator`, and returns the masks ``[N, 1, H, W]``
+with their *effective* ratios ``λ̄`` (the masks' exact means, so labels always match the pixels).
+
+Random parameters (box centres, Gaussian centres) are drawn on the generator's device (CPU when no
+generator is given) and the masks are built on the requested device by arithmetic alone, so the
+same seed gives the same masks on CPU and CUDA. Everything is vectorised over ``N``.
+
+    >>> import torch, unimix.masks as masks
+    >>> sampler = masks.get("hmix", r=0.5)
+    >>> out = sampler(torch.tensor([0.3, 0.7]), 32, 48)
+    >>> out.masks.shape, out.lam.shape
+    (torch.Size([2, 1, 32, 48]), torch.Size([2]))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "MaskSample",
+    "MaskSampler",
+    "NoMix",
+    "Mixup",
+    "CutMix",
+    "HMix",
+    "GMix",
+    "register",
+    "get",
+    "available",
+    "sample_lambda",
+    "sample_boxes",
+]
+
+Boundary = Literal["clip", "wrap"]
+
+
+@dataclass(frozen=True)
+class MaskSample:
+    """Masks drawn by a sampler.
+
+    Attributes:
+        masks: ``[N, 1, H, W]`` float32 weights of the *first* image (``M`` above). May be an
+            expanded (stride-0) view when the mask is constant per row (Mixup).
+        lam: ``[N]`` float32 effective ratios ``λ̄ = mean(M)`` of exactly these masks.
+        boxes: optional ``[N, 4]`` int64 ``(y0, y1, x0, x1)`` of an axis-aligned box in which the
+            mask is 0 (CutMix/HMix with clipping); ``None`` when the mask is no such box.
+        outside: optional ``[N]`` value of the mask outside ``boxes`` (1 for CutMix, ``λ_m`` for HMix).
+        constant: True when every mask is constant over the image (Mixup, no mixing).
+    """
+
+    masks: Tensor
+    lam: Tensor
+    boxes: Tensor | None = None
+    outside: Tensor | None = None
+    constant: bool = False
+
+
+def _check_unit(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number in [0, 1], got {type(value).__name__}")
+    if not (0.0 <= float(value) <= 1.0):  # also rejects NaN
+        raise ValueError(f"{name} must lie in [0, 1], got {value}")
+    return float(value)
+
+
+def _check_boundary(boundary: str) -> Boundary:
+    if boundary not in ("clip", "wrap"):
+        raise ValueError(f"boundary must be 'clip' or 'wrap', got {boundary!r}")
+    return boundary  # type: ignore[return-value]
+
+
+def _random_device(generator: torch.Generator | None) -> torch.device:
+    return generator.device if generator is not None else torch.device("cpu")
+
+
+def sample_lambda(
+    alpha: float,
+    n: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Draw ``n`` mixing ratios ``λ ~ Beta(α, α)`` (Zhang et al., "mixup", ICLR 2018).
+
+    PyTorch's Beta sampler takes no generator, so the draw runs under a forked global RNG seeded
+    from ``generator``: the result is a pure function of the generator's state, which advances.
+    """
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise TypeError(f"alpha must be a positive number, got {type(alpha).__name__}")
+    if not alpha > 0 or math.isinf(alpha):
+        raise ValueError(f"alpha must be a finite number > 0, got {alpha}")
+    if generator is None:
+        lam = torch.distributions.Beta(float(alpha), float(alpha)).sample((n,))
+    else:
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            lam = torch.distributions.Beta(float(alpha), float(alpha)).sample((n,))
+    return lam.to(device=device or "cpu", dtype=torch.float32)
+
+
+def sample_boxes(
+    area: Tensor,
+    height: int,
+    width: int,
+    generator: torch.Generator | None = None,
+    boundary: Boundary = "clip",
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Random boxes covering a fraction ``area`` of an ``H×W`` image, centre uniform over pixels.
+
+    The box has side ratio ``√area`` in each dimension (Yun et al., "CutMix", ICCV 2019), rounded
+    to whole pixels. Returns unclipped ``(y0, x0, box_h, box_w)`` as int64 tensors on the
+    generator's device; ``boundary="clip"`` callers clip them to the image, ``"wrap"`` callers
+    wrap them around it (a torus: every pixel equally likely to be covered).
+    """
+    side = area.clamp(0, 1).sqrt()
+    box_h = torch.round(side * height).long().clamp_(0, height)
+    box_w = torch.round(side * width).long().clamp_(0, width)
+    n = area.shape[0]
+    cy = torch.randint(0, height, (n,), generator=generator, device=area.device)
+    cx = torch.randint(0, width, (n,), generator=generator, device=area.device)
+    return cy - box_h // 2, cx - box_w // 2, box_h, box_w
+
+
+class MaskSampler:
+    """Base class of mask samplers; subclasses implement :meth:`_sample`.
+
+    Call as ``sampler(lam, height, width, device=None, generator=None) -> MaskSample``.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __call__(
+        self,
+        lam: Tensor,
+        height: int,
+        width: int,
+        *,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> MaskSample:
+        lam = self._check_lam(lam)
+        for arg, value in (("height", height), ("width", width)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{arg} must be a positive int, got {value!r}")
+        device = torch.device(device) if device is not None else lam.device
+        lam = lam.to(device=_random_device(generator), dtype=torch.float32)
+        return self._sample(lam, height, width, device, generator)
+
+    @staticmethod
+    def _check_lam(lam: Tensor) -> Tensor:
+        if not isinstance(lam, Tensor):
+            lam = torch.as_tensor(lam, dtype=torch.float32)
+        if lam.dim() != 1:
+            raise ValueError(f"lam must be a 1-D tensor with one λ per mask, got shape {tuple(lam.shape)}")
+        if torch.isnan(lam).any():
+            raise ValueError("lam contains NaN; check the Beta parameters that produced it")
+        if lam.numel() and (lam.min() < 0 or lam.max() > 1):
+            raise ValueError(f"lam must lie in [0, 1], got range [{lam.min():.4g}, {lam.max():.4g}]")
+        return lam
+
+    def _sample(
+        self,
+        lam: Tensor,
+        height: int,
+        width: int,
+        device: torch.device,
+        generator: torch.Generator | None,
+    ) -> MaskSample:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({params})"
+
+
+_REGISTRY: dict[str, Callable[..., MaskSampler]] = {}
+
+
+def register(name: str) -> Callable[[type[MaskSampler]], type[MaskSampler]]:
+    """Class decorator: make a sampler available to :func:`get` (and so to ``Mixer``) by name."""
+
+    def wrap(cls: type[MaskSampler]) -> type[MaskSampler]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"a mask sampler named {name!r} is already registered")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def available() -> list[str]:
+    """Names of the registered mask samplers."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str, **params: object) -> MaskSampler:
+    """Look a sampler up by name and build it with ``params`` (e.g. ``get("hmix", r=0.5)``)."""
+    if isinstance(name, MaskSampler):
+        if params:
+            raise TypeError("parameters cannot be given with a sampler instance")
+        return name
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"unknown mask method {name!r}; known methods: {', '.join(available())}")
+    try:
+        return _REGISTRY[name](**params)
+    except TypeError as err:
+        raise TypeError(f"bad parameters for mask method {name!r}: {err}") from None
+
+
+def _constant_masks(value: Tensor, height: int, width: int, device: torch.device) -> Tensor:
+    return value.to(device).view(-1, 1, 1, 1).expand(-1, 1, height, width)
+
+
+@register("none")
+class NoMix(MaskSampler):
+    """No mixing: ``M ≡ 1`` (the baseline every MSDA method is compared with)."""
+
+    def _sample(self, lam, height, width, device, generator):
+        ones = torch.ones_like(lam)
+        return MaskSample(_constant_masks(ones, height, width, device), ones.to(device), constant=True)
+
+
+@register("mixup")
+class Mixup(MaskSampler):
+    """Mixup (Zhang et al., ICLR 2018): ``M ≡ λ``, the same weight at every pixel."""
+
+    def _sample(self, lam, height, width, device, generator):
+        return MaskSample(_constant_masks(lam, height, width, device), lam.to(device), constant=True)
+
+
+def _box_masks(
+    y0: Tensor, x0: Tensor, box_h: Tensor, box_w: Tensor, height: int, width: int,
+    device: torch.device, boundary: Boundary,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Boolean ``[N, H, W]`` box indicators, their areas, and clipped boxes (``None`` if wrapped)."""
+    y0, x0, box_h, box_w = (t.to(device) for t in (y0, x0, box_h, box_w))
+    rows = torch.arange(height, device=device)
+    cols = torch.arange(width, device=device)
+    if boundary == "wrap":
+        in_y = (rows - y0[:, None]).remainder(height) < box_h[:, None]
+        in_x = (cols - x0[:, None]).remainder(width) < box_w[:, None]
+        return in_y[:, :, None] & in_x[:, None, :], box_h * box_w, None
+    y1 = (y0 + box_h).clamp(0, height)
+    x1 = (x0 + box_w).clamp(0, width)
+    y0 = y0.clamp(0, height)
+    x0 = x0.clamp(0, width)
+    in_y = (rows >= y0[:, None]) & (rows < y1[:, None])
+    in_x = (cols >= x0[:, None]) & (cols < x1[:, None])
+    boxes = torch.stack([y0, y1, x0, x1], dim=1)
+    return in_y[:, :, None] & in_x[:, None, :], (y1 - y0) * (x1 - x0), boxes
+
+
+@register("cutmix")
+class CutMix(MaskSampler):
+    """CutMix (Yun et al., ICCV 2019): ``M = 0`` in a box of side ratio ``√(1−λ)``, 1 outside.
+
+    The box centre is uniform over the pixels. ``boundary="clip"`` (the paper's) clips the box
+    to the image, so the pasted area can be smaller than ``1−λ``: the effective ``λ̄`` reports
+    the area actually pasted. ``boundary="wrap"`` wraps the box around the image (a torus), so
+    ``λ̄`` only differs from ``λ`` by rounding to whole pixels.
+    """
+
+    def __init__(self, boundary: Boundary = "clip") -> None:
+        self.boundary = _check_boundary(boundary)
+
+    def _sample(self, lam, height, width, device, generator):
+        y0, x0, bh, bw = sample_boxes(1 - lam, height, width, generator, self.boundary)
+        inbox, area, boxes = _box_masks(y0, x0, bh, bw, height, width, device, self.boundary)
+        masks = (~inbox).unsqueeze(1).float()
+        eff = 1 - area.float() / (height * width)
+        ones = torch.ones_like(eff)
+        return MaskSample(masks, eff, boxes=boxes, outside=ones if boxes is not None else None)
+
+
+@register("hmix")
+class HMix(MaskSampler):
+    """HMix (Park et al., NeurIPS 2022): a CutMix box, Mixup outside it.
+
+    The box has side ratio ``√(r(1−λ))``; with ``λ_c = 1 − |box|/HW`` (the box actually cut,
+    after clipping) and ``λ_m = min(1, λ/λ_c)``, ``M = 0`` in the box and ``λ_m`` outside, so
+    ``mean(M) = λ_m λ_c = λ`` up to whole-pixel rounding. ``r = 0`` is Mixup, ``r = 1`` CutMix's
+    box family. The paper's default is ``r = 0.5``.
+    """
+
+    def __init__(self, r: float = 0.5, boundary: Boundary = "clip") -> None:
+        self.r = _check_unit("r", r)
+        self.boundary = _check_boundary(boundary)
+
+    def _sample(self, lam, height, width, device, generator):
+        y0, x0, bh, bw = sample_boxes(self.r * (1 - lam), height, width, generator, self.boundary)
+        inbox, area, boxes = _box_masks(y0, x0, bh, bw, height, width, device, self.boundary)
+        lam_c = 1 - area.float() / (height * width)
+        lam_d = lam.to(device)
+        lam_m = torch.where(lam_c > 0, lam_d / lam_c.clamp_min(1e-12), torch.ones_like(lam_d))
+        lam_m = lam_m.clamp(max=1.0)
+        masks = torch.where(inbox, 0.0, lam_m[:, None, None]).unsqueeze(1)
+        return MaskSample(masks, lam_m * lam_c, boxes=boxes, outside=lam_m if boxes is not None else None)
+
+
+@register("gmix")
+class GMix(MaskSampler):
+    """GMix, Gaussian Mixup (Park et al., NeurIPS 2022): a smooth Gaussian patch.
+
+    Centre ``c`` uniform over the pixels, ``s = min(λ, 1−λ)`` and
+    ``G(p) = exp(−π‖p − c‖² / (s·H·W))``, whose integral over the plane is ``s·HW``;
+    ``M = 1 − G`` if ``λ ≥ ½`` else ``M = G``. Any ``H×W`` (the reference code is square-only).
+    ``boundary="clip"`` truncates the Gaussian at the image border (the paper's), ``"wrap"``
+    measures distance on the torus. ``λ̄`` is the exact mean of the mask.
+    """
+
+    def __init__(self, boundary: Boundary = "clip") -> None:
+        self.boundary = _check_boundary(boundary)
+
+    def _sample(self, lam, height, width, device, generator):
+        n = lam.shape[0]
+        cy = torch.randint(0, height, (n,), generator=generator, device=lam.device).to(device)
+        cx = torch.randint(0, width, (n,), generator=generator, device=lam.device).to(device)
+        lam_d = lam.to(device)
+        s = torch.minimum(lam_d, 1 - lam_d)
+        dy = (torch.arange(height, device=device) - cy[:, None]).abs()
+        dx = (torch.arange(width, device=device) - cx[:, None]).abs()
+        if self.boundary == "wrap":
+            dy = torch.minimum(dy, height - dy)
+            dx = torch.minimum(dx, width - dx)
+        # G is separable: exp(-π(dy² + dx²)/(sHW)) = gy ⊗ gx; s = 0 gives G ≡ 0.
+        scale = torch.where(s > 0, -math.pi / (s.clamp_min(1e-30) * height * width), -math.inf)
+        gy = torch.exp(dy.float().square() * scale[:, None]).nan_to_num_(0.0)
+        gx = torch.exp(dx.float().square() * scale[:, None]).nan_to_num_(0.0)
+        g = gy[:, :, None] * gx[:, None, :]
+        g = torch.where((s > 0)[:, None, None], g, 0.0)
+        masks = torch.where((lam_d >= 0.5)[:, None, None], 1 - g, g).unsqueeze(1)
+        return MaskSample(masks, masks.mean(dim=(1, 2, 3)))

@@ -1,0 +1,1 @@
+"""Pictures: mask galleries, regularisation profiles, training curves, reliability diagrams."""
