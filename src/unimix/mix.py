@@ -473,9 +473,10 @@ class Mixer:
                 weights_u = lam_eff_u.view(-1, 1, 1, 1).expand(-1, 1, height, width)
             boxes = outside = None
 
+        if wdtype != torch.float32:
+            weights_u = weights_u.to(wdtype)
         if wdtype not in (torch.float32, torch.float64):
             # the label must weigh the mask actually applied: its values in the images' dtype
-            weights_u = weights_u.to(wdtype)
             lam_eff_u = (
                 lam_eff_u.to(wdtype).float() if constant else weights_u.float().mean(dim=(1, 2, 3))
             )

@@ -60,6 +60,10 @@ def _check_logits_labels(logits: Tensor, labels: Tensor) -> None:
         )
 
 
+def _at_least_float32(logits: Tensor) -> Tensor:
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
 def topk_correct(logits: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) -> Tensor:
     """Whether each label is among the ``k`` highest logits, for each ``k`` in ``ks``.
 
@@ -90,12 +94,12 @@ def topk_error(logits: Tensor, labels: Tensor, k: int = 1) -> float:
 
 
 def nll_per_example(logits: Tensor, labels: Tensor) -> Tensor:
-    """Per-example negative log-likelihood ``−log softmax(z)_y`` (float32 ``[N]``).
+    """Per-example negative log-likelihood ``−log softmax(z)_y`` (``[N]``, float32 or float64).
 
     Computed with ``log_softmax`` in at least float32, so it is finite for any finite logits.
     """
     _check_logits_labels(logits, labels)
-    logp = F.log_softmax(logits.float(), dim=1)
+    logp = F.log_softmax(_at_least_float32(logits), dim=1)
     return -logp.gather(1, labels[:, None].long())[:, 0]
 
 
@@ -108,9 +112,9 @@ def nll(logits: Tensor, labels: Tensor) -> float:
 
 
 def confidence_and_correct(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Confidence ``max_k softmax(z)_k`` (float32 ``[N]``) and correctness of the arg-max."""
+    """Confidence ``max_k softmax(z)_k`` (``[N]``, at least float32) and correctness of the arg-max."""
     _check_logits_labels(logits, labels)
-    probs = F.softmax(logits.float(), dim=1)
+    probs = F.softmax(_at_least_float32(logits), dim=1)
     conf, pred = probs.max(dim=1)
     return conf, pred == labels
 

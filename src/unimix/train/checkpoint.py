@@ -1,0 +1,159 @@
+"""Training checkpoints: atomic writes, clear errors, and every random state of a run.
+
+A checkpoint is one ``torch.save`` file holding a mapping::
+
+    format      "unimix-train-checkpoint"      version   CHECKPOINT_VERSION
+    config      the resolved TrainConfig dict   world_size number of ranks that wrote it
+    epoch       epochs completed                batch     batches done in the current epoch
+                                                          (0 at an epoch boundary)
+    step        optimiser steps done            finished  whether the run is complete
+    model       the model's state dict          optimizer / scheduler / scaler  state dicts
+    ranks       one entry per rank: RNG states (Python, NumPy, torch CPU and CUDA) and the
+                mixer's generator state
+    partial     the current epoch's running sums (mid-epoch checkpoints only)
+    history     every epoch's metrics row so far (metrics.csv is rebuilt from it on resume)
+    wall_s      training wall time so far, over every session
+
+Everything in it is tensors, numbers, strings and containers, so it loads with
+``torch.load(weights_only=True)``: a checkpoint cannot execute code when read.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "capture_rng_state",
+    "restore_rng_state",
+    "state_digest",
+]
+
+CHECKPOINT_FORMAT = "unimix-train-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: corrupt, truncated, foreign or from another run."""
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same directory, flushed to
+    disk, then renamed over ``path`` (``os.replace``), so a kill at any moment leaves either the
+    previous checkpoint or the new one, never a torn file."""
+    path = Path(path)
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: the file is truncated or corrupt, or is not a unimix training checkpoint,
+            or was written by an incompatible version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as err:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is corrupt or truncated and cannot be read ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'no detail'}); restore a good copy, or delete "
+            "the run directory to start the run again"
+        ) from err
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a unimix training checkpoint")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has format version {state.get('version')!r}, this unimix "
+            f"reads version {CHECKPOINT_VERSION}"
+        )
+    missing = {"config", "model", "epoch", "step", "finished"} - set(state)
+    if missing:
+        raise CheckpointError(f"checkpoint {str(path)!r} lacks {sorted(missing)}; it is incomplete")
+    return state
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The states of Python's, NumPy's and torch's global generators (CPU and every CUDA device),
+    in a form :func:`torch.load` reads with ``weights_only=True``."""
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "name": np_name,
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "cached_gaussian": float(np_gauss),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npst = state["numpy"]
+    np.random.set_state(
+        (
+            npst["name"],
+            npst["keys"].numpy().astype(np.uint32),
+            npst["pos"],
+            npst["has_gauss"],
+            npst["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+def state_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names, dtypes, shapes and exact bytes (equal iff bitwise equal)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name]
+        h.update(name.encode())
+        if not isinstance(tensor, torch.Tensor):
+            h.update(repr(tensor).encode())
+            continue
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
