@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -61,6 +62,8 @@ class MaskSample:
             mask is 0 (CutMix/HMix with clipping); ``None`` when the mask is no such box.
         outside: optional ``[N]`` value of the mask outside ``boxes`` (1 for CutMix, ``λ_m`` for HMix).
         constant: True when every mask is constant over the image (Mixup, no mixing).
+        binary: True when every mask value is 0 or 1 (CutMix, FMix, …): the engine then selects
+            pixels instead of blending them.
     """
 
     masks: Tensor
@@ -68,6 +71,7 @@ class MaskSample:
     boxes: Tensor | None = None
     outside: Tensor | None = None
     constant: bool = False
+    binary: bool = False
 
 
 def _check_unit(name: str, value: float) -> float:
@@ -96,21 +100,18 @@ def sample_lambda(
 ) -> Tensor:
     """Draw ``n`` mixing ratios ``λ ~ Beta(α, α)`` (Zhang et al., "mixup", ICLR 2018).
 
-    PyTorch's Beta sampler takes no generator, so the draw runs under a forked global RNG seeded
-    from ``generator``: the result is a pure function of the generator's state, which advances.
+    PyTorch's Beta sampler takes no generator, so NumPy's draws it from a bit generator seeded by
+    ``generator`` (or by PyTorch's global RNG): the result is a pure function of the torch
+    generator's state, which advances by one draw.
     """
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
         raise TypeError(f"alpha must be a positive number, got {type(alpha).__name__}")
     if not alpha > 0 or math.isinf(alpha):
         raise ValueError(f"alpha must be a finite number > 0, got {alpha}")
-    if generator is None:
-        lam = torch.distributions.Beta(float(alpha), float(alpha)).sample((n,))
-    else:
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            lam = torch.distributions.Beta(float(alpha), float(alpha)).sample((n,))
-    return lam.to(device=device or "cpu", dtype=torch.float32)
+    dev = generator.device if generator is not None else "cpu"
+    seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=dev))
+    lam = np.random.Generator(np.random.SFC64(seed)).beta(alpha, alpha, n)
+    return torch.from_numpy(lam).to(device=device or "cpu", dtype=torch.float32)
 
 
 def sample_boxes(
@@ -233,7 +234,8 @@ class NoMix(MaskSampler):
 
     def _sample(self, lam, height, width, device, generator):
         ones = torch.ones_like(lam)
-        return MaskSample(_constant_masks(ones, height, width, device), ones.to(device), constant=True)
+        masks = _constant_masks(ones, height, width, device)
+        return MaskSample(masks, ones.to(device), constant=True, binary=True)
 
 
 @register("mixup")
@@ -285,7 +287,9 @@ class CutMix(MaskSampler):
         masks = (~inbox).unsqueeze(1).float()
         eff = 1 - area.float() / (height * width)
         ones = torch.ones_like(eff)
-        return MaskSample(masks, eff, boxes=boxes, outside=ones if boxes is not None else None)
+        return MaskSample(
+            masks, eff, boxes=boxes, outside=ones if boxes is not None else None, binary=True
+        )
 
 
 @register("hmix")

@@ -167,12 +167,13 @@ def one_hot_targets(
             raise TypeError("class-index labels must be an integer tensor; soft targets must be [B, K]")
         if num_classes is None:
             raise ValueError("num_classes is required when labels are class indices; pass num_classes=K")
-        if batch_size and (labels.min() < 0 or labels.max() >= num_classes):
+        try:  # one_hot checks the range itself; re-raise its error as ours
+            targets = F.one_hot(labels.to(device).long(), num_classes).float()
+        except RuntimeError:
             raise ValueError(
                 f"labels must lie in [0, num_classes={num_classes}), got range "
                 f"[{int(labels.min())}, {int(labels.max())}]; check num_classes"
-            )
-        targets = F.one_hot(labels.to(device).long(), num_classes).float()
+            ) from None
     elif labels.dim() == 2:
         if num_classes is not None and labels.shape[1] != num_classes:
             raise ValueError(f"labels has {labels.shape[1]} columns but num_classes={num_classes}")
@@ -352,6 +353,13 @@ class Mixer:
             method = torch.zeros(n, dtype=torch.long, device=dev)
         else:
             method = torch.multinomial(self.weights.to(dev), n, replacement=True, generator=g)
+        # λ comes from Beta(α, α) on the generator's device: samplers need not re-validate it
+        if len(self.methods) == 1 and self.prob == 1.0:
+            lam = _masks.sample_lambda(self.alphas[0], n, g, dev)
+            method_obj = self.methods[0]
+            if isinstance(method_obj, _masks.MaskSampler):
+                return lam, method, applied, [method_obj._sample(lam, height, width, device, g)]
+            return lam, method, applied, [None]
         lam = torch.ones(n, device=dev)
         samples: list[_masks.MaskSample | None] = []
         for m, (method_obj, alpha) in enumerate(zip(self.methods, self.alphas)):
@@ -361,7 +369,7 @@ class Mixer:
             if count:
                 lam[sel] = _masks.sample_lambda(alpha, count, g, dev)
                 if isinstance(method_obj, _masks.MaskSampler):
-                    sample = method_obj(lam[sel], height, width, device=device, generator=g)
+                    sample = method_obj._sample(lam[sel], height, width, device, g)
             samples.append(sample)
         return lam, method, applied, samples
 
@@ -404,7 +412,8 @@ class Mixer:
             x, partner, unit, lam_u, method_u, applied_u, samples, out, context
         )
         lam_eff = lam_eff_u[unit] if self.mode != "batch" else lam_eff_u.expand(batch)
-        mixed_targets = targets * lam_eff[:, None] + targets[partner] * (1.0 - lam_eff[:, None])
+        lam_col = lam_eff[:, None]
+        mixed_targets = targets.index_select(0, partner).mul_(1.0 - lam_col).add_(targets * lam_col)
         if not return_info:
             return out, mixed_targets
         masks = None
@@ -458,9 +467,11 @@ class Mixer:
         if only is not None and only.masks.shape[0] == n_units:
             weights_u, lam_eff_u = only.masks, only.lam.to(device)
             constant, boxes, outside = only.constant, only.boxes, only.outside
+            binary = only.binary
         else:
             lam_eff_u = torch.ones(n_units, device=device)
             constant = all(samples[m].constant for m in present)  # type: ignore[union-attr]
+            binary = all(samples[m].binary for m in present)  # type: ignore[union-attr]
             weights_u = None if constant else torch.ones(n_units, 1, height, width, device=device)
             for m in present:
                 sample = samples[m]
@@ -483,9 +494,12 @@ class Mixer:
 
         if self.mode == "batch":
             out = self._mix_batch(x, partner, weights_u, lam_eff_u, constant, boxes, outside, out)
+        elif constant:
+            out = _blend(x, partner, lam_eff_u.to(wdtype).view(-1, 1, 1, 1)[unit], out)
+        elif binary:
+            out = _select(x, partner, (weights_u == 1)[unit], out)
         else:
-            w = lam_eff_u.to(wdtype).view(-1, 1, 1, 1)[unit] if constant else weights_u[unit]
-            out = _blend(x, partner, w, out)
+            out = _blend(x, partner, weights_u[unit], out)
 
         if bool(image_units.any()):
             rows = image_units[unit].nonzero().squeeze(1)
@@ -520,13 +534,13 @@ class Mixer:
     ) -> Tensor:
         if constant and float(lam_eff[0]) == 1.0:
             return x.clone() if out is None else out
-        if boxes is not None and outside is not None and float(outside[0]) == 1.0:
+        if boxes is not None and outside is not None and bool(outside[0] == 1.0):
             # CutMix-style binary box: only the box is written, from the partner rows.
-            y0, y1, x0, x1 = (int(v) for v in boxes[0])
+            y0, y1, x0, x1 = boxes[0].tolist()
             if out is None:
                 out = x.clone()
             region = x[:, :, y0:y1, x0:x1]
-            out[:, :, y0:y1, x0:x1] = region[partner]
+            out[:, :, y0:y1, x0:x1] = region.index_select(0, partner)
             return out
         if constant:
             w = float(lam_eff[0]) if x.is_floating_point() else lam_eff.view(1, 1, 1, 1)
@@ -536,7 +550,7 @@ class Mixer:
 
 def _blend(x: Tensor, partner: Tensor, w: Tensor | float, out: Tensor | None) -> Tensor:
     """``out = w ⊙ x + (1 − w) ⊙ x[partner]`` without touching ``x`` unless ``out is x``."""
-    gathered = x[partner]
+    gathered = x.index_select(0, partner)
     if not x.is_floating_point():
         mixed = gathered.float().lerp_(x.float(), w if isinstance(w, float) else w.float())
         mixed = mixed.round_().to(x.dtype)
@@ -553,6 +567,17 @@ def _blend(x: Tensor, partner: Tensor, w: Tensor | float, out: Tensor | None) ->
             gathered = gathered.contiguous(memory_format=_memory_format(x))
         return gathered.lerp_(x, w)
     return out.copy_(gathered.lerp_(x, w))
+
+
+def _select(x: Tensor, partner: Tensor, keep: Tensor, out: Tensor | None) -> Tensor:
+    """Binary masks: ``out = x`` where ``keep`` else ``x[partner]`` (a select, not a blend)."""
+    gathered = x.index_select(0, partner)
+    if out is x:
+        return torch.where(keep, x, gathered, out=x)
+    if not gathered.is_contiguous(memory_format=_memory_format(x)):
+        gathered = gathered.contiguous(memory_format=_memory_format(x))
+    result = torch.where(keep, x, gathered, out=gathered)
+    return result if out is None else out.copy_(result)
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:

@@ -1,11 +1,12 @@
 """A small convolutional network sized for the digits set: the study's default model.
 
-Three stages of 3×3 convolution, batch normalisation and ReLU (32, 64, 128 channels by default),
-2×2 max-pooling between stages, global average pooling and a linear classifier. On 32×32 digits
-that is about 10 M multiply-adds per image and 0.1 M parameters: an epoch of the 1437 training
-digits takes about a second on one CPU core, so the study can train many of them, and the net
-still has the spatial depth (receptive field 18 pixels after three stages) for box masks such as
-CutMix's to matter. Fully convolutional: any input size works.
+Four stages of 3×3 convolution, batch normalisation and ReLU (16, 32, 64, 128 channels by
+default), 2×2 max-pooling between stages, global average pooling and a linear classifier. On
+32×32 digits that is 3.7 M multiply-adds per image and 99 k parameters, with a receptive field of
+38 pixels, i.e. the whole image (box masks such as CutMix's then change what every unit sees).
+An epoch of the 1437 training digits takes well under a second on one CPU core, so the study can
+train many of them; fifteen epochs reach about 99 % test accuracy without mixing. Fully
+convolutional: any input size of at least 2^(stages−1) pixels works.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class SmallCNN(nn.Module):
         self,
         num_classes: int,
         in_chans: int = 1,
-        widths: Sequence[int] = (32, 64, 128),
+        widths: Sequence[int] = (16, 32, 64, 128),
         drop_rate: float = 0.0,
     ) -> None:
         super().__init__()

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +30,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from unimix.train.fileio import atomic_open
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -55,18 +56,9 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> N
     """Write ``state`` to ``path`` atomically: a temporary file in the same directory, flushed to
     disk, then renamed over ``path`` (``os.replace``), so a kill at any moment leaves either the
     previous checkpoint or the new one, never a torn file."""
-    path = Path(path)
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as fh:
+        torch.save(payload, fh)
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -82,7 +74,15 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as err:
+    except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower():
+            raise CheckpointError(f"checkpoint {str(path)!r} is corrupt and cannot be read ({err})") from err
+        raise CheckpointError(
+            f"{str(path)!r} holds Python objects other than tensors, numbers and containers, so it is "
+            "not a unimix training checkpoint (or comes from an incompatible version); it was not "
+            "loaded, since unpickling arbitrary objects can run code"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
         raise CheckpointError(
             f"checkpoint {str(path)!r} is corrupt or truncated and cannot be read ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else 'no detail'}); restore a good copy, or delete "

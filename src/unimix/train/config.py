@@ -20,7 +20,6 @@ import dataclasses
 import difflib
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from unimix.train.fileio import atomic_write_text
 
 __all__ = [
     "TrainConfig",
@@ -466,18 +467,3 @@ def write_yaml(path: str | os.PathLike[str], data: Mapping[str, Any], header: st
     """Write a mapping as YAML atomically (temporary file in the same directory, then rename)."""
     text = (header + "\n" if header else "") + yaml.safe_dump(dict(data), sort_keys=False)
     atomic_write_text(path, text)
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Replace ``path`` by ``text`` so that readers see the old file or the new one, never half."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

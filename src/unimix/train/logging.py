@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from unimix.train.config import atomic_write_text
+from unimix.train.fileio import atomic_write_text
 
 __all__ = ["MetricsLogger", "EpochProgress", "read_metrics", "format_epoch_line"]
 

@@ -1,0 +1,352 @@
+"""Drop-in facades over :class:`unimix.Mixer` for code written against timm or torchvision.
+
+Two ways existing training code mixes batches, each served by one object here:
+
+* **timm** — ``mixup_fn = timm.data.Mixup(...)`` then ``x, y = mixup_fn(x, y)`` in the training
+  loop. :class:`TimmMixup` takes the same arguments and returns the same targets, and adds the
+  reference implementation's ``cutmix_mode="hmix"|"gmix"`` (Park, Yun & Chun, "A Unified Analysis of
+  Mixed Sample Data Augmentation: A Loss Function Perspective", NeurIPS 2022). Switching is one
+  import::
+
+      from unimix.compat import TimmMixup as Mixup
+      mixup_fn = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, cutmix_mode="hmix", num_classes=1000)
+
+* **torchvision** — ``v2.MixUp``/``v2.CutMix`` applied to each batch in the ``DataLoader``'s
+  ``collate_fn``. :class:`MixCollate` wraps any :class:`~unimix.Mixer` as that ``collate_fn``.
+
+Both only translate arguments and target formats: every mask and every mix is
+:class:`unimix.Mixer`'s, so labels always weigh the mask actually applied (``λ̄ = mean(M)``).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import default_collate, get_worker_info
+
+from unimix.mix import Mixer
+
+__all__ = ["TimmMixup", "MixCollate", "mixup_target"]
+
+_CUT_METHODS = {"bbox": "cutmix", "hmix": "hmix", "gmix": "gmix"}
+
+
+def mixup_target(
+    target: Tensor,
+    num_classes: int,
+    lam: float | Tensor = 1.0,
+    smoothing: float = 0.0,
+    multi_label: bool = False,
+) -> Tensor:
+    """timm's mixed targets: ``ỹ_k = λ_k y_k + (1 − λ_k) y_{B−1−k}`` (the batch's flip is the partner).
+
+    ``y`` is the one-hot target smoothed as timm does: ``ε/K`` off the class and ``1 − ε + ε/K`` on
+    it; with ``multi_label=True`` the dense ``[B, K]`` targets are smoothed towards ½,
+    ``y (1 − ε) + ε/2``. ``lam`` is a number (one λ for the batch) or ``[B]``/``[B, 1]`` (one per
+    row). For the same arguments the result is bit-for-bit ``timm.data.mixup_target``'s, on
+    ``target``'s device.
+    """
+    return _mix_targets(_smoothed_targets(target, num_classes, smoothing, multi_label), lam)
+
+
+def _smoothed_targets(
+    target: Tensor, num_classes: int, smoothing: float, multi_label: bool
+) -> Tensor:
+    if not isinstance(target, Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    if multi_label:
+        if target.dim() != 2 or target.shape[1] != num_classes:
+            raise ValueError(
+                f"multi_label=True expects dense targets [B, num_classes={num_classes}], "
+                f"got shape {tuple(target.shape)}"
+            )
+        return target.float() * (1.0 - smoothing) + 0.5 * smoothing
+    if target.dim() != 1 or target.is_floating_point():
+        raise ValueError(
+            f"target must be [B] integer class indices, got {target.dtype} of shape "
+            f"{tuple(target.shape)}; for dense [B, K] targets pass multi_label=True"
+        )
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
+        raise ValueError(
+            f"target must lie in [0, num_classes={num_classes}), got range "
+            f"[{int(target.min())}, {int(target.max())}]; check num_classes"
+        )
+    off_value = smoothing / num_classes
+    on_value = 1.0 - smoothing + off_value
+    y1 = torch.full((target.shape[0], num_classes), off_value, device=target.device)
+    return y1.scatter_(1, target.long().view(-1, 1), on_value)
+
+
+def _mix_targets(y1: Tensor, lam: float | Tensor) -> Tensor:
+    if isinstance(lam, Tensor):
+        lam = lam.to(y1.device).reshape(-1, 1)
+    return y1 * lam + y1.flip(0) * (1.0 - lam)
+
+
+class TimmMixup:
+    """``timm.data.Mixup`` on unimix's engine, plus HMix and GMix as CutMix modes.
+
+    The arguments and ``x, target = mixup_fn(x, target)`` are timm's: ``x`` ``[B, C, H, W]`` is
+    mixed **in place** and returned, ``target`` holds class indices ``[B]`` (or dense ``[B, K]``
+    with ``multi_label=True``), and the targets are ``mixup_target``'s, row ``k`` partnered with row
+    ``B−1−k``. Mixup draws ``λ ~ Beta(mixup_alpha, mixup_alpha)``; the cut method draws
+    ``λ ~ Beta(cutmix_alpha, cutmix_alpha)`` and is, by ``cutmix_mode``:
+
+    * ``"bbox"`` — CutMix (Yun et al., ICCV 2019): the partner pasted in a box of side ratio ``√(1−λ)``;
+    * ``"hmix"`` — HMix(r = ``hmix_ratio``) (Park et al., NeurIPS 2022): a box of side ratio
+      ``√(r(1−λ))``, Mixup outside it;
+    * ``"gmix"`` — GMix (Park et al., NeurIPS 2022): a Gaussian patch of area ``min(λ, 1−λ)·HW``.
+
+    With both alphas > 0 each batch (``mode="batch"``), pair of rows (``"pair"``) or row
+    (``"elem"``) uses the cut method with probability ``switch_prob``; ``prob`` is the probability
+    of mixing at all. Setting ``mixup_enabled = False`` turns mixing off (targets are then only
+    smoothed), as timm's training script does at ``--mixup-off-epoch``.
+
+    Differences from timm, all deliberate:
+
+    * Labels always use the effective ``λ̄ = mean(M)`` of the mask applied. ``correct_lam=True``
+      (timm's default) is the same thing; ``correct_lam=False``, which in timm labels a clipped box
+      with the nominal λ, is accepted with a warning and has no effect.
+    * CutMix box sides are ``round(√(1−λ)·H)`` rather than timm's ``int(...)``: boxes differ by at
+      most one pixel per side; their position rule (centre uniform over pixels, clipped) is timm's.
+    * Odd batches work in ``"batch"`` and ``"elem"`` modes (the middle row is its own partner);
+      ``"pair"`` still needs an even batch. ``uint8`` images are mixed too (rounded).
+    * Randomness comes from ``generator`` (a :class:`torch.Generator`, or PyTorch's global RNG),
+      not from NumPy's global RNG.
+    * ``cutmix_minmax`` (timm's Darknet-style boxes whose sides are drawn uniformly, independently
+      of λ) is no mask family unimix has: it raises :class:`NotImplementedError`.
+
+    In ``"elem"``/``"pair"`` modes the targets' dtype is that of ``float32 × x.dtype`` and in
+    ``"batch"`` mode float32, as in timm. The underlying engine is :attr:`mixer`.
+    """
+
+    _FIXED = frozenset(
+        {
+            "mixup_alpha", "cutmix_alpha", "cutmix_minmax", "mix_prob", "switch_prob", "mode",
+            "correct_lam", "label_smoothing", "num_classes", "multi_label", "cutmix_mode",
+            "hmix_ratio", "mixer",
+        }
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        mixup_alpha: float = 1.0,
+        cutmix_alpha: float = 0.0,
+        cutmix_minmax: Sequence[float] | None = None,
+        prob: float = 1.0,
+        switch_prob: float = 0.5,
+        mode: str = "batch",
+        correct_lam: bool = True,
+        label_smoothing: float = 0.1,
+        num_classes: int = 1000,
+        multi_label: bool = False,
+        *,
+        cutmix_mode: str = "bbox",
+        hmix_ratio: float = 0.5,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        for name, value in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number >= 0, got {type(value).__name__}")
+            if not (0.0 <= float(value) < float("inf")):
+                raise ValueError(
+                    f"{name} must be a finite number >= 0 (0 turns it off), got {value}"
+                )
+        if cutmix_minmax is not None:
+            raise NotImplementedError(
+                "cutmix_minmax is not supported: its boxes are drawn independently of λ, a mask "
+                "family unimix does not have; use cutmix_alpha (CutMix with λ ~ Beta) instead"
+            )
+        if mixup_alpha == 0 and cutmix_alpha == 0:
+            raise ValueError("one of mixup_alpha and cutmix_alpha must be > 0 to mix anything")
+        if cutmix_mode not in _CUT_METHODS:
+            raise ValueError(f"cutmix_mode must be 'bbox', 'hmix' or 'gmix', got {cutmix_mode!r}")
+        if isinstance(hmix_ratio, bool) or not isinstance(hmix_ratio, (int, float)):
+            raise TypeError(
+                f"hmix_ratio must be a number in [0, 1], got {type(hmix_ratio).__name__}"
+            )
+        if not 0.0 <= hmix_ratio <= 1.0:
+            raise ValueError(
+                f"hmix_ratio must lie in [0, 1] (0: Mixup, 1: CutMix), got {hmix_ratio}"
+            )
+        if not (0.0 <= label_smoothing <= 1.0):
+            raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        cut = _CUT_METHODS[cutmix_mode]
+        if not correct_lam and cutmix_alpha > 0:
+            warnings.warn(
+                "correct_lam=False is ignored: unimix labels every mix with the effective λ "
+                "(the mean of the mask applied, clipped boxes included), as correct_lam=True does",
+                UserWarning,
+                stacklevel=2,
+            )
+
+        alphas = {"mixup": float(mixup_alpha), cut: float(cutmix_alpha)}
+        methods = [m for m in ("mixup", cut) if alphas[m] > 0]
+        self.mixer = Mixer(
+            methods,
+            alpha={m: alphas[m] for m in methods},
+            mode=mode,  # type: ignore[arg-type]
+            prob=prob,
+            switch_prob=switch_prob if len(methods) == 2 else None,
+            generator=generator,
+            **({"r": float(hmix_ratio)} if cut == "hmix" and "hmix" in methods else {}),
+        )
+        self.mixup_alpha = mixup_alpha
+        self.cutmix_alpha = cutmix_alpha
+        self.cutmix_minmax = cutmix_minmax
+        self.mix_prob = prob
+        self.switch_prob = switch_prob
+        self.mode = mode
+        self.correct_lam = correct_lam
+        self.label_smoothing = label_smoothing
+        self.num_classes = num_classes
+        self.multi_label = multi_label
+        self.cutmix_mode = cutmix_mode
+        self.hmix_ratio = hmix_ratio
+        self.mixup_enabled = True
+        self._built = True
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Settings are compiled into the Mixer: changing them afterwards would silently do nothing.
+        if name in self._FIXED and getattr(self, "_built", False):
+            raise AttributeError(
+                f"TimmMixup.{name} is fixed at construction; build a new TimmMixup to change it "
+                "(only mixup_enabled may change during training)"
+            )
+        super().__setattr__(name, value)
+
+    def __call__(self, x: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """Mix ``x`` in place; return ``(x, mixed targets)`` as ``timm.data.Mixup`` does."""
+        y1 = _smoothed_targets(target, self.num_classes, self.label_smoothing, self.multi_label)
+        if not isinstance(x, Tensor) or x.dim() != 4:
+            raise ValueError(f"x must be a [B, C, H, W] tensor, got {getattr(x, 'shape', type(x))}")
+        if x.shape[0] != y1.shape[0]:
+            raise ValueError(
+                f"x has {x.shape[0]} rows but target has {y1.shape[0]}; pass one per image"
+            )
+        if not self.mixup_enabled:
+            return x, _mix_targets(y1, 1.0)
+        # The targets are timm's arithmetic on y1; the engine only needs a placeholder label column.
+        placeholder = torch.ones(x.shape[0], 1, device=x.device)
+        _, _, info = self.mixer(x, placeholder, inplace=True, return_info=True)
+        lam: float | Tensor
+        if self.mode == "batch":
+            lam = float(info.lam_effective[0])
+        else:
+            lam = info.lam_effective.to(torch.promote_types(torch.float32, _float_or(x.dtype)))
+        return x, _mix_targets(y1, lam)
+
+    def __repr__(self) -> str:
+        return (
+            f"TimmMixup(mixup_alpha={self.mixup_alpha}, cutmix_alpha={self.cutmix_alpha}, "
+            f"prob={self.mix_prob}, switch_prob={self.switch_prob}, mode={self.mode!r}, "
+            f"label_smoothing={self.label_smoothing}, num_classes={self.num_classes}, "
+            f"cutmix_mode={self.cutmix_mode!r}, hmix_ratio={self.hmix_ratio})"
+        )
+
+
+def _float_or(dtype: torch.dtype) -> torch.dtype:
+    return dtype if dtype.is_floating_point else torch.float32
+
+
+class MixCollate:
+    """A ``collate_fn`` that collates a list of ``(image, label)`` samples and mixes the batch.
+
+    Use it where torchvision's documentation applies ``v2.MixUp``/``v2.CutMix`` after
+    ``default_collate`` — CutMix, Mixup, HMix or GMix without re-implementing any of them::
+
+        from torch.utils.data import DataLoader
+        from unimix import Mixer
+        from unimix.compat import MixCollate
+
+        mixer = Mixer(["mixup", "cutmix"], alpha=1.0, num_classes=NUM_CLASSES)
+        loader = DataLoader(dataset, batch_size=128, shuffle=True, num_workers=4,
+                            collate_fn=MixCollate(mixer))
+        for images, targets in loader:            # targets: [B, NUM_CLASSES] soft labels
+            loss = unimix.soft_target_cross_entropy(model(images), targets)
+
+    Images may be ``uint8`` (mixed and rounded, e.g. before ``v2.ToDtype`` on the GPU) or float.
+    ``collate_fn`` must return ``(images [B, C, H, W], labels)``; the collated batch is a fresh
+    tensor, so it is mixed in place (``inplace=False`` if your ``collate_fn`` returns storage it
+    keeps).
+
+    Random streams: with ``mixer.generator=None`` the masks come from PyTorch's global RNG, which
+    the ``DataLoader`` seeds differently in every worker and epoch. With an explicit generator
+    each worker mixes with a private copy of the mixer whose generator is seeded from the
+    generator's initial seed combined with the worker's seed (``get_worker_info().seed``, new
+    every epoch): workers and epochs draw different masks, the run is reproducible given the
+    ``DataLoader``'s ``generator``, and the mixer passed in is never modified. In the main process
+    (``num_workers=0``) the mixer and its generator are used directly.
+    """
+
+    def __init__(
+        self,
+        mixer: Mixer | TimmMixup,
+        collate_fn: Callable[[list[Any]], Any] = default_collate,
+        *,
+        inplace: bool = True,
+    ) -> None:
+        if not isinstance(mixer, (Mixer, TimmMixup)):
+            raise TypeError(
+                f"mixer must be a unimix Mixer or TimmMixup, got {type(mixer).__name__}"
+            )
+        if not callable(collate_fn):
+            raise TypeError(f"collate_fn must be callable, got {type(collate_fn).__name__}")
+        self.mixer = mixer
+        self.collate_fn = collate_fn
+        self.inplace = inplace
+        self._worker: tuple[int, Mixer | TimmMixup] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_worker"] = None
+        return state
+
+    def __call__(self, samples: list[Any]) -> tuple[Tensor, Tensor]:
+        batch = self.collate_fn(samples)
+        if not isinstance(batch, Sequence) or len(batch) != 2:
+            raise TypeError(
+                "collate_fn must return (images, labels); got "
+                f"{type(batch).__name__}{f' of length {len(batch)}' if isinstance(batch, Sequence) else ''}"
+            )
+        images, labels = batch
+        mixer = self._local_mixer()
+        if isinstance(mixer, TimmMixup):
+            if not self.inplace:
+                images = images.clone()
+            return mixer(images, labels)
+        return mixer(images, labels, inplace=self.inplace)  # type: ignore[return-value]
+
+    def _local_mixer(self) -> Mixer | TimmMixup:
+        info = get_worker_info()
+        engine = self.mixer.mixer if isinstance(self.mixer, TimmMixup) else self.mixer
+        if info is None or engine.generator is None:
+            return self.mixer
+        if self._worker is None or self._worker[0] != info.seed:
+            parent = engine.generator
+            # SeedSequence mixes the two seeds into well-separated streams (no seed + id overlap).
+            seed = int(
+                np.random.SeedSequence([parent.initial_seed(), info.seed]).generate_state(
+                    1, np.uint64
+                )[0]
+            )
+            local = copy.copy(engine)
+            local.generator = torch.Generator(device=parent.device).manual_seed(seed)
+            if isinstance(self.mixer, TimmMixup):
+                wrapper = copy.copy(self.mixer)
+                object.__setattr__(wrapper, "mixer", local)
+                self._worker = (info.seed, wrapper)
+            else:
+                self._worker = (info.seed, local)
+        return self._worker[1]
+
+    def __repr__(self) -> str:
+        return f"MixCollate({self.mixer!r}, collate_fn={getattr(self.collate_fn, '__name__', self.collate_fn)!r})"
