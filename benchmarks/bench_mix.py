@@ -3,13 +3,17 @@
     python benchmarks/bench_mix.py [--quick] [--device cpu|cuda] [--out results.md] [--threads 1]
 
 For each method registered with :func:`unimix.mix.available_methods` (so methods added later are
-picked up), each mode (batch, pair, elem) and each batch size ``H×W×B`` it times ``Mixer.__call__``
-mixing in place (``inplace=True``) and out of place, as the median of repeated runs (after a
-warm-up) in milliseconds and as a ratio to ``images.clone()`` of the same batch — the cost of
-reading and writing it once, the floor for any out-of-place mix. timm's ``Mixup`` (in place, as
-timm mixes) and torchvision's ``v2.MixUp``/``v2.CutMix`` (out of place, whole batch only) are timed
-beside them on the same tensors when installed. On CPU a fresh output costs page faults on top of
-the arithmetic, which is why both unimix columns are shown.
+picked up), each mode (batch, pair, elem) and each batch ``H×W×B`` it times ``Mixer.__call__``
+mixing in place (``inplace=True``) and out of place, in milliseconds and as a ratio to
+``images.clone()`` of the same batch — reading and writing it once, the floor of any out-of-place
+mix. timm's ``Mixup`` (in place, as timm mixes) and torchvision's ``v2.MixUp``/``v2.CutMix`` (out
+of place, whole batch only) are timed beside them on the same tensors when installed. On CPU a
+fresh output costs page faults on top of the arithmetic, which is why both unimix columns are
+shown.
+
+Every figure is the median of repeated calls after a warm-up (``torch.utils.benchmark``). The
+candidates of a row are timed in turn, ``--rounds`` times over, each keeping its fastest round:
+a burst of load from other processes then inflates no single column.
 
 Methods that need more than the images (e.g. a model for saliency-guided mixing) get it from
 :data:`CONTEXT_HOOKS`; a method that still cannot run is listed as skipped with its error.
@@ -36,18 +40,17 @@ from unimix.mix import Mixer, available_methods
 # Modules whose import registers more methods; absent ones are ignored.
 METHOD_MODULES = ("unimix.masks", "unimix.mix", "unimix.methods")
 MODES = ("batch", "pair", "elem")
-DEFAULT_SIZES = "32x32x256:100,224x224x64:1000"
-QUICK_SIZES = "32x32x256:100,224x224x64:1000"
+DEFAULT_SIZES = "32x32x256:100,224x224x64:1000"  # H x W x B : classes (CIFAR-100, ImageNet)
 UINT8_METHODS = ("mixup", "cutmix")
-TIMM_METHODS = ("mixup", "cutmix")  # what timm and torchvision implement
+THEIR_METHODS = ("mixup", "cutmix")  # what timm and torchvision implement
 CHANNELS = 3
+Fn = Callable[[], Any]
 
 
 def tiny_model(images: torch.Tensor, num_classes: int) -> nn.Module:
-    """A small CNN on the images' device, for methods that look at a model's gradients."""
-    channels = images.shape[1]
+    """A small CNN on the images' device, for methods that look at a model (e.g. its saliency)."""
     model = nn.Sequential(
-        nn.Conv2d(channels, 8, 3, padding=1),
+        nn.Conv2d(images.shape[1], 8, 3, padding=1),
         nn.ReLU(),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
@@ -57,12 +60,15 @@ def tiny_model(images: torch.Tensor, num_classes: int) -> nn.Module:
 
 
 # ---- HOOK: context for methods that need more than the batch ------------------------------------
-# name -> function(images, labels, num_classes) -> keyword arguments for Mixer.__call__.
-# Methods not listed first run without context, then with ``model=tiny_model(...)``.
+# method name -> function(images, labels, num_classes) -> keyword arguments for Mixer.__call__.
+# A method not listed is tried without context, then with ``model=tiny_model(images, K)``.
 CONTEXT_HOOKS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], dict[str, Any]]] = {}
 
 
-def _default_contexts(images: torch.Tensor, labels: torch.Tensor, k: int) -> list[dict[str, Any]]:
+def _contexts(method: str, images: torch.Tensor, labels: torch.Tensor, k: int) -> list[dict]:
+    hook = CONTEXT_HOOKS.get(method)
+    if hook is not None:
+        return [hook(images, labels, k)]
     return [{}, {"model": tiny_model(images, k)}]
 
 
@@ -80,17 +86,17 @@ class Size:
             h, w, b = (int(v) for v in dims.lower().split("x"))
             size = cls(h, w, b, int(k) if k else 1000)
         except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"size must look like HxWxB[:K], got {text!r}"
-            ) from None
+            raise argparse.ArgumentTypeError(f"sizes are HxWxB[:K], got {text!r}") from None
         if min(h, w, b, size.num_classes) < 1 or b % 2:
-            raise argparse.ArgumentTypeError(
-                f"size needs positive dims and an even batch, got {text!r}"
-            )
+            raise argparse.ArgumentTypeError(f"sizes need positive dims, even B: got {text!r}")
         return size
 
     def __str__(self) -> str:
         return f"{self.height}×{self.width}×{self.batch}"
+
+
+def parse_sizes(text: str) -> list[Size]:
+    return [Size.parse(t) for t in text.split(",")]
 
 
 @dataclass
@@ -100,28 +106,44 @@ class Row:
     size: Size
     dtype: str
     clone_ms: float
-    times: dict[str, float | None] = field(default_factory=dict)
+    times: dict[str, float] = field(default_factory=dict)
     note: str = ""
 
 
 class Bench:
-    def __init__(self, device: torch.device, threads: int, min_time: float) -> None:
+    def __init__(self, device: torch.device, threads: int, min_time: float, rounds: int) -> None:
         self.device = device
         self.threads = threads
         self.min_time = min_time
+        self.rounds = rounds
 
-    def time_ms(self, fn: Callable[[], Any]) -> float:
-        """Median milliseconds per call of ``fn`` after a warm-up call."""
-        fn()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=self.threads)
-        return timer.blocked_autorange(min_run_time=self.min_time).median * 1e3
+    def time_ms(self, fns: dict[str, Fn]) -> tuple[dict[str, float], dict[str, str]]:
+        """Milliseconds per call of each function (the fastest round's median, rounds
+        interleaved), and the error of each function that failed."""
+        errors: dict[str, str] = {}
+        best: dict[str, float] = {}
+        for _ in range(self.rounds):
+            for name, fn in fns.items():
+                if name in errors:
+                    continue
+                try:
+                    if name not in best:  # warm-up
+                        fn()
+                        if self.device.type == "cuda":
+                            torch.cuda.synchronize(self.device)
+                    timer = benchmark.Timer(
+                        stmt="fn()", globals={"fn": fn}, num_threads=self.threads
+                    )
+                    measured = timer.blocked_autorange(min_run_time=self.min_time / self.rounds)
+                except Exception as err:  # noqa: BLE001 - report it in the table, time the rest
+                    errors[name] = f"{type(err).__name__}: {err}"
+                    best.pop(name, None)
+                    continue
+                best[name] = min(best.get(name, float("inf")), measured.median * 1e3)
+        return best, errors
 
-    def batch(
-        self, size: Size, dtype: torch.dtype, seed: int = 0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        g = torch.Generator().manual_seed(seed)
+    def batch(self, size: Size, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(0)
         shape = (size.batch, CHANNELS, size.height, size.width)
         if dtype == torch.uint8:
             x = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
@@ -137,95 +159,83 @@ def _load_method_modules() -> None:
             importlib.import_module(name)
 
 
-def _unimix_runner(
-    method: str, mode: str, x: torch.Tensor, y: torch.Tensor, k: int
-) -> tuple[Callable[[bool], Any] | None, str]:
-    """A callable ``run(inplace)`` mixing ``x`` with ``method``, or ``None`` and why not."""
+def unimix_fns(method: str, mode: str, x: torch.Tensor, y: torch.Tensor, k: int):
+    """``({column: fn}, note)``: unimix in place and out of place, or no columns and why not."""
     try:
         mixer = Mixer(method, mode=mode, num_classes=k, generator=torch.Generator().manual_seed(0))
     except Exception as err:  # noqa: BLE001 - any method's constructor may refuse; report it
-        return None, f"cannot build: {type(err).__name__}: {err}"
-    hook = CONTEXT_HOOKS.get(method)
-    contexts = [hook(x, y, k)] if hook else _default_contexts(x, y, k)
+        return {}, f"cannot build: {type(err).__name__}: {err}"
     error = ""
-    for context in contexts:
+    for context in _contexts(method, x, y, k):
         try:
             mixer(x.clone(), y, **context)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:  # noqa: BLE001 - e.g. a method needing context we lack
             error = f"{type(err).__name__}: {err}"
             continue
-        return (lambda inplace, c=context: mixer(x, y, inplace=inplace, **c)), ""
-    return None, f"skipped ({error}); add a CONTEXT_HOOKS entry"
+        return {
+            "unimix in-place": lambda c=context: mixer(x, y, inplace=True, **c),
+            "unimix out-of-place": lambda c=context: mixer(x, y, **c),
+        }, ""
+    return {}, f"skipped ({error}); add a CONTEXT_HOOKS entry"
 
 
-def _timm_runner(method: str, mode: str, x: torch.Tensor, y: torch.Tensor, k: int):
-    try:
+def their_fns(method: str, mode: str, x: torch.Tensor, y: torch.Tensor, k: int) -> dict[str, Fn]:
+    """timm's Mixup (in place) and torchvision's MixUp/CutMix (batch mode) where they run."""
+    if method not in THEIR_METHODS:
+        return {}
+    fns: dict[str, Fn] = {}
+    if importlib.util.find_spec("timm") is not None:
         from timm.data import Mixup
-    except ImportError:
-        return None
-    alphas = (
-        {"mixup_alpha": 1.0, "cutmix_alpha": 0.0}
-        if method == "mixup"
-        else {"mixup_alpha": 0.0, "cutmix_alpha": 1.0}
-    )
-    fn = Mixup(**alphas, mode=mode, label_smoothing=0.0, num_classes=k)
-    try:
-        fn(x.clone(), y)
-    except Exception:  # noqa: BLE001 - e.g. timm's Mixup cannot scale uint8 in place
-        return None
-    return lambda: fn(x, y)
 
-
-def _torchvision_runner(method: str, x: torch.Tensor, y: torch.Tensor, k: int):
-    try:
+        alphas = (1.0, 0.0) if method == "mixup" else (0.0, 1.0)
+        timm_fn = Mixup(*alphas, mode=mode, label_smoothing=0.0, num_classes=k)
+        fns["timm in-place"] = lambda: timm_fn(x, y)
+    if mode == "batch" and importlib.util.find_spec("torchvision") is not None:
         from torchvision.transforms import v2
-    except ImportError:
-        return None
-    fn = (
-        v2.MixUp(alpha=1.0, num_classes=k)
-        if method == "mixup"
-        else v2.CutMix(alpha=1.0, num_classes=k)
-    )
-    try:
-        fn(x, y)
-    except Exception:  # noqa: BLE001 - e.g. uint8 images
-        return None
-    return lambda: fn(x, y)
+
+        tv = v2.MixUp if method == "mixup" else v2.CutMix
+        tv_fn = tv(alpha=1.0, num_classes=k)
+        fns["torchvision"] = lambda: tv_fn(x, y)
+    runnable = {}
+    for name, fn in fns.items():
+        try:
+            fn()
+        except Exception:  # noqa: BLE001, S112 - e.g. timm cannot scale uint8 in place
+            continue
+        runnable[name] = fn
+    return runnable
 
 
 def run(args: argparse.Namespace) -> list[Row]:
     _load_method_modules()
-    device = torch.device(args.device)
-    bench = Bench(device, args.threads, args.min_time)
+    bench = Bench(torch.device(args.device), args.threads, args.min_time, args.rounds)
     methods = args.methods or available_methods()
     rows: list[Row] = []
     for size in args.sizes:
+        k = size.num_classes
         for dtype in (torch.float32, torch.uint8):
             x, y = bench.batch(size, dtype)
-            clone_ms = bench.time_ms(x.clone)
+            dname = str(dtype).removeprefix("torch.")
             names = (
                 methods if dtype == torch.float32 else [m for m in UINT8_METHODS if m in methods]
             )
             for method in names:
                 for mode in MODES:
-                    row = Row(method, mode, size, str(dtype).removeprefix("torch."), clone_ms)
-                    runner, row.note = _unimix_runner(method, mode, x, y, size.num_classes)
-                    if runner is not None:
-                        row.times["unimix in-place"] = bench.time_ms(lambda r=runner: r(True))
-                        row.times["unimix out-of-place"] = bench.time_ms(lambda r=runner: r(False))
-                    if method in TIMM_METHODS:
-                        timm_fn = _timm_runner(method, mode, x, y, size.num_classes)
-                        row.times["timm in-place"] = bench.time_ms(timm_fn) if timm_fn else None
-                        tv_fn = (
-                            _torchvision_runner(method, x, y, size.num_classes)
-                            if mode == "batch"
-                            else None
-                        )
-                        row.times["torchvision"] = bench.time_ms(tv_fn) if tv_fn else None
+                    start = time.perf_counter()
+                    ours, note = unimix_fns(method, mode, x, y, k)
+                    times, errors = bench.time_ms(
+                        {"clone": x.clone, **ours, **their_fns(method, mode, x, y, k)}
+                    )
+                    notes = [note] if note else []
+                    notes += [f"{name} failed: {err}" for name, err in errors.items()]
+                    row = Row(
+                        method, mode, size, dname, times.pop("clone"), times, "; ".join(notes)
+                    )
                     rows.append(row)
                     if args.verbose:
+                        took = time.perf_counter() - start
                         print(
-                            f"  {method:>10} {mode:>5} {size} {row.dtype}: {row.times} {row.note}",
+                            f"{method} {mode} {size} {dname} ({took:.1f} s): {times} {row.note}",
                             file=sys.stderr,
                         )
     return rows
@@ -239,113 +249,122 @@ def _cell(ms: float | None, clone_ms: float) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    head = (
-        "| method | mode | H×W×B | dtype | clone ms | "
-        + " | ".join(f"{c} ms (×clone)" for c in COLUMNS)
-        + " |"
-    )
-    lines = [head, "|" + "---|" * (5 + len(COLUMNS))]
-    for r in rows:
-        cells = [_cell(r.times.get(c), r.clone_ms) for c in COLUMNS]
-        if r.note:
-            cells = [r.note] + [""] * (len(COLUMNS) - 1)
-        lines.append(
-            f"| {r.method} | {r.mode} | {r.size} | {r.dtype} | {r.clone_ms:.3f} | "
-            + " | ".join(cells)
-            + " |"
-        )
-    return "\n".join(lines)
-
-
-def targets(rows: list[Row]) -> list[str]:
-    """The issue's speed targets as explicit ratio lines, each marked met or MISSED."""
-    checks = [  # (mode, ours, theirs, bound, only 32×32)
-        ("elem", "unimix in-place", "timm in-place", 0.1, True),
-        ("batch", "unimix in-place", "timm in-place", 1.0, False),
-        ("batch", "unimix out-of-place", "torchvision", 1.0, False),
+    """The markdown table; a row with a note (skipped or failed columns) gets a numbered footnote."""
+    head = " | ".join(f"{c} ms (×clone)" for c in COLUMNS)
+    lines = [
+        f"| method | mode | H×W×B | dtype | clone ms | {head} |",
+        "|" + "---|" * (5 + len(COLUMNS)),
     ]
-    lines = []
+    notes: list[str] = []
     for r in rows:
-        for mode, ours, theirs, bound, small_only in checks:
+        name = r.method
+        if r.note:
+            notes.append(f"{len(notes) + 1}. {r.method} {r.mode} {r.size} {r.dtype}: {r.note}")
+            name += f" [{len(notes)}]"
+        cells = " | ".join(_cell(r.times.get(c), r.clone_ms) for c in COLUMNS)
+        lines.append(f"| {name} | {r.mode} | {r.size} | {r.dtype} | {r.clone_ms:.3f} | {cells} |")
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+# (mode, ours, theirs, bound, binding at 32×32 only): the issue's speed targets
+TARGETS = (
+    ("elem", "unimix in-place", "timm in-place", 0.1, True),
+    ("batch", "unimix in-place", "timm in-place", 1.0, False),
+    ("batch", "unimix out-of-place", "torchvision", 1.0, False),
+)
+
+
+def target_lines(rows: list[Row]) -> list[str]:
+    """The speed targets as explicit ratio lines, each marked met, MISSED or (not binding) info."""
+    lines = []
+    for mode, ours, theirs, bound, small_only in TARGETS:
+        for r in rows:
             a, b = r.times.get(ours), r.times.get(theirs)
             if r.mode != mode or a is None or b is None or r.dtype != "float32":
                 continue
             binding = not small_only or (r.size.height, r.size.width) == (32, 32)
             verdict = ("met" if a / b <= bound else "MISSED") if binding else "info"
+            where = "" if binding else " at 32×32"
             lines.append(
                 f"- {r.method} {mode} {r.size}: {ours} / {theirs} = {a / b:.3f} "
-                f"(target ≤ {bound}{'' if binding else ' at 32×32'}): {verdict}"
+                f"(target ≤ {bound}{where}): {verdict}"
             )
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short timings (< 1 minute in all)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    parser.add_argument("--out", help="also write the markdown report to this file")
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default: 1)")
-    parser.add_argument(
-        "--sizes",
-        type=lambda s: [Size.parse(t) for t in s.split(",")],
-        default=None,
-        help=f"comma-separated HxWxB[:classes] (default: {DEFAULT_SIZES})",
-    )
-    parser.add_argument("--methods", nargs="*", help="only these methods (default: all registered)")
-    parser.add_argument(
-        "--min-time",
-        type=float,
-        default=None,
-        help="seconds of timing per measurement (default: 0.5; 0.02 with --quick)",
-    )
-    parser.add_argument("--verbose", action="store_true", help="print each measurement to stderr")
-    args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda but CUDA is not available")
-    if args.threads < 1:
-        parser.error("--threads must be >= 1")
-    if args.sizes is None:
-        args.sizes = [
-            Size.parse(t) for t in (QUICK_SIZES if args.quick else DEFAULT_SIZES).split(",")
-        ]
-    if args.min_time is None:
-        args.min_time = 0.02 if args.quick else 0.5
-    torch.set_num_threads(args.threads)
-
-    start = time.perf_counter()
-    rows = run(args)
+def report(rows: list[Row], args: argparse.Namespace, seconds: float) -> str:
     versions = [f"torch {torch.__version__}"]
     for name in ("timm", "torchvision"):
         if importlib.util.find_spec(name) is not None:
             versions.append(f"{name} {importlib.import_module(name).__version__}")
-    device_name = (
-        torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {args.threads} thread(s)"
-    )
-    ratios = [
-        r.times["unimix in-place"] / r.clone_ms for r in rows if r.times.get("unimix in-place")
-    ]
-    report = "\n".join(
+    if args.device == "cuda":
+        where = torch.cuda.get_device_name()
+    else:
+        where = f"CPU, {args.threads} thread(s)"
+    ratios = [r.times["unimix in-place"] / r.clone_ms for r in rows if "unimix in-place" in r.times]
+    return "\n".join(
         [
-            f"## Mixing cost ({device_name}; {', '.join(versions)})",
+            f"## Mixing cost ({where}; {', '.join(versions)})",
             "",
-            "Median ms per batch, and in parentheses the ratio to `clone()` of the batch.",
+            f"Median ms per batch (fastest of {args.rounds} interleaved round(s)) and, in "
+            "parentheses, the ratio to `clone()` of the same batch timed alongside.",
             "",
             table(rows),
             "",
             "### Targets",
             "",
-            *targets(rows),
+            *target_lines(rows),
             "",
-            f"Median unimix in-place / clone over all rows: {statistics.median(ratios):.2f}×."
-            if ratios
-            else "",
-            f"Measured in {time.perf_counter() - start:.0f} s.",
+            *(
+                [f"Median over rows of unimix in-place / clone: {statistics.median(ratios):.2f}×."]
+                if ratios
+                else []
+            ),
+            f"Measured in {seconds:.0f} s.",
         ]
     )
-    print(report)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short timings (< 1 minute in all)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--out", help="also write the markdown report to this file")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default: 1)")
+    parser.add_argument(
+        "--sizes", type=parse_sizes, default=parse_sizes(DEFAULT_SIZES),
+        help=f"comma-separated HxWxB[:classes] (default: {DEFAULT_SIZES})",
+    )  # fmt: skip
+    parser.add_argument("--methods", nargs="*", help="only these methods (default: all registered)")
+    parser.add_argument(
+        "--min-time", type=float, default=None,
+        help="seconds of timing per measurement (default: 0.3; 0.01 with --quick)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rounds", type=int, default=None,
+        help="interleaved timing rounds, fastest kept (default: 3; 1 with --quick)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--verbose", action="store_true", help="print each row to stderr as it runs"
+    )
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but CUDA is not available")
+    if args.min_time is None:
+        args.min_time = 0.01 if args.quick else 0.3
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    if args.threads < 1 or args.rounds < 1 or args.min_time <= 0:
+        parser.error("--threads and --rounds must be >= 1, --min-time > 0")
+    torch.set_num_threads(args.threads)
+
+    start = time.perf_counter()
+    rows = run(args)
+    text = report(rows, args, time.perf_counter() - start)
+    print(text)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(report + "\n")
+            fh.write(text + "\n")
     return 0
 
 

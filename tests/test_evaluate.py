@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import types
@@ -31,7 +32,7 @@ from unimix.evaluate import (
     topk_correct,
     topk_error,
 )
-from unimix.evaluate.attacks import frozen_eval
+from unimix.evaluate.attacks import attack_loss, frozen_eval
 from unimix.evaluate.occlusion import occlusion_boxes
 
 # --------------------------------------------------------------------------- fixtures
@@ -49,9 +50,7 @@ class Digits:
         perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
         train, test = perm[:1300], perm[1300:]
         torch.manual_seed(0)
-        self.model = nn.Sequential(
-            nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)
-        )
+        self.model = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
         opt = torch.optim.Adam(self.model.parameters(), lr=1e-2)
         for _ in range(150):  # full batch, well under a second
             opt.zero_grad()
@@ -87,7 +86,9 @@ MEAN3 = (0.5, 0.4, 0.3)
 STD3 = (0.2, 0.3, 0.1)
 
 
-def rgb_batch(n: int = 16, size: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def rgb_batch(
+    n: int = 16, size: int = 8, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pixels in [0, 1] with exact 0s and 1s (so clamping is exercised), normalised, and labels."""
     g = torch.Generator().manual_seed(seed)
     pixels = torch.rand(n, 3, size, size, generator=g)
@@ -120,7 +121,10 @@ def test_topk_and_nll_by_hand() -> None:
         [True, True, False, False],
     ]
     expected = -np.mean(
-        [np.log(np.exp(row[y]) / np.exp(row).sum()) for row, y in zip(logits.numpy(), labels.numpy(), strict=True)]
+        [
+            np.log(np.exp(row[y]) / np.exp(row).sum())
+            for row, y in zip(logits.numpy(), labels.numpy(), strict=True)
+        ]
     )
     assert nll(logits, labels) == pytest.approx(expected, rel=1e-6)
 
@@ -145,7 +149,9 @@ def test_topk_and_nll_match_sklearn(n: int, k_classes: int, seed: int, scale: fl
     probs = torch.softmax(logits, 1).numpy()
     # sklearn clips probabilities at float64 eps; compare where that does not bite.
     assume(probs.min() > 1e-12)
-    assert nll(logits, labels) == pytest.approx(log_loss(labels.numpy(), probs, labels=classes), rel=1e-6)
+    assert nll(logits, labels) == pytest.approx(
+        log_loss(labels.numpy(), probs, labels=classes), rel=1e-6
+    )
 
 
 def test_ece_constructed_cases() -> None:
@@ -162,7 +168,9 @@ def test_ece_constructed_cases() -> None:
     # Two bins by hand: 4 at 0.95 (3 right), 6 at 0.55 (all wrong).
     conf = torch.tensor([0.95] * 4 + [0.55] * 6, dtype=torch.float64)
     correct = torch.tensor([1, 1, 1, 0] + [0] * 6, dtype=torch.bool)
-    assert reliability_diagram(conf, correct).ece == pytest.approx(0.4 * 0.2 + 0.6 * 0.55, abs=1e-12)
+    assert reliability_diagram(conf, correct).ece == pytest.approx(
+        0.4 * 0.2 + 0.6 * 0.55, abs=1e-12
+    )
 
 
 def test_ece_bins_are_right_closed() -> None:
@@ -232,8 +240,13 @@ def test_eps_zero_is_clean_exactly(digits: Digits) -> None:
     ):
         assert torch.equal(adv, x)
     res = evaluate_model(
-        digits.model, (x, y), mean=digits.mean, std=digits.std, eps_list=(0.0, 0.05),
-        pgd_steps=3, occlusion_size=None,
+        digits.model,
+        (x, y),
+        mean=digits.mean,
+        std=digits.std,
+        eps_list=(0.0, 0.05),
+        pgd_steps=3,
+        occlusion_size=None,
     )
     assert res.fgsm_accuracy[0] == res.accuracy and res.pgd_accuracy[0] == res.accuracy
 
@@ -244,10 +257,20 @@ def test_attack_error_ordering_on_trained_model(digits: Digits) -> None:
     assert clean < 0.05  # the model is trained
     errs = []
     for eps in (2 / 255, 8 / 255, 0.1, 0.2):
-        f_err = 1 - digits.accuracy(fgsm(digits.model, x, y, eps=eps, mean=digits.mean, std=digits.std))
+        f_err = 1 - digits.accuracy(
+            fgsm(digits.model, x, y, eps=eps, mean=digits.mean, std=digits.std)
+        )
         p_err = 1 - digits.accuracy(
-            pgd(digits.model, x, y, eps=eps, mean=digits.mean, std=digits.std, steps=10,
-                generator=torch.Generator().manual_seed(0))
+            pgd(
+                digits.model,
+                x,
+                y,
+                eps=eps,
+                mean=digits.mean,
+                std=digits.std,
+                steps=10,
+                generator=torch.Generator().manual_seed(0),
+            )
         )
         assert clean <= f_err <= p_err, (eps, clean, f_err, p_err)
         errs.append((f_err, p_err))
@@ -264,12 +287,83 @@ def test_pgd_accuracy_never_rises_with_steps(digits: Digits, random_start: bool)
     accs = []
     for steps in range(0, 13):
         adv = pgd(
-            digits.model, x, y, eps=0.1, mean=digits.mean, std=digits.std, steps=steps,
-            step_size=0.02, random_start=random_start, generator=torch.Generator().manual_seed(3),
+            digits.model,
+            x,
+            y,
+            eps=0.1,
+            mean=digits.mean,
+            std=digits.std,
+            steps=steps,
+            step_size=0.02,
+            random_start=random_start,
+            generator=torch.Generator().manual_seed(3),
         )
         accs.append(digits.accuracy(adv))
     assert all(b <= a for a, b in zip(accs[:-1], accs[1:], strict=True)), accs
     assert accs[-1] < accs[0] - 0.2  # and it really attacks
+
+
+def test_pgd_early_stop_is_the_worst_case_over_iterates(digits: Digits) -> None:
+    # Correct after T early-stopped steps <=> correct at every iterate 0..T of plain PGD.
+    def correct(**kw) -> torch.Tensor:
+        adv = pgd(
+            digits.model,
+            digits.images,
+            digits.labels,
+            eps=0.1,
+            mean=digits.mean,
+            std=digits.std,
+            step_size=0.03,
+            generator=torch.Generator().manual_seed(4),
+            **kw,
+        )
+        with torch.no_grad():
+            return digits.model(adv).argmax(1) == digits.labels
+
+    for random_start in (False, True):
+        always = torch.ones_like(digits.labels, dtype=torch.bool)
+        for steps in range(8):
+            always &= correct(steps=steps, random_start=random_start, early_stop=False)
+            assert torch.equal(correct(steps=steps, random_start=random_start), always), steps
+
+
+class Bump(nn.Module):
+    """Predicts class 1 only in a band of width ~0.08 in pixel units (narrower than a PGD step).
+
+    Input: one pixel normalised with mean 0.5, std 0.25, so ``z = (x - 0.5) / 0.25``.
+    """
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        bump = 4 * torch.exp(-((z.flatten(1).sum(1) / 0.1) ** 2)) - 2
+        return torch.stack([torch.zeros_like(bump), bump], dim=1)
+
+
+def test_pgd_overshooting_steps_cannot_repair_a_fooled_example() -> None:
+    # From x = 0.47 (class 0, right) a step of 0.04 lands at 0.51 inside the band (fooled), the
+    # next step jumps back out (right again): the last iterate alternates right/wrong. Pixels at
+    # 0.1 are far from the band (zero gradient): they stay right and keep the attack running.
+    model = Bump()
+    x = ((torch.tensor([0.47, 0.47, 0.1, 0.1]) - 0.5) / 0.25).view(4, 1, 1, 1)
+    y = torch.zeros(4, dtype=torch.long)
+
+    def accuracy(steps: int, early_stop: bool) -> float:
+        adv = pgd(
+            model,
+            x,
+            y,
+            eps=0.05,
+            mean=0.5,
+            std=0.25,
+            steps=steps,
+            step_size=0.04,
+            random_start=False,
+            early_stop=early_stop,
+        )
+        return (model(adv).argmax(1) == y).double().mean().item()
+
+    plain = [accuracy(t, early_stop=False) for t in range(6)]
+    assert plain == [1.0, 0.5, 1.0, 0.5, 1.0, 0.5]  # the toy does what it is built for
+    assert [accuracy(t, early_stop=True) for t in range(6)] == [1.0, 0.5, 0.5, 0.5, 0.5, 0.5]
 
 
 @pytest.mark.parametrize("eps", [1 / 255, 8 / 255, 0.1])
@@ -278,8 +372,17 @@ def test_perturbation_in_pixel_space(eps: float) -> None:
     pixels, x, y = rgb_batch()
     advs = {
         "fgsm": fgsm(model, x, y, eps=eps, mean=MEAN3, std=STD3),
-        "pgd": pgd(model, x, y, eps=eps, mean=MEAN3, std=STD3, steps=5, early_stop=False,
-                   generator=torch.Generator().manual_seed(0)),
+        "pgd": pgd(
+            model,
+            x,
+            y,
+            eps=eps,
+            mean=MEAN3,
+            std=STD3,
+            steps=5,
+            early_stop=False,
+            generator=torch.Generator().manual_seed(0),
+        ),
     }
     for name, adv in advs.items():
         adv_pixels = to_pixels(adv)
@@ -289,14 +392,49 @@ def test_perturbation_in_pixel_space(eps: float) -> None:
         # The budget is used in pixel units in every channel (not ε·std or ε/std).
         interior = (pixels > eps + 1e-4) & (pixels < 1 - eps - 1e-4)
         for c in range(3):
-            assert delta[:, c][interior[:, c]].abs().max() == pytest.approx(eps, abs=1e-5), (name, c)
+            assert delta[:, c][interior[:, c]].abs().max() == pytest.approx(eps, abs=1e-5), (
+                name,
+                c,
+            )
     # FGSM equals the sign step of the gradient taken in pixel space, clipped to [0, 1].
     px = pixels.clone().requires_grad_(True)
     model.eval()
-    logits = model((px - torch.tensor(MEAN3).view(1, 3, 1, 1)) / torch.tensor(STD3).view(1, 3, 1, 1))
+    logits = model(
+        (px - torch.tensor(MEAN3).view(1, 3, 1, 1)) / torch.tensor(STD3).view(1, 3, 1, 1)
+    )
     (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), px)
     expected = (pixels + eps * grad.sign()).clamp(0, 1)
     torch.testing.assert_close(to_pixels(advs["fgsm"]), expected, atol=1e-5, rtol=0)
+
+
+class Scaled(nn.Module):
+    def __init__(self, model: nn.Module, scale: float) -> None:
+        super().__init__()
+        self.model, self.scale = model, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.model(x)
+
+
+def test_margin_loss_attacks(digits: Digits) -> None:
+    x, y = digits.images, digits.labels
+    kw = {"eps": 0.1, "mean": digits.mean, "std": digits.std, "loss": "margin"}
+    # Sharpening the softmax (x4 logits, an exact scaling) changes nothing for the margin loss.
+    sharp = Scaled(digits.model, 4.0)
+    assert torch.equal(fgsm(digits.model, x, y, **kw), fgsm(sharp, x, y, **kw))
+    a = pgd(digits.model, x, y, steps=5, generator=torch.Generator().manual_seed(0), **kw)
+    b = pgd(sharp, x, y, steps=5, generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(a, b)
+    clean, f_err = 1 - digits.accuracy(x), 1 - digits.accuracy(fgsm(digits.model, x, y, **kw))
+    assert clean + 0.2 < f_err <= 1 - digits.accuracy(a)
+    logits = torch.tensor([[1.0, 3.0, 2.0], [0.0, -1.0, 5.0]])
+    labels = torch.tensor([1, 0])
+    assert attack_loss(logits, labels, "margin").item() == pytest.approx((2 - 3) + (5 - 0))
+    assert attack_loss(logits, labels, "ce").item() == pytest.approx(
+        F.cross_entropy(logits, labels, reduction="sum").item()
+    )
+    with pytest.raises(ValueError, match="loss must be"):
+        fgsm(digits.model, x, y, eps=0.1, mean=digits.mean, std=digits.std, loss="cw")
 
 
 def test_attacks_leave_model_untouched() -> None:
@@ -307,11 +445,20 @@ def test_attacks_leave_model_untouched() -> None:
     state = {k: v.clone() for k, v in model.state_dict().items()}
     pixels, x, y = rgb_batch()
     x_before = x.clone()
-    adv1 = pgd(model, x, y, eps=8 / 255, mean=MEAN3, std=STD3, steps=4,
-               generator=torch.Generator().manual_seed(5))
+    adv1 = pgd(
+        model,
+        x,
+        y,
+        eps=8 / 255,
+        mean=MEAN3,
+        std=STD3,
+        steps=4,
+        generator=torch.Generator().manual_seed(5),
+    )
     fgsm(model, x, y, eps=8 / 255, mean=MEAN3, std=STD3)
-    evaluate_model(model, (x, y), mean=MEAN3, std=STD3, eps_list=(4 / 255,), pgd_steps=2,
-                   occlusion_size=2)
+    evaluate_model(
+        model, (x, y), mean=MEAN3, std=STD3, eps_list=(4 / 255,), pgd_steps=2, occlusion_size=2
+    )
     assert model.training  # restored
     assert [p.requires_grad for p in model.parameters()] == flags
     assert all(p.grad is None for p in model.parameters())
@@ -319,8 +466,16 @@ def test_attacks_leave_model_untouched() -> None:
         assert torch.equal(v, state[k]), k
     assert torch.equal(x, x_before)
     # Same generator seed, same attack; eval mode made dropout inactive so it is deterministic.
-    adv2 = pgd(model, x, y, eps=8 / 255, mean=MEAN3, std=STD3, steps=4,
-               generator=torch.Generator().manual_seed(5))
+    adv2 = pgd(
+        model,
+        x,
+        y,
+        eps=8 / 255,
+        mean=MEAN3,
+        std=STD3,
+        steps=4,
+        generator=torch.Generator().manual_seed(5),
+    )
     assert torch.equal(adv1, adv2)
 
 
@@ -349,8 +504,16 @@ def test_pgd_random_start_follows_generator() -> None:
     _, x, y = rgb_batch()
 
     def start(seed: int) -> torch.Tensor:
-        return pgd(model, x, y, eps=4 / 255, mean=MEAN3, std=STD3, steps=0,
-                   generator=torch.Generator().manual_seed(seed))
+        return pgd(
+            model,
+            x,
+            y,
+            eps=4 / 255,
+            mean=MEAN3,
+            std=STD3,
+            steps=0,
+            generator=torch.Generator().manual_seed(seed),
+        )
 
     assert torch.equal(start(1), start(1))
     assert not torch.equal(start(1), start(2))
@@ -390,7 +553,9 @@ def test_occlusion_patch_is_a_whole_square(h: int, w: int, frac: float, seed: in
     hit = out == 0
     assert torch.equal(hit[:, 0], hit[:, 1]) and torch.equal(hit[:, 0], hit[:, 2])
     assert (hit[:, 0].sum(dim=(1, 2)) == size * size).all()
-    assert ((boxes[:, 1] - boxes[:, 0]) == size).all() and ((boxes[:, 3] - boxes[:, 2]) == size).all()
+    assert ((boxes[:, 1] - boxes[:, 0]) == size).all() and (
+        (boxes[:, 3] - boxes[:, 2]) == size
+    ).all()
     assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] <= h).all()
     assert (boxes[:, 2] >= 0).all() and (boxes[:, 3] <= w).all()
     for i, (y0, y1, x0, x1) in enumerate(boxes.tolist()):
@@ -406,7 +571,9 @@ def test_occlusion_positions_are_per_image_and_cover_the_range() -> None:
     assert counts.min() > 0.8 * counts.mean()  # roughly uniform over the 7 rows
     again = occlusion_boxes(4000, 10, 12, 4, generator=torch.Generator().manual_seed(0))
     assert torch.equal(boxes, again)
-    clip = occlusion_boxes(4000, 10, 12, 5, boundary="clip", generator=torch.Generator().manual_seed(0))
+    clip = occlusion_boxes(
+        4000, 10, 12, 5, boundary="clip", generator=torch.Generator().manual_seed(0)
+    )
     area = (clip[:, 1] - clip[:, 0]) * (clip[:, 3] - clip[:, 2])
     assert area.max() == 25 and area.min() < 25 and area.min() > 0  # CutOut: clipped at borders
 
@@ -426,8 +593,16 @@ def test_occlusion_fill_and_errors() -> None:
 
 def test_evaluate_model_matches_direct_computation(digits: Digits) -> None:
     x, y = digits.images, digits.labels
-    res = evaluate_model(digits.model, (x, y), mean=digits.mean, std=digits.std,
-                         eps_list=(2 / 255, 0.1), pgd_steps=5, occlusion_size=3, batch_size=128)
+    res = evaluate_model(
+        digits.model,
+        (x, y),
+        mean=digits.mean,
+        std=digits.std,
+        eps_list=(2 / 255, 0.1),
+        pgd_steps=5,
+        occlusion_size=3,
+        batch_size=128,
+    )
     with torch.no_grad():
         logits = digits.model(x)
     assert res.n == len(y) and res.num_classes == 10
@@ -443,12 +618,26 @@ def test_evaluate_model_matches_direct_computation(digits: Digits) -> None:
     assert res.images_per_second > 0 and res.total_seconds > 0
     # The same batches through a DataLoader give the same result.
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=128)
-    res2 = evaluate_model(digits.model, loader, mean=digits.mean, std=digits.std,
-                          eps_list=(2 / 255, 0.1), pgd_steps=5, occlusion_size=3)
+    res2 = evaluate_model(
+        digits.model,
+        loader,
+        mean=digits.mean,
+        std=digits.std,
+        eps_list=(2 / 255, 0.1),
+        pgd_steps=5,
+        occlusion_size=3,
+    )
     for key in ("top1_error", "nll", "ece", "fgsm_accuracy", "pgd_accuracy", "occlusion_accuracy"):
         assert getattr(res2, key) == getattr(res, key), key
-    short = evaluate_model(digits.model, loader, mean=digits.mean, std=digits.std, eps_list=(),
-                           occlusion_size=None, max_batches=2)
+    short = evaluate_model(
+        digits.model,
+        loader,
+        mean=digits.mean,
+        std=digits.std,
+        eps_list=(),
+        occlusion_size=None,
+        max_batches=2,
+    )
     assert short.n == 256 and short.occlusion_accuracy is None and short.pgd_accuracy == []
 
 
@@ -467,8 +656,15 @@ def test_evaluate_model_rejects_bad_options(digits: Digits) -> None:
 
 @pytest.fixture(scope="module")
 def result(digits: Digits) -> EvalResult:
-    return evaluate_model(digits.model, (digits.images, digits.labels), mean=digits.mean,
-                          std=digits.std, eps_list=(1 / 255, 8 / 255), pgd_steps=3, occlusion_size=2)
+    return evaluate_model(
+        digits.model,
+        (digits.images, digits.labels),
+        mean=digits.mean,
+        std=digits.std,
+        eps_list=(1 / 255, 8 / 255),
+        pgd_steps=3,
+        occlusion_size=2,
+    )
 
 
 def test_json_round_trip(result: EvalResult, tmp_path: Path) -> None:
@@ -486,9 +682,20 @@ def test_json_round_trip(result: EvalResult, tmp_path: Path) -> None:
 
 def test_table_shows_every_metric(result: EvalResult) -> None:
     table = format_table(result)
-    for label in ("examples", "top-1 error", "top-5 error", "NLL", "ECE (15 bins)",
-                  "occlusion 2px acc.", "FGSM acc. ε=1/255", "FGSM acc. ε=8/255",
-                  "PGD-3 acc. ε=1/255", "PGD-3 acc. ε=8/255", "images/s", "total seconds"):
+    for label in (
+        "examples",
+        "top-1 error",
+        "top-5 error",
+        "NLL",
+        "ECE (15 bins)",
+        "occlusion 2px acc.",
+        "FGSM acc. ε=1/255",
+        "FGSM acc. ε=8/255",
+        "PGD-3 acc. ε=1/255",
+        "PGD-3 acc. ε=8/255",
+        "images/s",
+        "total seconds",
+    ):
         assert label in table, label
     assert f"{100 * result.top1_error:.2f}%" in table
     assert f"{100 * result.pgd_accuracy[1]:.2f}%" in table
@@ -528,7 +735,9 @@ def test_cli_evaluate(digits: Digits, tmp_path: Path, monkeypatch, capsys) -> No
         calls.append((Path(run_dir), torch.device(device)))
         spec = types.SimpleNamespace(
             test=torch.utils.data.TensorDataset(digits.images, digits.labels),
-            mean=(digits.mean,), std=(digits.std,), num_classes=10,
+            mean=(digits.mean,),
+            std=(digits.std,),
+            num_classes=10,
         )
         return digits.model, spec, {"dataset": "digits", "model": "mlp"}
 
@@ -539,13 +748,29 @@ def test_cli_evaluate(digits: Digits, tmp_path: Path, monkeypatch, capsys) -> No
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     out = tmp_path / "out" / "eval.json"
-    args = parser.parse_args([str(run_dir), "--eps", "0, 4/255,0.05", "--pgd-steps", "2",
-                              "--occlusion-size", "2", "--device", "cpu", "--out", str(out),
-                              "--plots"])
+    args = parser.parse_args(
+        [
+            str(run_dir),
+            "--eps",
+            "0, 4/255,0.05",
+            "--pgd-steps",
+            "2",
+            "--occlusion-size",
+            "2",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--plots",
+            "--attack-loss",
+            "margin",
+        ]
+    )
     assert command.run(args) == 0 and calls == [(run_dir, torch.device("cpu"))]
     res = EvalResult.from_json(str(out))
     assert res.eps == [0.0, 4 / 255, 0.05] and res.pgd_steps == 2 and res.occlusion_size == 2
     assert res.meta["dataset"] == "digits" and res.n == len(digits.labels)
+    assert res.attack_loss == "margin"
     printed = capsys.readouterr().out
     assert "top-1 error" in printed and "PGD-2 acc. ε=4/255" in printed
     assert (out.parent / "eval_reliability.png").exists()
@@ -557,3 +782,39 @@ def test_cli_evaluate(digits: Digits, tmp_path: Path, monkeypatch, capsys) -> No
     assert command.parse_eps_list("1/255, 0.5") == [1 / 255, 0.5]
     with pytest.raises(SystemExit):
         parser.parse_args([str(run_dir), "--eps", "abc"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_evaluate_on_cuda_matches_cpu(digits: Digits) -> None:
+    kw = {
+        "mean": digits.mean,
+        "std": digits.std,
+        "eps_list": (0.0, 0.1),
+        "pgd_steps": 4,
+        "occlusion_size": 3,
+    }
+    data = (digits.images, digits.labels)
+    cpu = evaluate_model(copy.deepcopy(digits.model), data, device="cpu", **kw)
+    gpu = evaluate_model(copy.deepcopy(digits.model), data, device="cuda", **kw)
+    assert gpu.device.startswith("cuda")
+    # Same generator draws (on the CPU) and the same model: agreement up to float rounding.
+    assert gpu.top1_error == pytest.approx(cpu.top1_error, abs=2 / cpu.n)
+    assert gpu.nll == pytest.approx(cpu.nll, rel=1e-3)
+    assert gpu.pgd_accuracy == pytest.approx(cpu.pgd_accuracy, abs=3 / cpu.n)
+    assert gpu.occlusion_accuracy == pytest.approx(cpu.occlusion_accuracy, abs=2 / cpu.n)
+    assert gpu.fgsm_accuracy[0] == gpu.accuracy
+    adv = pgd(
+        copy.deepcopy(digits.model).cuda(),
+        digits.images.cuda(),
+        digits.labels.cuda(),
+        eps=0.1,
+        mean=digits.mean,
+        std=digits.std,
+        steps=3,
+        generator=torch.Generator(device="cuda").manual_seed(0),
+    )
+    assert adv.device.type == "cuda"
+    assert (
+        to_pixels(adv.cpu(), (digits.mean,), (digits.std,))
+        - to_pixels(digits.images, (digits.mean,), (digits.std,))
+    ).abs().max() <= 0.1 + 1e-6

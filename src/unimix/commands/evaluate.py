@@ -39,14 +39,18 @@ def _step_size(text: str) -> float:
     try:
         value = float(Fraction(text))
     except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"bad step size {text!r}: give a number such as 2/255") from None
+        raise argparse.ArgumentTypeError(
+            f"bad step size {text!r}: give a number such as 2/255"
+        ) from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"step size must be >= 0, got {text}")
     return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="run directory of unimix train")
+    parser.add_argument(
+        "run_dir", metavar="RUN_DIR", type=Path, help="run directory of unimix train"
+    )
     parser.add_argument(
         "--eps",
         type=parse_eps_list,
@@ -65,18 +69,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-random-start", action="store_true", help="start PGD at the clean image"
     )
     parser.add_argument(
-        "--occlusion-size", type=int, default=8, help="side of the occluding patch in pixels; 0 to skip"
+        "--attack-loss",
+        choices=("ce", "margin"),
+        default="ce",
+        help="loss FGSM/PGD ascend: cross-entropy or the Carlini-Wagner margin (default: ce)",
     )
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
-    parser.add_argument("--max-batches", type=int, default=None, help="evaluate only this many batches")
-    parser.add_argument("--seed", type=int, default=0, help="seed of PGD starts and occlusion positions")
     parser.add_argument(
-        "--out", type=Path, default=None, metavar="FILE.json",
+        "--occlusion-size",
+        type=int,
+        default=8,
+        help="side of the occluding patch in pixels; 0 to skip",
+    )
+    parser.add_argument(
+        "--device", default=None, help="torch device (default: cuda if available, else cpu)"
+    )
+    parser.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
+    parser.add_argument(
+        "--max-batches", type=int, default=None, help="evaluate only this many batches"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of PGD starts and occlusion positions"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="FILE.json",
         help="where to write the JSON result (default: RUN_DIR/evaluation.json)",
     )
     parser.add_argument(
-        "--plots", action="store_true",
+        "--plots",
+        action="store_true",
         help="also write the reliability diagram and robustness curve (PNG) next to the JSON file",
     )
 
@@ -90,10 +113,16 @@ def run(args: argparse.Namespace) -> int:
 
     run_dir: Path = args.run_dir
     if not run_dir.is_dir():
-        print(f"error: {run_dir} is not a directory (expected a run directory of unimix train)", file=sys.stderr)
+        print(
+            f"error: {run_dir} is not a directory (expected a run directory of unimix train)",
+            file=sys.stderr,
+        )
         return 2
-    for name, value, low in (("--pgd-steps", args.pgd_steps, 0), ("--occlusion-size", args.occlusion_size, 0),
-                             ("--batch-size", args.batch_size, 1)):
+    for name, value, low in (
+        ("--pgd-steps", args.pgd_steps, 0),
+        ("--occlusion-size", args.occlusion_size, 0),
+        ("--batch-size", args.batch_size, 1),
+    ):
         if value < low:
             print(f"error: {name} must be >= {low}, got {value}", file=sys.stderr)
             return 2
@@ -102,12 +131,16 @@ def run(args: argparse.Namespace) -> int:
     model, spec, config = load_run(run_dir, device)
     # In-memory test sets (digits, CIFAR) are sliced into batches directly; others are loaded.
     tensors = spec.test_tensors() if callable(getattr(spec, "test_tensors", None)) else None
-    data = tensors if tensors is not None else DataLoader(
-        spec.test,
-        batch_size=args.batch_size,
-        shuffle=False,
-        num_workers=0,
-        pin_memory=device.type == "cuda",
+    data = (
+        tensors
+        if tensors is not None
+        else DataLoader(
+            spec.test,
+            batch_size=args.batch_size,
+            shuffle=False,
+            num_workers=0,
+            pin_memory=device.type == "cuda",
+        )
     )
     result = evaluate_model(
         model,
@@ -119,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         pgd_steps=args.pgd_steps,
         pgd_step_size=args.pgd_step_size,
         pgd_random_start=not args.no_random_start,
+        attack_loss=args.attack_loss,
         occlusion_size=args.occlusion_size or None,
         generator=torch.Generator().manual_seed(args.seed),
         batch_size=args.batch_size,

@@ -173,7 +173,10 @@ class DataSpec:
 
     Items of ``train`` and ``test`` are ``(image, label)``: a normalised float32 ``[C, H, W]``
     tensor and an int. ``mean``/``std`` are the per-channel statistics used to normalise pixels in
-    ``[0, 1]`` (``normalised = (pixel − mean) / std``).
+    ``[0, 1]`` (``normalised = (pixel − mean) / std``); ``image_size`` is ``(H, W)``.
+    ``classes`` names the labels, ``root`` is where the data came from (``None`` for digits) and
+    ``info`` holds dataset-specific facts (digits: ``split_seed``, ``test_size``, ``max_shift``,
+    ``train_indices``/``test_indices`` into :func:`sklearn.datasets.load_digits`).
     """
 
     train: Dataset
@@ -197,7 +200,8 @@ class DataSpec:
 
     def train_tensors(self) -> tuple[Tensor, Tensor] | None:
         """The whole training split as ``(images [N, C, H, W], labels [N])``, normalised and not
-        augmented, or ``None`` when it is not held in memory (ImageFolder)."""
+        augmented, or ``None`` when it is not held in memory (ImageFolder). Meant for small sets:
+        CIFAR's training split is 600 MB as float32."""
         return self.train.tensors() if isinstance(self.train, TensorImageDataset) else None
 
     def test_tensors(self) -> tuple[Tensor, Tensor] | None:

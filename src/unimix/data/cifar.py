@@ -98,11 +98,12 @@ _NUMPY_GLOBALS = {
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
+    ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
 }
 
 
 class _ArrayUnpickler(pickle.Unpickler):
-    """Resolves only what a dict of numpy arrays, lists and strings needs."""
+    """Resolves only what a dict of numpy arrays, lists, bytes and strings needs."""
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _NUMPY_GLOBALS:

@@ -48,14 +48,14 @@ def load_digits_images() -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
-def _split(labels: torch.Tensor, test_size: float, split_seed: int) -> tuple[list, list]:
+def _split(labels: torch.Tensor, test_size: float, split_seed: int) -> tuple[list[int], list[int]]:
     from sklearn.model_selection import train_test_split
 
     indices = list(range(labels.shape[0]))
     train_idx, test_idx = train_test_split(
         indices, test_size=test_size, random_state=split_seed, stratify=labels.numpy()
     )
-    return sorted(train_idx), sorted(test_idx)
+    return sorted(int(i) for i in train_idx), sorted(int(i) for i in test_idx)
 
 
 def build_digits(
@@ -99,5 +99,11 @@ def build_digits(
         name="digits",
         classes=classes,
         root=None,
-        info={"split_seed": int(split_seed), "test_size": float(test_size), "max_shift": max_shift},
+        info={
+            "split_seed": int(split_seed),
+            "test_size": float(test_size),
+            "max_shift": max_shift,
+            "train_indices": tuple(train_idx),
+            "test_indices": tuple(test_idx),
+        },
     )

@@ -10,7 +10,7 @@ are converted to RGB). Transforms are those of the standard ImageNet recipe (He 
 the torchvision reference scripts), with ``S`` the image size (224 by default):
 
 - train: ``RandomResizedCrop(S)`` (scale 0.08–1, aspect 3/4–4/3), horizontal flip;
-- test: ``Resize(S · 256/224)`` of the shorter side, ``CenterCrop(S)``;
+- test: ``Resize(S · 256/224)`` of the shorter side (aspect kept), ``CenterCrop(S)``;
 
 then scaling to ``[0, 1]`` and normalisation with the ImageNet mean and standard deviation.
 Items are decoded and transformed one at a time, so these sets want worker processes
@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import torch
 
 from unimix.data.base import DatasetFormatError, DataSpec, as_size
 
@@ -55,20 +57,20 @@ def imagenet_transforms(
     mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD,
 ):
-    """``(train_transform, test_transform)``: PIL image → normalised float32 ``[3, H, W]``."""
-    import torch
+    """``(train_transform, test_transform)``: PIL image → normalised float32 ``[3, H, W]``.
 
+    The test transform resizes the shorter side to ``max(H, W) · 256/224`` (256 for 224), keeping
+    the aspect ratio, and crops the centre.
+    """
     _, v2 = _torchvision()
     size = as_size(image_size)
-    resize = (round(size[0] * RESIZE_RATIO), round(size[1] * RESIZE_RATIO))
+    resize = round(max(size) * RESIZE_RATIO)
     finish = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
-    if train_augment:
-        train = v2.Compose(
-            [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(), *finish]
-        )
-    else:
-        train = v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(size), *finish])
     test = v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(size), *finish])
+    if not train_augment:
+        return test, test
+    flip = v2.RandomHorizontalFlip()
+    train = v2.Compose([v2.RandomResizedCrop(size, antialias=True), flip, *finish])
     return train, test
 
 

@@ -2,7 +2,8 @@
 
 torchvision's transforms draw one set of random parameters per call, so applied to a batch they
 move every image the same way. The in-memory datasets of :mod:`unimix.data` (digits, CIFAR)
-augment whole batches at once instead, each image with its own parameters, in a single gather:
+augment whole batches at once instead, each image with its own parameters, in a single gather
+over the flattened padded image plane:
 
     out[n, c, i, j] = pad(x)[n, c, i + dy_n, j' + dx_n] ,   j' = W − 1 − j if flip_n else j ,
 
@@ -63,16 +64,18 @@ def random_shift_flip(
     offsets = torch.randint(0, 2 * s + 1, (2, n), generator=generator, device=rng_device)
     if flip:
         mirrored = torch.rand(n, generator=generator, device=rng_device) < 0.5
-    offsets = offsets.to(images.device)
-    rows = offsets[0, :, None] + torch.arange(h, device=images.device)  # [N, H] in padded coords
-    cols = torch.arange(w, device=images.device).expand(n, w)
+    dev = images.device
+    offsets = offsets.to(dev)
+    rows = offsets[0, :, None] + torch.arange(h, device=dev)  # [N, H] in padded coordinates
+    cols = torch.arange(w, device=dev).expand(n, w)
     if flip:
-        cols = torch.where(mirrored.to(images.device)[:, None], cols.flip(1), cols)
+        cols = torch.where(mirrored.to(dev)[:, None], cols.flip(1), cols)
     cols = offsets[1, :, None] + cols  # [N, W]
     padded = F.pad(images, (s, s, s, s), value=fill) if s > 0 else images
-    batch = torch.arange(n, device=images.device)[:, None, None, None]
-    chans = torch.arange(c, device=images.device)[None, :, None, None]
-    return padded[batch, chans, rows[:, None, :, None], cols[:, None, None, :]]
+    # one gather along the flattened padded plane, the same positions for every channel
+    flat = (rows[:, :, None] * (w + 2 * s) + cols[:, None, :]).view(n, 1, h * w)
+    out = padded.reshape(n, c, -1).gather(2, flat.expand(n, c, h * w))
+    return out.view(n, c, h, w)
 
 
 class RandomShiftFlip:

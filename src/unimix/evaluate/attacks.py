@@ -19,6 +19,9 @@ bit for bit.
   then ``δ_{t+1} = Π_F(δ_t + α · sign ∇_δ ℓ)``; the default step ``α = 2.5 ε / T`` is Madry et
   al.'s choice.
 
+Both ascend the summed cross-entropy by default, or the Carlini–Wagner margin
+``max_{j≠y} z_j − z_y`` with ``loss="margin"``, which does not saturate on confident predictions.
+
 With ``early_stop=True`` (the default) PGD freezes an example at the first iterate that the
 model misclassifies. The model being in eval mode, examples do not interact, so the run with
 ``T + 1`` steps repeats the run with ``T`` steps and adds one; hence accuracy under PGD never
@@ -39,12 +42,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["fgsm", "pgd", "channel_stats", "frozen_eval", "default_step_size"]
+__all__ = ["fgsm", "pgd", "attack_loss", "channel_stats", "frozen_eval", "default_step_size"]
+
+LossName = Literal["ce", "margin"]
 
 
 def channel_stats(
@@ -58,7 +64,9 @@ def channel_stats(
     elif isinstance(value, Sequence) and not isinstance(value, str):
         t = torch.tensor([float(v) for v in value], device=like.device, dtype=like.dtype)
     else:
-        raise TypeError(f"{name} must be a number, a sequence of numbers or a tensor, got {value!r}")
+        raise TypeError(
+            f"{name} must be a number, a sequence of numbers or a tensor, got {value!r}"
+        )
     if t.numel() == 1:
         t = t.expand(channels)
     if t.numel() != channels:
@@ -99,6 +107,11 @@ def _check_eps(eps: float) -> float:
     return float(eps)
 
 
+def _check_loss(loss: str) -> None:
+    if loss not in ("ce", "margin"):
+        raise ValueError(f"loss must be 'ce' or 'margin', got {loss!r}")
+
+
 def _setup(
     images: Tensor, labels: Tensor, mean: object, std: object
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -131,13 +144,31 @@ def _project(delta: Tensor, eps: float, lower: Tensor, upper: Tensor) -> Tensor:
     return torch.minimum(torch.maximum(delta.clamp(-eps, eps), lower), upper)
 
 
-def _loss_grad(model: nn.Module, x_n: Tensor, std: Tensor, delta: Tensor, labels: Tensor):
+def attack_loss(logits: Tensor, labels: Tensor, loss: LossName = "ce") -> Tensor:
+    """Summed loss the attacks ascend: cross-entropy, or the margin ``max_{j≠y} z_j − z_y``.
+
+    The margin loss (Carlini & Wagner, IEEE S&P 2017) does not saturate for confident
+    predictions, where the cross-entropy gradient ``softmax(z) − e_y`` can vanish in float32;
+    multiplying the logits by ``c > 0`` scales it by ``c`` and so leaves sign-gradient attacks
+    unchanged. Summed, not averaged: each example's gradient is its own, whatever the batch.
+    """
+    z = logits.float()
+    if loss == "ce":
+        return F.cross_entropy(z, labels, reduction="sum")
+    if loss == "margin":
+        true = z.gather(1, labels[:, None])[:, 0]
+        other = z.masked_fill(F.one_hot(labels, z.shape[1]).bool(), float("-inf")).amax(dim=1)
+        return (other - true).sum()
+    raise ValueError(f"loss must be 'ce' or 'margin', got {loss!r}")
+
+
+def _loss_grad(
+    model: nn.Module, x_n: Tensor, std: Tensor, delta: Tensor, labels: Tensor, loss: LossName
+) -> tuple[Tensor, Tensor]:
     delta = delta.detach().requires_grad_(True)
     with torch.enable_grad():
         logits = model(x_n + delta / std)
-        # Sum, not mean: each example's gradient is its own, whatever the batch size.
-        loss = F.cross_entropy(logits.float(), labels, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, delta)
+        (grad,) = torch.autograd.grad(attack_loss(logits, labels, loss), delta)
     return logits.detach(), grad
 
 
@@ -149,6 +180,7 @@ def fgsm(
     eps: float,
     mean: float | Sequence[float] | Tensor,
     std: float | Sequence[float] | Tensor,
+    loss: LossName = "ce",
 ) -> Tensor:
     """Fast gradient sign method: one L∞ step of size ``ε`` (pixel units) up the loss.
 
@@ -161,16 +193,19 @@ def fgsm(
         labels: ``[B]`` class indices (the attack is untargeted and raises their loss).
         eps: L∞ radius in pixel units, e.g. ``8/255``.
         mean, std: per-channel statistics the images were normalised with.
+        loss: ``"ce"`` (cross-entropy, the usual choice) or ``"margin"`` (see
+            :func:`attack_loss`).
 
     Returns:
         Adversarial images, normalised like ``images`` (``images`` itself is not modified).
     """
     eps = _check_eps(eps)
+    _check_loss(loss)
     x_n, std_t, lower, upper = _setup(images, labels, mean, std)
     if eps == 0 or x_n.shape[0] == 0:
         return x_n
     with frozen_eval(model):
-        _, grad = _loss_grad(model, x_n, std_t, torch.zeros_like(x_n), labels)
+        _, grad = _loss_grad(model, x_n, std_t, torch.zeros_like(x_n), labels, loss)
     delta = _project(eps * grad.sign(), eps, lower, upper)
     return x_n + delta / std_t
 
@@ -188,6 +223,7 @@ def pgd(
     random_start: bool = True,
     early_stop: bool = True,
     generator: torch.Generator | None = None,
+    loss: LossName = "ce",
 ) -> Tensor:
     """Projected gradient descent (ascent on the loss) in the L∞ ball of radius ``ε`` (pixels).
 
@@ -195,7 +231,7 @@ def pgd(
     for ``t < T`` (Madry et al., ICLR 2018), ``F`` the ε-ball intersected with ``[0, 1]``.
 
     Args:
-        model, images, labels, eps, mean, std: as in :func:`fgsm`.
+        model, images, labels, eps, mean, std, loss: as in :func:`fgsm`.
         steps: number of gradient steps ``T`` (0 returns the start point).
         step_size: ``α`` in pixel units; ``None`` for ``2.5 ε / T``.
         random_start: start from a uniform point of the ε-ball instead of the clean image.
@@ -207,6 +243,7 @@ def pgd(
         Adversarial images, normalised like ``images``.
     """
     eps = _check_eps(eps)
+    _check_loss(loss)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")
     if step_size is None:
@@ -227,7 +264,7 @@ def pgd(
     active = torch.ones(x_n.shape[0], dtype=torch.bool, device=x_n.device)
     with frozen_eval(model):
         for _ in range(steps):
-            logits, grad = _loss_grad(model, x_n, std_t, delta, labels)
+            logits, grad = _loss_grad(model, x_n, std_t, delta, labels, loss)
             if early_stop:
                 # An example fooled at the current iterate keeps it from now on.
                 active &= logits.argmax(dim=1) == labels

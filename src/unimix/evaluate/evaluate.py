@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -63,6 +63,7 @@ class EvalResult:
     pgd_steps: int
     pgd_step_size: list[float]
     pgd_random_start: bool
+    attack_loss: str
     occlusion_size: int | None
     occlusion_accuracy: float | None
     images_per_second: float
@@ -108,10 +109,11 @@ class EvalResult:
     def from_dict(cls, data: Mapping[str, Any]) -> EvalResult:
         """Inverse of :meth:`to_dict`."""
         names = {f.name for f in fields(cls)}
-        missing = names - set(data) - {"meta"}
+        optional = {"meta": {}, "attack_loss": "ce"}  # absent from older files
+        missing = names - set(data) - set(optional)
         if missing:
             raise ValueError(f"not an EvalResult dict: missing keys {sorted(missing)}")
-        kwargs = {k: data[k] for k in names if k in data}
+        kwargs = {**optional, **{k: data[k] for k in names if k in data}}
         kwargs["reliability"] = ReliabilityDiagram.from_dict(data["reliability"])
         for key in ("eps", "fgsm_accuracy", "pgd_accuracy", "pgd_step_size"):
             kwargs[key] = [float(v) for v in data[key]]
@@ -199,6 +201,7 @@ def evaluate_model(
     pgd_steps: int = 10,
     pgd_step_size: float | None = None,
     pgd_random_start: bool = True,
+    attack_loss: Literal["ce", "margin"] = "ce",
     occlusion_size: int | None = 8,
     n_bins: int = DEFAULT_BINS,
     batch_size: int = 256,
@@ -219,6 +222,8 @@ def evaluate_model(
         pgd_steps: PGD iterations ``T``.
         pgd_step_size: PGD step ``α`` in pixel units for every ``ε``; ``None`` for ``2.5 ε / T``.
         pgd_random_start: start PGD at a uniform point of the ε-ball.
+        attack_loss: loss FGSM and PGD ascend: ``"ce"`` (cross-entropy) or ``"margin"``
+            (Carlini–Wagner margin, immune to softmax saturation of confident models).
         occlusion_size: side of the occluding square in pixels (filled with 0, the dataset mean
             after normalisation); ``None`` to skip.
         n_bins: equal-width bins of the ECE (15 as in Guo et al., ICML 2017).
@@ -238,11 +243,17 @@ def evaluate_model(
     if pgd_step_size is not None and not (
         isinstance(pgd_step_size, (int, float)) and 0 <= pgd_step_size < math.inf
     ):
-        raise ValueError(f"pgd_step_size must be a number >= 0 (pixel units) or None, got {pgd_step_size!r}")
+        raise ValueError(
+            f"pgd_step_size must be a number >= 0 (pixel units) or None, got {pgd_step_size!r}"
+        )
     if occlusion_size is not None and (
-        isinstance(occlusion_size, bool) or not isinstance(occlusion_size, int) or occlusion_size < 0
+        isinstance(occlusion_size, bool)
+        or not isinstance(occlusion_size, int)
+        or occlusion_size < 0
     ):
         raise ValueError(f"occlusion_size must be an int >= 0 or None, got {occlusion_size!r}")
+    if attack_loss not in ("ce", "margin"):
+        raise ValueError(f"attack_loss must be 'ce' or 'margin', got {attack_loss!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if max_batches is not None and (not isinstance(max_batches, int) or max_batches < 1):
@@ -301,7 +312,7 @@ def evaluate_model(
             mean_t = channel_stats(mean, "mean", images.shape[1], images)
             std_t = channel_stats(std, "std", images.shape[1], images)
             for i, (eps, alpha) in enumerate(zip(eps_values, step_sizes, strict=True)):
-                adv = fgsm(model, images, labels, eps=eps, mean=mean_t, std=std_t)
+                adv = fgsm(model, images, labels, eps=eps, mean=mean_t, std=std_t, loss=attack_loss)
                 fgsm_hits[i] += _count_correct(model, adv, labels)
                 adv = pgd(
                     model,
@@ -314,6 +325,7 @@ def evaluate_model(
                     step_size=alpha,
                     random_start=pgd_random_start,
                     generator=generator,
+                    loss=attack_loss,
                 )
                 pgd_hits[i] += _count_correct(model, adv, labels)
             if occlusion_size is not None:
@@ -339,6 +351,7 @@ def evaluate_model(
         pgd_steps=pgd_steps,
         pgd_step_size=step_sizes,
         pgd_random_start=bool(pgd_random_start),
+        attack_loss=attack_loss,
         occlusion_size=occlusion_size,
         occlusion_accuracy=None if occlusion_size is None else occ_hits.item() / n,
         images_per_second=n / max(forward_seconds, 1e-9),
@@ -379,7 +392,9 @@ def format_table(results: EvalResult | Mapping[str, EvalResult | Mapping[str, An
             raise ValueError("results is empty: nothing to tabulate")
         columns = {str(k): as_result(v) for k, v in results.items()}
     else:
-        raise TypeError(f"results must be an EvalResult or a dict of them, got {type(results).__name__}")
+        raise TypeError(
+            f"results must be an EvalResult or a dict of them, got {type(results).__name__}"
+        )
 
     first = next(iter(columns.values()))
     rows: list[tuple[str, list[str]]] = [
@@ -393,28 +408,35 @@ def format_table(results: EvalResult | Mapping[str, EvalResult | Mapping[str, An
     occ_label = f"occlusion {occ[0]}px acc." if len(set(occ)) == 1 else "occlusion acc."
     rows.append((occ_label, [_pct(r.occlusion_accuracy) for r in columns.values()]))
     all_eps = sorted({e for r in columns.values() for e in r.eps})
+    steps = {r.pgd_steps for r in columns.values()}
+    pgd_name = f"PGD-{steps.pop()}" if len(steps) == 1 else "PGD"
     for attack in ("fgsm", "pgd"):
         for eps in all_eps:
             cells = []
             for r in columns.values():
                 acc = getattr(r, f"{attack}_accuracy")
                 cells.append(_pct(acc[r.eps.index(eps)]) if eps in r.eps else "-")
-            name = "FGSM" if attack == "fgsm" else f"PGD-{first.pgd_steps}"
+            name = "FGSM" if attack == "fgsm" else pgd_name
             rows.append((f"{name} acc. ε={format_eps(eps)}", cells))
     rows.append(("images/s", [f"{r.images_per_second:.1f}" for r in columns.values()]))
     rows.append(("total seconds", [f"{r.total_seconds:.2f}" for r in columns.values()]))
 
     header = ["metric", *columns]
     width0 = max(len(header[0]), *(len(name) for name, _ in rows))
-    widths = [
-        max(len(h), *(len(cells[j]) for _, cells in rows)) for j, h in enumerate(header[1:])
-    ]
+    widths = [max(len(h), *(len(cells[j]) for _, cells in rows)) for j, h in enumerate(header[1:])]
     lines = [
-        "  ".join([header[0].ljust(width0), *(h.rjust(w) for h, w in zip(header[1:], widths, strict=True))]),
+        "  ".join(
+            [
+                header[0].ljust(width0),
+                *(h.rjust(w) for h, w in zip(header[1:], widths, strict=True)),
+            ]
+        ),
         "  ".join(["-" * width0, *("-" * w for w in widths)]),
     ]
     for name, cells in rows:
         lines.append(
-            "  ".join([name.ljust(width0), *(c.rjust(w) for c, w in zip(cells, widths, strict=True))])
+            "  ".join(
+                [name.ljust(width0), *(c.rjust(w) for c, w in zip(cells, widths, strict=True))]
+            )
         )
     return "\n".join(lines)

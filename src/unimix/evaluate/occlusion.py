@@ -62,12 +62,19 @@ def occlusion_boxes(
     cx = torch.randint(0, width, (n,), generator=generator, device=device)
     y0, x0 = cy - size // 2, cx - size // 2
     return torch.stack(
-        [y0.clamp(0, height), (y0 + size).clamp(0, height), x0.clamp(0, width), (x0 + size).clamp(0, width)],
+        [
+            y0.clamp(0, height),
+            (y0 + size).clamp(0, height),
+            x0.clamp(0, width),
+            (x0 + size).clamp(0, width),
+        ],
         dim=1,
     )
 
 
-def occlusion_masks(boxes: Tensor, height: int, width: int, device: torch.device | None = None) -> Tensor:
+def occlusion_masks(
+    boxes: Tensor, height: int, width: int, device: torch.device | None = None
+) -> Tensor:
     """Bool masks ``[n, 1, H, W]``, True inside each box ``(y0, y1, x0, x1)``."""
     boxes = boxes.to(device) if device is not None else boxes
     rows = torch.arange(height, device=boxes.device)

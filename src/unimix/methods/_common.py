@@ -41,7 +41,7 @@ def require_model(context: Mapping[str, Any], method: str) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ValueError(
             f"{method} needs the model being trained: call mixer(images, labels, model=model, "
-            f"labels=labels) (got model={type(model).__name__ if model is not None else None})"
+            f"batch_labels=labels) (got model={type(model).__name__ if model is not None else None})"
         )
     return model
 
@@ -95,12 +95,16 @@ def resolve_rows(
 
 
 def gather_labels(context: Mapping[str, Any], index: Tensor, batch: int, method: str) -> Tensor:
-    """``context["labels"]`` (class indices ``[B]`` or soft targets ``[B, K]``) at ``index``."""
-    labels = context.get("labels")
+    """The batch's labels (class indices ``[B]`` or soft targets ``[B, K]``) at ``index``.
+
+    Read from ``context["labels"]`` when the caller provides it, else ``context["batch_labels"]``
+    (``Mixer.__call__`` takes ``labels`` itself, so a user passes ``batch_labels=labels``).
+    """
+    labels = context.get("labels", context.get("batch_labels"))
     if not isinstance(labels, Tensor):
         raise ValueError(
             f"{method} needs the batch's labels for its saliency: call "
-            "mixer(images, labels, model=model, labels=labels)"
+            "mixer(images, labels, model=model, batch_labels=labels)"
         )
     if "rows" not in context and labels.shape[0] != batch:
         raise ValueError(

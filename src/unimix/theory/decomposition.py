@@ -55,7 +55,7 @@ LossName = Literal["cross_entropy", "logistic"]
 LossLike = LossName | Callable[[Tensor, Tensor], Tensor]
 PartnerLike = Literal["flip", "all"] | Tensor
 
-DEFAULT_EPSILONS = (1 / 32, 1 / 16, 1 / 8, 1 / 4)
+DEFAULT_EPSILONS = (1 / 256, 1 / 128, 1 / 64, 1 / 32)
 
 
 # ---- shared helpers ------------------------------------------------------------------------
@@ -523,6 +523,8 @@ class FirstLayerForm:
         self._x, self._y, self._loss_fn = x, y, loss_fn
         self._anchors, self._diffs, self._pair_w, self._root = anchors, diffs, pair_w, root
         self._chunk = chunk_size
+        with torch.no_grad():
+            self._z = layer(x.reshape(-1, *in_shape))  # the first layer's outputs, held fixed
         self.rank = root.shape[1]
         self.value = float(self(layer.weight.detach()))
 
@@ -543,9 +545,7 @@ class FirstLayerForm:
                 v = self._diffs[pair] * self._root[:, k].T.reshape(-1, 1, *self._x.shape[2:])
                 v = v.reshape(-1, *self._in_shape)
                 u = _linear_part(self.layer, v, weight)
-                with torch.no_grad():
-                    z_a = self.layer(self._x[a].reshape(-1, *self._in_shape))
-                z = z_a.detach().requires_grad_(True)
+                z = self._z[a].requires_grad_(True)
                 override[:] = [z]
                 losses = self._loss_fn(self._net(self._x[a]), self._y[a])
                 (grad,) = torch.autograd.grad(losses.sum(), z, create_graph=True)

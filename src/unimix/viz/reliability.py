@@ -41,9 +41,7 @@ def _diagram(value: Any) -> tuple[Any, float]:
 
 
 def _normalise(results: Any) -> dict[str, Any]:
-    if isinstance(results, Mapping) and not (
-        "reliability" in results or "bin_edges" in results
-    ):
+    if isinstance(results, Mapping) and not ("reliability" in results or "bin_edges" in results):
         if not results:
             raise ValueError("results is empty: nothing to plot")
         return {str(name): _diagram(value) for name, value in results.items()}
@@ -72,9 +70,7 @@ def plot_reliability(
     diagrams = _normalise(results)
     path = Path(path)
     fig = Figure(figsize=(5.0, 6.0))
-    top, bottom = fig.subplots(
-        2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]}
-    )
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     top.plot([0, 1], [0, 1], color="0.5", linestyle="--", linewidth=1, label="perfect calibration")
     single = len(diagrams) == 1
     for index, (name, (rel, ece)) in enumerate(diagrams.items()):
@@ -88,17 +84,52 @@ def plot_reliability(
         if single:
             acc = [0.0 if math.isnan(a) else a for a in rel.accuracy]
             conf = [0.0 if math.isnan(c) else c for c in rel.confidence]
-            top.bar(left, acc, width=width, align="edge", color=color, edgecolor="black",
-                    linewidth=0.5, label=f"accuracy {label}")
+            top.bar(
+                left,
+                acc,
+                width=width,
+                align="edge",
+                color=color,
+                edgecolor="black",
+                linewidth=0.5,
+                label=f"accuracy {label}",
+            )
             gap_bottom = [min(a, c) for a, c in zip(acc, conf, strict=True)]
-            gap_height = [abs(a - c) if rel.count[i] else 0.0 for i, (a, c) in enumerate(zip(acc, conf, strict=True))]
-            top.bar(left, gap_height, bottom=gap_bottom, width=width, align="edge",
-                    color="tab:red", alpha=0.3, hatch="//", linewidth=0, label="gap")
+            gap_height = [
+                abs(a - c) if rel.count[i] else 0.0
+                for i, (a, c) in enumerate(zip(acc, conf, strict=True))
+            ]
+            top.bar(
+                left,
+                gap_height,
+                bottom=gap_bottom,
+                width=width,
+                align="edge",
+                facecolor=(0.84, 0.15, 0.16, 0.25),
+                edgecolor="tab:red",
+                hatch="//",
+                linewidth=0.8,
+                label="gap |accuracy − confidence|",
+            )
         else:
-            top.plot([rel.confidence[i] for i in filled], [rel.accuracy[i] for i in filled],
-                     marker="o", markersize=4, color=color, label=label)
-        bottom.bar(left, [c / total for c in rel.count], width=width, align="edge",
-                   color=color, alpha=0.8 if single else 0.35, edgecolor=color, linewidth=0.8)
+            top.plot(
+                [rel.confidence[i] for i in filled],
+                [rel.accuracy[i] for i in filled],
+                marker="o",
+                markersize=4,
+                color=color,
+                label=label,
+            )
+        bottom.bar(
+            left,
+            [c / total for c in rel.count],
+            width=width,
+            align="edge",
+            color=color,
+            alpha=0.8 if single else 0.35,
+            edgecolor=color,
+            linewidth=0.8,
+        )
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy")

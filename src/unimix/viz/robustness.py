@@ -47,7 +47,9 @@ def plot_robustness(
     """
     unknown = set(attacks) - set(_STYLES)
     if unknown or not attacks:
-        raise ValueError(f"attacks must be a non-empty subset of {sorted(_STYLES)}, got {list(attacks)}")
+        raise ValueError(
+            f"attacks must be a non-empty subset of {sorted(_STYLES)}, got {list(attacks)}"
+        )
     if isinstance(results, Mapping) and "top1_error" not in results:
         if not results:
             raise ValueError("results is empty: nothing to plot")
@@ -61,8 +63,15 @@ def plot_robustness(
         levels = [255 * e for e in curve["eps"]]
         for attack in attacks:
             label = f"{name} {attack.upper()}".strip()
-            ax.plot(levels, [100 * a for a in curve[attack]], _STYLES[attack], marker="o",
-                    markersize=3, color=f"C{index % 10}", label=label)
+            ax.plot(
+                levels,
+                [100 * a for a in curve[attack]],
+                _STYLES[attack],
+                marker="o",
+                markersize=3,
+                color=f"C{index % 10}",
+                label=label,
+            )
     ax.set_xlabel("ε (× 1/255, L∞ in pixel units)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_ylim(0, 100)

@@ -1,0 +1,66 @@
+"""The README's "Add your own method" example, verbatim, and what it promises."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import unimix
+from unimix import masks, mix
+
+
+@pytest.fixture
+def custom_methods():
+    # ---- the README example, exactly ----------------------------------------------------------
+    import torch
+    from unimix.masks import MaskSample, MaskSampler, register
+    from unimix.mix import MixMethod, register_method
+
+    @register("stripes")  # a mask: the first image on the left λ of the columns
+    class Stripes(MaskSampler):
+        def _sample(self, lam, height, width, device, generator):
+            keep = torch.arange(width, device=device) < (lam.to(device) * width).round()[:, None]
+            masks = keep[:, None, None, :].expand(-1, 1, height, width).float()
+            return MaskSample(masks, masks.mean(dim=(1, 2, 3)))
+
+    @register_method("mirrormix")  # an image method: Mixup with the partner mirrored
+    class MirrorMix(MixMethod):
+        def mix(self, images, partners, lam, *, generator, context):
+            w = lam.view(-1, 1, 1, 1)
+            return w * images + (1 - w) * partners.flip(-1), lam
+
+    # mixer = unimix.Mixer({"stripes": 0.5, "mirrormix": 0.5}, num_classes=10)
+    # ---- end of the example -------------------------------------------------------------------
+    yield Stripes, MirrorMix
+    del masks._REGISTRY["stripes"]
+    del mix._METHODS["mirrormix"]
+
+
+def test_custom_mask_sampler_is_a_method_like_the_others(custom_methods):
+    assert "stripes" in masks.available() and "stripes" in mix.available_methods()
+    x = torch.rand(8, 3, 6, 10, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(8)
+    for mode in ("batch", "pair", "elem"):
+        out, targets, info = unimix.Mixer("stripes", mode=mode, num_classes=8)(x, y, return_info=True)
+        m = info.masks.expand(8, 1, 6, 10)
+        torch.testing.assert_close(out, m * x + (1 - m) * x[info.partner])
+        torch.testing.assert_close(info.lam_effective, m.mean(dim=(1, 2, 3)))
+        # the kept columns are a prefix: the mask never switches back to the first image
+        assert (m[..., 1:] <= m[..., :-1]).all()
+        onehot = F.one_hot(y, 8).float()
+        lam = info.lam_effective[:, None]
+        torch.testing.assert_close(targets, lam * onehot + (1 - lam) * onehot[info.partner])
+
+
+def test_custom_image_method_mixes_through_the_mixer(custom_methods):
+    x = torch.rand(6, 2, 5, 7, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(6)
+    mixer = unimix.Mixer({"stripes": 0.5, "mirrormix": 0.5}, mode="elem", num_classes=6,
+                         generator=torch.Generator().manual_seed(2))
+    out, targets, info = mixer(x, y, return_info=True)
+    mirror = info.method == mixer.method_names.index("mirrormix")
+    assert mirror.any() and (~mirror).any()
+    w = info.lam[mirror].view(-1, 1, 1, 1)
+    expected = w * x[mirror] + (1 - w) * x[info.partner[mirror]].flip(-1)
+    torch.testing.assert_close(out[mirror], expected)
+    torch.testing.assert_close(info.lam_effective[mirror], info.lam[mirror])
+    torch.testing.assert_close(targets.sum(1), torch.ones(6))
