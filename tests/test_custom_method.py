@@ -12,6 +12,7 @@ from unimix import masks, mix
 def custom_methods():
     # ---- the README example, exactly ----------------------------------------------------------
     import torch
+
     from unimix.masks import MaskSample, MaskSampler, register
     from unimix.mix import MixMethod, register_method
 
@@ -40,7 +41,9 @@ def test_custom_mask_sampler_is_a_method_like_the_others(custom_methods):
     x = torch.rand(8, 3, 6, 10, generator=torch.Generator().manual_seed(0))
     y = torch.arange(8)
     for mode in ("batch", "pair", "elem"):
-        out, targets, info = unimix.Mixer("stripes", mode=mode, num_classes=8)(x, y, return_info=True)
+        out, targets, info = unimix.Mixer("stripes", mode=mode, num_classes=8)(
+            x, y, return_info=True
+        )
         m = info.masks.expand(8, 1, 6, 10)
         torch.testing.assert_close(out, m * x + (1 - m) * x[info.partner])
         torch.testing.assert_close(info.lam_effective, m.mean(dim=(1, 2, 3)))
@@ -54,8 +57,12 @@ def test_custom_mask_sampler_is_a_method_like_the_others(custom_methods):
 def test_custom_image_method_mixes_through_the_mixer(custom_methods):
     x = torch.rand(6, 2, 5, 7, generator=torch.Generator().manual_seed(1))
     y = torch.arange(6)
-    mixer = unimix.Mixer({"stripes": 0.5, "mirrormix": 0.5}, mode="elem", num_classes=6,
-                         generator=torch.Generator().manual_seed(2))
+    mixer = unimix.Mixer(
+        {"stripes": 0.5, "mirrormix": 0.5},
+        mode="elem",
+        num_classes=6,
+        generator=torch.Generator().manual_seed(2),
+    )
     out, targets, info = mixer(x, y, return_info=True)
     mirror = info.method == mixer.method_names.index("mirrormix")
     assert mirror.any() and (~mirror).any()

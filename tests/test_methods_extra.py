@@ -53,12 +53,20 @@ def test_every_method_is_registered_by_name():
 # ---- the three image-independent samplers: the core samplers' properties -------------------------
 sizes = st.integers(min_value=1, max_value=21)
 lams = st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size=5)
-sampler_params = {"fmix": [{}, {"max_soft": 0.3}], "smoothmix": [{}, {"shape": "square"}], "gridmix": [{}, {"grid": (1, 6)}]}
+sampler_params = {
+    "fmix": [{}, {"max_soft": 0.3}],
+    "smoothmix": [{}, {"shape": "square"}],
+    "gridmix": [{}, {"grid": (1, 6)}],
+}
 
 
 @settings(max_examples=60, deadline=None)
 @given(
-    name=st.sampled_from(SAMPLERS), variant=st.integers(0, 1), h=sizes, w=sizes, lam=lams,
+    name=st.sampled_from(SAMPLERS),
+    variant=st.integers(0, 1),
+    h=sizes,
+    w=sizes,
+    lam=lams,
     seed=st.integers(0, 2**31),
 )
 def test_sampler_shape_range_mean_and_reproducibility(name, variant, h, w, lam, seed):
@@ -73,8 +81,12 @@ def test_sampler_shape_range_mean_and_reproducibility(name, variant, h, w, lam, 
 
 @settings(max_examples=40, deadline=None)
 @given(
-    name=st.sampled_from(SAMPLERS), mode=st.sampled_from(MODES), h=sizes, w=sizes,
-    half=st.integers(1, 4), seed=st.integers(0, 2**31),
+    name=st.sampled_from(SAMPLERS),
+    mode=st.sampled_from(MODES),
+    h=sizes,
+    w=sizes,
+    half=st.integers(1, 4),
+    seed=st.integers(0, 2**31),
 )
 def test_sampler_in_mixer_label_is_mean_of_applied_mask(name, mode, h, w, half, seed):
     b, k = 2 * half, 5
@@ -88,7 +100,9 @@ def test_sampler_in_mixer_label_is_mean_of_applied_mask(name, mode, h, w, half, 
     onehot = F.one_hot(y, k).float()
     lam = info.lam_effective[:, None]
     torch.testing.assert_close(targets, lam * onehot + (1 - lam) * onehot[info.partner])
-    again = unimix.Mixer(name, mode=mode, num_classes=k, partner="random", generator=gen(seed))(x, y)
+    again = unimix.Mixer(name, mode=mode, num_classes=k, partner="random", generator=gen(seed))(
+        x, y
+    )
     assert torch.equal(again[0], out)
 
 
@@ -211,7 +225,19 @@ def _synthetic(h, w, blobs):
 # (opencv-contrib-python-headless 5.0.0.93) on these images, given in BGR order as OpenCV expects.
 OPENCV_PEAKS = [
     ((24, 30, [(6, 20, 2.5, 1.0, 0.2, 0.1), (16, 8, 4.0, 0.2, 0.6, 0.9)]), (13, 29), (0, 0)),
-    ((32, 32, [(25, 5, 3.0, 0.9, 0.9, 0.1), (10, 12, 6.0, 0.1, 0.3, 0.4), (20, 26, 2.0, 0.5, 0.1, 0.8)]), (25, 5), (0, 0)),
+    (
+        (
+            32,
+            32,
+            [
+                (25, 5, 3.0, 0.9, 0.9, 0.1),
+                (10, 12, 6.0, 0.1, 0.3, 0.4),
+                (20, 26, 2.0, 0.5, 0.1, 0.8),
+            ],
+        ),
+        (25, 5),
+        (0, 0),
+    ),
     ((40, 28, [(30, 14, 5.0, 0.3, 0.8, 0.3), (8, 22, 1.5, 1.0, 1.0, 1.0)]), (8, 22), (8, 22)),
 ]
 
@@ -313,7 +339,9 @@ def test_manifold_mixup_mixes_at_the_chosen_layer_and_leaves_the_model_as_it_was
     expected = model.head(h.mean(dim=(2, 3)))
     torch.testing.assert_close(logits, expected)
     onehot = F.one_hot(y, 3).float()
-    torch.testing.assert_close(targets, lam[:, :, 0, 0] * onehot + (1 - lam[:, :, 0, 0]) * onehot[info.partner])
+    torch.testing.assert_close(
+        targets, lam[:, :, 0, 0] * onehot + (1 - lam[:, :, 0, 0]) * onehot[info.partner]
+    )
     logits.sum().backward()  # gradients flow through the mix
     assert model.layer1[0].weight.grad is not None
     assert _hooks(model) == 0
@@ -323,7 +351,9 @@ def test_manifold_mixup_mixes_at_the_chosen_layer_and_leaves_the_model_as_it_was
 
 def test_manifold_mixup_removes_its_hook_on_error_and_checks_layers():
     model = Tiny()
-    mm = ManifoldMixup(model, layers=["layer2"], include_input=False, num_classes=3, generator=gen(0))
+    mm = ManifoldMixup(
+        model, layers=["layer2"], include_input=False, num_classes=3, generator=gen(0)
+    )
     with pytest.raises(RuntimeError):
         mm(torch.randn(4, 5, 8, 8), torch.arange(4) % 3)  # wrong channel count fails inside forward
     assert _hooks(model) == 0
@@ -400,19 +430,32 @@ def test_exact_transport_is_the_optimal_assignment():
     for r in range(5):
         cost = 0.3 * d - sal[r].reshape(-1, 1) * visible[r].reshape(1, -1)
 
-        def total(src_of):
-            return sum(cost[s, j] for j, s in enumerate(src_of))
+        def total(src_of, cost=cost):
+            return float(sum(cost[s, j] for j, s in enumerate(src_of)))
 
         best = min(total(p) for p in itertools.permutations(range(4)))
         assert sorted(plan[r].tolist()) == [0, 1, 2, 3]
-        assert total(plan[r].tolist()) == pytest.approx(float(best), abs=1e-6)
+        assert total(plan[r].tolist()) == pytest.approx(best, abs=1e-6)
+
+
+def test_greedy_transport_moves_each_block_at_most_once():
+    g = gen(31)
+    visible = (torch.rand(6, 4, 4, generator=g) > 0.4).float()
+    sal = torch.rand(6, 4, 4, generator=g)
+    plan = transport_blocks(visible, sal, eps=0.8, solver="greedy")
+    assert plan.shape == (6, 16) and plan.min() >= -1 and plan.max() < 16
+    for row in plan.tolist():
+        moved = [s for s in row if s >= 0]
+        assert len(moved) == len(set(moved)) and len(moved) >= 8
 
 
 def _is_block_permutation(moved, original, m):
     c, height, width = original.shape
     bh, bw = height // m, width // m
+
     def blocks(t):
         return t.reshape(c, m, bh, m, bw).permute(1, 3, 0, 2, 4).reshape(m * m, -1)
+
     a, b = blocks(moved), blocks(original)
     match = (a[:, None, :] == b[None, :, :]).all(-1)
     return bool(match.any(1).all()) and bool(match.any(0).all())
@@ -426,7 +469,9 @@ def test_puzzlemix_mask_respects_blocks_and_labels_match_transported_content(n_l
     p = x.roll(1, 0)
     sal = torch.rand(4, 32, 32, generator=g)
     lam = torch.rand(4, generator=g)
-    res = puzzle_mix(x, p, sal, sal.roll(1, 0), lam, block_num=block_num, n_labels=n_labels)
+    res = puzzle_mix(
+        x, p, sal, sal.roll(1, 0), lam, block_num=block_num, n_labels=n_labels, t_size=4
+    )
     bs = 32 // block_num
     blocks = res.masks.reshape(4, block_num, bs, block_num, bs)
     assert torch.equal(blocks.amax(dim=(2, 4)), blocks.amin(dim=(2, 4)))  # constant per block
@@ -449,8 +494,16 @@ def test_puzzlemix_keeps_each_images_salient_region():
     own_sal[:, :8, :8] = 1.0  # own image salient top-left
     partner_sal = torch.zeros(2, 16, 16)
     partner_sal[:, 8:, 8:] = 1.0  # partner salient bottom-right
-    res = puzzle_mix(x, x.flip(0), own_sal, partner_sal, torch.full((2,), 0.5), block_num=4,
-                     transport=False, n_labels=2)
+    res = puzzle_mix(
+        x,
+        x.flip(0),
+        own_sal,
+        partner_sal,
+        torch.full((2,), 0.5),
+        block_num=4,
+        transport=False,
+        n_labels=2,
+    )
     assert (res.masks[:, 0, :8, :8] == 1).all() and (res.masks[:, 0, 8:, 8:] == 0).all()
 
 
@@ -470,7 +523,13 @@ def test_input_gradient_saliency_touches_neither_weights_nor_mode():
 
 def test_puzzlemix_by_name_in_mixer():
     torch.manual_seed(3)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 5),
+    )
     x = torch.rand(6, 3, 16, 16, generator=gen(29))
     y = torch.arange(6) % 5
     mixer = unimix.Mixer("puzzlemix", mode="elem", num_classes=5, generator=gen(30))

@@ -16,10 +16,22 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def test_profile_command_writes_plots_and_numbers(tmp_path, capsys):
     out = tmp_path / "prof"
-    code = main([
-        "profile", "--methods", "mixup,cutmix,hmix", "--size", "8x10", "--samples", "64",
-        "--out", str(out), "--closed-form", "--weighting", "label",
-    ])
+    code = main(
+        [
+            "profile",
+            "--methods",
+            "mixup,cutmix,hmix",
+            "--size",
+            "8x10",
+            "--samples",
+            "64",
+            "--out",
+            str(out),
+            "--closed-form",
+            "--weighting",
+            "label",
+        ]
+    )
     assert code == 0
     for name in ("profile.png", "heatmap.png"):
         assert (out / name).read_bytes()[:8] == PNG
@@ -62,7 +74,9 @@ def test_plot_functions_return_figures(tmp_path):
     prof = {"cutmix": distance_profile("cutmix", 6, 6, samples=16, generator=g)}
     fig = plot_radial_profiles(prof, closed_forms={"cutmix": closed_form("cutmix", 6, 6)})
     assert len(fig.axes[0].lines) == 2
-    maps = {"cutmix": pairwise_coefficients("cutmix", 6, 6, samples=16, generator=g, pixels=[(3, 3)])}
+    maps = {
+        "cutmix": pairwise_coefficients("cutmix", 6, 6, samples=16, generator=g, pixels=[(3, 3)])
+    }
     fig = plot_heatmaps(maps, (3, 3), tmp_path / "h.png")
     assert (tmp_path / "h.png").exists() and fig.axes
     with pytest.raises(ValueError):

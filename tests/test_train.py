@@ -67,14 +67,24 @@ def test_run_directory(tmp_path):
     cfg = tiny()
     result = train(cfg, tmp_path, progress=False)
     assert {p.name for p in tmp_path.iterdir()} == {
-        "config.yaml", "metrics.csv", "metrics.jsonl", "checkpoint.pt",
+        "config.yaml",
+        "metrics.csv",
+        "metrics.jsonl",
+        "checkpoint.pt",
     }
     assert TrainConfig.from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text())) == cfg
     with open(tmp_path / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
-    for row, hist in zip(rows, result.history):
-        for key in ("train_loss", "test_acc", "mix_ms", "step_ms", "mix_overhead_pct", "images_per_s"):
+    for row, hist in zip(rows, result.history, strict=True):
+        for key in (
+            "train_loss",
+            "test_acc",
+            "mix_ms",
+            "step_ms",
+            "mix_overhead_pct",
+            "images_per_s",
+        ):
             assert float(row[key]) == pytest.approx(hist[key], rel=1e-12)
         assert 0 < hist["mix_ms"] < hist["step_ms"]
         assert hist["mix_overhead_pct"] == pytest.approx(100 * hist["mix_ms"] / hist["step_ms"])
@@ -116,7 +126,15 @@ def test_resume_after_ctrl_c_in_mid_epoch_is_exact(tmp_path, reference):
     resumed = train(cfg, tmp_path, progress=False, resume=True)
     assert_same_weights(resumed.model, full.model)
     for a, b in zip(resumed.history, full.history, strict=True):
-        for key in ("step", "lr", "train_loss", "train_acc", "train_images", "test_loss", "test_acc"):
+        for key in (
+            "step",
+            "lr",
+            "train_loss",
+            "train_acc",
+            "train_images",
+            "test_loss",
+            "test_acc",
+        ):
             assert a[key] == b[key], key
 
 
@@ -180,6 +198,7 @@ def test_corrupt_or_foreign_checkpoint_is_an_error(tmp_path):
 
 def test_checkpoint_from_other_world_size_or_model_is_an_error(tmp_path):
     cfg = tiny(epochs=2)
+
     def crash(epoch, step):
         if epoch == 2:
             raise RuntimeError("crash")
@@ -198,8 +217,10 @@ def test_checkpoint_from_other_world_size_or_model_is_an_error(tmp_path):
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
-    save_checkpoint(path, {"config": {}, "model": {"w": torch.ones(3)}, "epoch": 1, "step": 1,
-                           "finished": False})
+    save_checkpoint(
+        path,
+        {"config": {}, "model": {"w": torch.ones(3)}, "epoch": 1, "step": 1, "finished": False},
+    )
 
     def torn_save(obj, fh):
         fh.write(b"PK\x03\x04 half a zip")
@@ -225,7 +246,9 @@ def test_no_mixing_uses_plain_cross_entropy(tmp_path, monkeypatch):
 
     monkeypatch.setattr(unimix, "Mixer", no_mixer)
     monkeypatch.setattr(unimix, "soft_target_cross_entropy", soft)
-    result = train(tiny(epochs=1, methods="none", label_smoothing=0.1), tmp_path / "a", progress=False)
+    result = train(
+        tiny(epochs=1, methods="none", label_smoothing=0.1), tmp_path / "a", progress=False
+    )
     assert calls["soft"] == 0 and result.final["mix_ms"] == 0 and result.mix_overhead_pct == 0
     monkeypatch.undo()
     monkeypatch.setattr(unimix, "soft_target_cross_entropy", soft)
@@ -234,8 +257,9 @@ def test_no_mixing_uses_plain_cross_entropy(tmp_path, monkeypatch):
 
 
 def test_steps_budget_and_schedule(tmp_path):
-    result = train(tiny(epochs=1, steps=30, schedule="cosine", warmup_epochs=0), tmp_path,
-                   progress=False)
+    result = train(
+        tiny(epochs=1, steps=30, schedule="cosine", warmup_epochs=0), tmp_path, progress=False
+    )
     assert [r["step"] for r in result.history] == [22, 30]
     # the cosine spans the 30 steps: the last step's lr is the schedule's last value
     assert result.history[-1]["lr"] == pytest.approx(0.3 * 0.5 * (1 + math.cos(math.pi * 29 / 30)))
@@ -264,22 +288,48 @@ def test_collate_mixing(tmp_path):
 
 def test_method_params_routed_to_the_methods_that_take_them(tmp_path):
     # r is HMix's; a mixup run with the recipe's r must not fail, a misspelt parameter must
-    train(tiny(epochs=1, steps=2, methods="mixup", method_params={"r": 0.3}), tmp_path / "a",
-          progress=False)
+    train(
+        tiny(epochs=1, steps=2, methods="mixup", method_params={"r": 0.3}),
+        tmp_path / "a",
+        progress=False,
+    )
     with pytest.raises(ValueError, match="taken by no mixing method"):
-        train(tiny(epochs=1, methods="hmix", method_params={"ratio": 0.3}), tmp_path / "b",
-              progress=False)
+        train(
+            tiny(epochs=1, methods="hmix", method_params={"ratio": 0.3}),
+            tmp_path / "b",
+            progress=False,
+        )
 
 
+@pytest.mark.slow
 def test_ctrl_c_of_the_command_saves_and_exits_130(tmp_path):
     out = tmp_path / "run"
     cmd = [
-        sys.executable, "-m", "unimix.cli", "train", "--recipe", "digits", "--image-size", "8",
-        "--set", "model_kwargs.widths=[16, 32]", "--epochs", "200", "--methods", "cutmix",
-        "--no-tensorboard", "--no-progress", "--device", "cpu", "--out", str(out),
+        sys.executable,
+        "-m",
+        "unimix.cli",
+        "train",
+        "--recipe",
+        "digits",
+        "--image-size",
+        "8",
+        "--set",
+        "model_kwargs.widths=[16, 32]",
+        "--epochs",
+        "200",
+        "--methods",
+        "cutmix",
+        "--no-tensorboard",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True
+    )
     try:
         deadline = time.monotonic() + 120
         while not (out / "checkpoint.pt").exists():
@@ -296,3 +346,61 @@ def test_ctrl_c_of_the_command_saves_and_exits_130(tmp_path):
     state = load_checkpoint(out / "checkpoint.pt")
     assert not state["finished"] and state["step"] > 0
     assert len(read_metrics(out)) == state["epoch"]
+
+
+def test_metrics_logger_tensorboard_and_epoch_line(tmp_path, monkeypatch):
+    import types
+
+    from unimix.train.logging import EpochProgress, MetricsLogger, format_epoch_line
+
+    scalars = []
+
+    class Writer:
+        def __init__(self, log_dir):
+            self.log_dir = log_dir
+
+        def add_scalar(self, key, value, step):
+            scalars.append((key, value, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(
+        sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer)
+    )
+    row = {
+        "epoch": 1,
+        "train_loss": 0.5,
+        "train_acc": 0.9,
+        "test_loss": math.nan,
+        "test_acc": math.nan,
+        "images_per_s": 1000.0,
+        "epoch_s": 2.0,
+        "mix_overhead_pct": 1.5,
+    }
+    logger = MetricsLogger(tmp_path, tensorboard=True)
+    logger.write([row])
+    logger.write([row, {**row, "epoch": 2, "test_loss": 0.1, "test_acc": 0.97}])
+    logger.close()
+    # each epoch logged once, NaN (not evaluated) left out
+    assert [s for s in scalars if s[0] == "train_loss"] == [
+        ("train_loss", 0.5, 1),
+        ("train_loss", 0.5, 2),
+    ]
+    assert [s[2] for s in scalars if s[0] == "test_acc"] == [2]
+    assert read_metrics(tmp_path)[0]["test_acc"] is None
+    assert (tmp_path / "metrics.csv").read_text().splitlines()[1].split(",")[3] == ""
+
+    line = format_epoch_line({**row, "epoch": 2, "test_loss": 0.1, "test_acc": 0.97}, 10, eta_s=75)
+    assert "epoch 2/10" in line and "acc 97.00%" in line and "1000 img/s" in line
+    assert "mix 1.50% of step" in line and "ETA 1:15" in line
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    bar = EpochProgress(total=4, epoch=1, epochs=2, enabled=True)
+    assert bar.active
+    bar.update(1, loss="0.1")
+    bar.close()
+    assert not EpochProgress(total=4, epoch=1, epochs=2, enabled=False).active

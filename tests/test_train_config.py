@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import pytest
 import torch
@@ -44,7 +45,12 @@ def test_packaged_recipes_exist_and_resolve():
 
 def test_paper_settings_in_recipes():
     r300 = resolve_config("imagenet_resnet50_300ep")
-    assert (r300.epochs, r300.batch_size, r300.lr, r300.milestones) == (300, 256, 0.1, [75, 150, 225])
+    assert (r300.epochs, r300.batch_size, r300.lr, r300.milestones) == (
+        300,
+        256,
+        0.1,
+        [75, 150, 225],
+    )
     assert r300.weight_decay == 1e-4 and r300.schedule == "step" and r300.model == "tv:resnet50"
     assert resolve_config("imagenet_resnet50_100ep").epochs == 100
     assert resolve_config("cifar100_preactresnet18").model == "preact_resnet18"
@@ -62,15 +68,26 @@ def test_recipe_by_path_and_unknown(tmp_path):
         load_recipe(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("epoch: 3\n")
-    with pytest.raises(ValueError, match="unknown configuration key 'epoch'; did you mean 'epochs'"):
+    with pytest.raises(
+        ValueError, match="unknown configuration key 'epoch'; did you mean 'epochs'"
+    ):
         load_recipe(bad)
 
 
 def test_overrides_types_and_dotted_keys():
     cfg = resolve_config(
         "digits",
-        ["lr=0.05", "methods=mixup,cutmix", "milestones=[2, 4]", "schedule=step", "nesterov=false",
-         "method_params.r=0.25", "image_size=16x24", "steps=7", "alpha.mixup=0.4"],
+        [
+            "lr=0.05",
+            "methods=mixup,cutmix",
+            "milestones=[2, 4]",
+            "schedule=step",
+            "nesterov=false",
+            "method_params.r=0.25",
+            "image_size=16x24",
+            "steps=7",
+            "alpha.mixup=0.4",
+        ],
     )
     assert cfg.lr == 0.05 and cfg.methods == ["mixup", "cutmix"] and cfg.milestones == [2.0, 4.0]
     assert cfg.nesterov is False and cfg.method_params["r"] == 0.25 and cfg.image_size == [16, 24]
@@ -86,7 +103,9 @@ def test_overrides_types_and_dotted_keys():
 
 
 def test_methods_normalisation():
-    assert TrainConfig(methods="none").methods == ["none"] and not TrainConfig(methods="none").mixing
+    assert (
+        TrainConfig(methods="none").methods == ["none"] and not TrainConfig(methods="none").mixing
+    )
     assert TrainConfig(methods=None).methods == ["none"]
     assert TrainConfig(methods="HMix").methods == ["hmix"]
     assert TrainConfig(methods={"mixup": 1, "cutmix": 3}).methods == {"mixup": 1.0, "cutmix": 3.0}
@@ -139,9 +158,9 @@ def test_cosine_with_warmup_shape(spe, epochs, warm, min_frac):
     total = epochs * spe
     factors = [lr_factor(s, cfg, spe, total) for s in range(total)]
     w = int(round(warm * spe))
-    ramp, decay = factors[: min(w, total)], factors[min(w, total):]
-    assert all(b > a for a, b in zip(ramp, ramp[1:]))  # warm-up rises
-    assert all(b <= a + 1e-12 for a, b in zip(decay, decay[1:]))  # cosine never rises
+    ramp, decay = factors[: min(w, total)], factors[min(w, total) :]
+    assert all(b > a for a, b in pairwise(ramp))  # warm-up rises
+    assert all(b <= a + 1e-12 for a, b in pairwise(decay))  # cosine never rises
     if decay:
         assert decay[0] == pytest.approx(1.0)
     assert all(0 < f <= 1.0 for f in ramp)
@@ -149,7 +168,9 @@ def test_cosine_with_warmup_shape(spe, epochs, warm, min_frac):
 
 
 def test_step_schedule_and_scheduler_follow_lr_factor():
-    cfg = TrainConfig(schedule="step", milestones=[1, 2.5], gamma=0.1, lr=0.2, epochs=4, warmup_epochs=0)
+    cfg = TrainConfig(
+        schedule="step", milestones=[1, 2.5], gamma=0.1, lr=0.2, epochs=4, warmup_epochs=0
+    )
     spe = 4
     assert [lr_factor(s, cfg, spe, 16) for s in (0, 3, 4, 9, 10, 15)] == pytest.approx(
         [1, 1, 0.1, 0.1, 0.01, 0.01]
@@ -185,17 +206,40 @@ def _parse(argv):
 def test_every_key_is_a_flag_and_print_config(capsys):
     from unimix.cli import main
 
-    rc = main([
-        "train", "--recipe", "digits", "--methods", "mixup", "cutmix", "--epochs", "4",
-        "--seed", "3", "--device", "cpu", "--no-nesterov", "--milestones", "1", "2",
-        "--schedule", "step", "--set", "method_params.r=0.3", "--data-dir", "/tmp/d",
-        "--print-config",
-    ])
+    rc = main(
+        [
+            "train",
+            "--recipe",
+            "digits",
+            "--methods",
+            "mixup",
+            "cutmix",
+            "--epochs",
+            "4",
+            "--seed",
+            "3",
+            "--device",
+            "cpu",
+            "--no-nesterov",
+            "--milestones",
+            "1",
+            "2",
+            "--schedule",
+            "step",
+            "--set",
+            "method_params.r=0.3",
+            "--data-dir",
+            "/tmp/d",
+            "--print-config",
+        ]
+    )
     assert rc == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     cfg = TrainConfig.from_dict(printed)
     assert cfg.methods == ["mixup", "cutmix"] and cfg.epochs == 4 and cfg.seed == 3
-    assert cfg.nesterov is False and cfg.milestones == [1.0, 2.0] and cfg.method_params == {"r": 0.3}
+    assert (
+        cfg.nesterov is False and cfg.milestones == [1.0, 2.0] and cfg.method_params == {"r": 0.3}
+    )
     assert cfg.data_dir == "/tmp/d" and cfg.device == "cpu"
     args = _parse(["--out", "x"])
     for key in TrainConfig.keys():

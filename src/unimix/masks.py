@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -50,13 +49,14 @@ __all__ = [
 Boundary = Literal["clip", "wrap"]
 
 
-@dataclass(frozen=True)
 class MaskSample:
     """Masks drawn by a sampler.
 
     Attributes:
         masks: ``[N, 1, H, W]`` float32 weights of the *first* image (``M`` above). May be an
-            expanded (stride-0) view when the mask is constant per row (Mixup).
+            expanded (stride-0) view when the mask is constant per row (Mixup). A sampler may
+            pass ``build`` instead, a function that makes them on first access: the engine's
+            fast paths (e.g. pasting a CutMix box) never need the full masks.
         lam: ``[N]`` float32 effective ratios ``λ̄ = mean(M)`` of exactly these masks.
         boxes: optional ``[N, 4]`` int64 ``(y0, y1, x0, x1)`` of an axis-aligned box in which the
             mask is 0 (CutMix/HMix with clipping); ``None`` when the mask is no such box.
@@ -66,12 +66,37 @@ class MaskSample:
             pixels instead of blending them.
     """
 
-    masks: Tensor
-    lam: Tensor
-    boxes: Tensor | None = None
-    outside: Tensor | None = None
-    constant: bool = False
-    binary: bool = False
+    __slots__ = ("_masks", "_build", "lam", "boxes", "outside", "constant", "binary")
+
+    def __init__(
+        self,
+        masks: Tensor | None = None,
+        lam: Tensor | None = None,
+        boxes: Tensor | None = None,
+        outside: Tensor | None = None,
+        constant: bool = False,
+        binary: bool = False,
+        *,
+        build: Callable[[], Tensor] | None = None,
+    ) -> None:
+        if (masks is None) == (build is None):
+            raise TypeError("MaskSample needs exactly one of masks and build")
+        if lam is None:
+            raise TypeError("MaskSample needs lam, the masks' effective ratios")
+        self._masks, self._build = masks, build
+        self.lam, self.boxes, self.outside = lam, boxes, outside
+        self.constant, self.binary = constant, binary
+
+    @property
+    def masks(self) -> Tensor:
+        if self._masks is None:
+            assert self._build is not None
+            self._masks, self._build = self._build(), None
+        return self._masks
+
+    def __repr__(self) -> str:
+        shape = tuple(self._masks.shape) if self._masks is not None else "lazy"
+        return f"MaskSample(masks={shape}, lam={self.lam}, constant={self.constant}, binary={self.binary})"
 
 
 def _check_unit(name: str, value: float) -> float:
@@ -249,23 +274,34 @@ class Mixup(MaskSampler):
 def _box_masks(
     y0: Tensor, x0: Tensor, box_h: Tensor, box_w: Tensor, height: int, width: int,
     device: torch.device, boundary: Boundary,
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Boolean ``[N, H, W]`` box indicators, their areas, and clipped boxes (``None`` if wrapped)."""
+) -> tuple[Callable[[], Tensor], Tensor, Tensor | None]:
+    """A function making the boolean ``[N, H, W]`` box indicators, the boxes' areas, and the
+    clipped boxes (``None`` if wrapped around the image)."""
     y0, x0, box_h, box_w = (t.to(device) for t in (y0, x0, box_h, box_w))
-    rows = torch.arange(height, device=device)
-    cols = torch.arange(width, device=device)
     if boundary == "wrap":
-        in_y = (rows - y0[:, None]).remainder(height) < box_h[:, None]
-        in_x = (cols - x0[:, None]).remainder(width) < box_w[:, None]
-        return in_y[:, :, None] & in_x[:, None, :], box_h * box_w, None
-    y1 = (y0 + box_h).clamp(0, height)
-    x1 = (x0 + box_w).clamp(0, width)
+
+        def wrapped() -> Tensor:
+            rows = torch.arange(height, device=device)
+            cols = torch.arange(width, device=device)
+            in_y = (rows - y0[:, None]).remainder(height) < box_h[:, None]
+            in_x = (cols - x0[:, None]).remainder(width) < box_w[:, None]
+            return in_y[:, :, None] & in_x[:, None, :]
+
+        return wrapped, box_h * box_w, None
+    y1 = (y0 + box_h).clamp_(0, height)
+    x1 = (x0 + box_w).clamp_(0, width)
     y0 = y0.clamp(0, height)
     x0 = x0.clamp(0, width)
-    in_y = (rows >= y0[:, None]) & (rows < y1[:, None])
-    in_x = (cols >= x0[:, None]) & (cols < x1[:, None])
     boxes = torch.stack([y0, y1, x0, x1], dim=1)
-    return in_y[:, :, None] & in_x[:, None, :], (y1 - y0) * (x1 - x0), boxes
+
+    def clipped() -> Tensor:
+        rows = torch.arange(height, device=device)
+        cols = torch.arange(width, device=device)
+        in_y = (rows >= y0[:, None]) & (rows < y1[:, None])
+        in_x = (cols >= x0[:, None]) & (cols < x1[:, None])
+        return in_y[:, :, None] & in_x[:, None, :]
+
+    return clipped, (y1 - y0) * (x1 - x0), boxes
 
 
 @register("cutmix")
@@ -284,11 +320,11 @@ class CutMix(MaskSampler):
     def _sample(self, lam, height, width, device, generator):
         y0, x0, bh, bw = sample_boxes(1 - lam, height, width, generator, self.boundary)
         inbox, area, boxes = _box_masks(y0, x0, bh, bw, height, width, device, self.boundary)
-        masks = (~inbox).unsqueeze(1).float()
         eff = 1 - area.float() / (height * width)
         ones = torch.ones_like(eff)
         return MaskSample(
-            masks, eff, boxes=boxes, outside=ones if boxes is not None else None, binary=True
+            lam=eff, boxes=boxes, outside=ones if boxes is not None else None, binary=True,
+            build=lambda: (~inbox()).unsqueeze(1).float(),
         )
 
 
@@ -313,8 +349,10 @@ class HMix(MaskSampler):
         lam_d = lam.to(device)
         lam_m = torch.where(lam_c > 0, lam_d / lam_c.clamp_min(1e-12), torch.ones_like(lam_d))
         lam_m = lam_m.clamp(max=1.0)
-        masks = torch.where(inbox, 0.0, lam_m[:, None, None]).unsqueeze(1)
-        return MaskSample(masks, lam_m * lam_c, boxes=boxes, outside=lam_m if boxes is not None else None)
+        return MaskSample(
+            lam=lam_m * lam_c, boxes=boxes, outside=lam_m if boxes is not None else None,
+            build=lambda: torch.where(inbox(), 0.0, lam_m[:, None, None]).unsqueeze(1),
+        )
 
 
 @register("gmix")

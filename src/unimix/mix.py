@@ -418,7 +418,7 @@ class Mixer:
             return out, mixed_targets
         masks = None
         if weights_u is not None:
-            masks = weights_u if self.mode == "batch" else weights_u[unit]
+            masks = weights_u() if self.mode == "batch" else weights_u()[unit]
         info = MixInfo(
             lam=lam_u[unit],
             lam_effective=lam_eff,
@@ -450,8 +450,9 @@ class Mixer:
         samples: list[_masks.MaskSample | None],
         out: Tensor | None,
         context: Mapping[str, Any],
-    ) -> tuple[Tensor | None, Tensor, Tensor]:
-        """Mix ``x`` into ``out`` (``None``: a new tensor); returns per-unit weights, λ̄ and ``out``."""
+    ) -> tuple[Callable[[], Tensor] | None, Tensor, Tensor]:
+        """Mix ``x`` into ``out`` (``None``: a new tensor); returns a function giving the per-unit
+        weights (``None`` for image-dependent methods), the per-unit λ̄, and ``out``."""
         n_units = lam_u.shape[0]
         _, _, height, width = x.shape
         device = x.device
@@ -464,11 +465,13 @@ class Mixer:
 
         # Per-unit weights of the row's own image and their exact means.
         only = samples[present[0]] if len(present) == 1 else None
-        if only is not None and only.masks.shape[0] == n_units:
-            weights_u, lam_eff_u = only.masks, only.lam.to(device)
+        weights_u: Tensor | None
+        if only is not None and only.lam.shape[0] == n_units:
+            weights_u, lam_eff_u = None, only.lam.to(device)  # masks made only when needed
             constant, boxes, outside = only.constant, only.boxes, only.outside
             binary = only.binary
         else:
+            only = None
             lam_eff_u = torch.ones(n_units, device=device)
             constant = all(samples[m].constant for m in present)  # type: ignore[union-attr]
             binary = all(samples[m].binary for m in present)  # type: ignore[union-attr]
@@ -484,22 +487,30 @@ class Mixer:
                 weights_u = lam_eff_u.view(-1, 1, 1, 1).expand(-1, 1, height, width)
             boxes = outside = None
 
-        if wdtype != torch.float32:
-            weights_u = weights_u.to(wdtype)
+        def weights() -> Tensor:
+            """The per-unit masks in the images' dtype, made on first use."""
+            nonlocal weights_u
+            if weights_u is None:
+                assert only is not None
+                weights_u = only.masks
+            if weights_u.dtype != wdtype:
+                weights_u = weights_u.to(wdtype)
+            return weights_u
+
         if wdtype not in (torch.float32, torch.float64):
             # the label must weigh the mask actually applied: its values in the images' dtype
             lam_eff_u = (
-                lam_eff_u.to(wdtype).float() if constant else weights_u.float().mean(dim=(1, 2, 3))
+                lam_eff_u.to(wdtype).float() if constant else weights().float().mean(dim=(1, 2, 3))
             )
 
         if self.mode == "batch":
-            out = self._mix_batch(x, partner, weights_u, lam_eff_u, constant, boxes, outside, out)
+            out = self._mix_batch(x, partner, weights, lam_eff_u, constant, boxes, outside, out)
         elif constant:
             out = _blend(x, partner, lam_eff_u.to(wdtype).view(-1, 1, 1, 1)[unit], out)
         elif binary:
-            out = _select(x, partner, (weights_u == 1)[unit], out)
+            out = _select(x, partner, (weights() == 1)[unit], out)
         else:
-            out = _blend(x, partner, weights_u[unit], out)
+            out = _blend(x, partner, weights()[unit], out)
 
         if bool(image_units.any()):
             rows = image_units[unit].nonzero().squeeze(1)
@@ -518,14 +529,14 @@ class Mixer:
                     mixed = mixed.round().clamp(0, 255)
                 out[sel] = mixed.to(out.dtype)
                 lam_eff_u[unit[sel]] = lam_rows.to(device=device, dtype=lam_eff_u.dtype)
-            weights_u = None
-        return weights_u, lam_eff_u, out
+            return None, lam_eff_u, out
+        return weights, lam_eff_u, out
 
     def _mix_batch(
         self,
         x: Tensor,
         partner: Tensor,
-        weights: Tensor,
+        weights: Callable[[], Tensor],
         lam_eff: Tensor,
         constant: bool,
         boxes: Tensor | None,
@@ -545,7 +556,7 @@ class Mixer:
         if constant:
             w = float(lam_eff[0]) if x.is_floating_point() else lam_eff.view(1, 1, 1, 1)
             return _blend(x, partner, w, out)
-        return _blend(x, partner, weights, out)
+        return _blend(x, partner, weights(), out)
 
 
 def _blend(x: Tensor, partner: Tensor, w: Tensor | float, out: Tensor | None) -> Tensor:

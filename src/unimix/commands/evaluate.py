@@ -175,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
         from unimix.viz.reliability import plot_reliability
         from unimix.viz.robustness import plot_robustness
 
-        label = str(result.meta.get("method", result.meta.get("methods", run_dir.name)))
+        methods = result.meta.get("method", result.meta.get("methods", run_dir.name))
+        label = "+".join(map(str, methods)) if isinstance(methods, list) else str(methods)
         for name, plot in (("reliability", plot_reliability), ("robustness", plot_robustness)):
             written = plot({label: result}, out.with_name(f"{out.stem}_{name}.png"))
             print(f"wrote {written}")

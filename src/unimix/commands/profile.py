@@ -27,7 +27,9 @@ def _size(text: str) -> tuple[int, int]:
     try:
         values = [int(p) for p in parts]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"bad size {text!r}: give N or HxW, e.g. 32 or 32x48") from None
+        raise argparse.ArgumentTypeError(
+            f"bad size {text!r}: give N or HxW, e.g. 32 or 32x48"
+        ) from None
     if len(values) == 1:
         values = values * 2
     if len(values) != 2 or min(values) < 1:
@@ -49,24 +51,37 @@ def _methods(text: str) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--methods", type=_methods, default="mixup,cutmix,hmix,gmix",
+        "--methods",
+        type=_methods,
+        default="mixup,cutmix,hmix,gmix",
         help="comma-separated mask methods (default: %(default)s)",
     )
-    parser.add_argument("--size", type=_size, default="32", help="image size N or HxW (default: 32)")
-    parser.add_argument("--out", type=Path, default=Path("profile"), help="output directory (default: profile)")
-    parser.add_argument("--alpha", type=float, default=1.0, help="α of λ ~ Beta(α, α) (default: 1)")
-    parser.add_argument("--samples", type=int, default=4096, help="masks per method (default: 4096)")
     parser.add_argument(
-        "--weighting", choices=("mask", "label"), default="mask",
+        "--size", type=_size, default="32", help="image size N or HxW (default: 32)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("profile"), help="output directory (default: profile)"
+    )
+    parser.add_argument("--alpha", type=float, default=1.0, help="α of λ ~ Beta(α, α) (default: 1)")
+    parser.add_argument(
+        "--samples", type=int, default=4096, help="masks per method (default: 4096)"
+    )
+    parser.add_argument(
+        "--weighting",
+        choices=("mask", "label"),
+        default="mask",
         help="A under the mask distribution, or label-reweighted as in the loss expansion (default: mask)",
     )
     parser.add_argument("--r", type=float, default=0.5, help="HMix box-area ratio r (default: 0.5)")
     parser.add_argument(
-        "--boundary", choices=("clip", "wrap"), default="clip",
+        "--boundary",
+        choices=("clip", "wrap"),
+        default="clip",
         help="boxes/Gaussians clipped at the border (as trained) or wrapped on a torus (default: clip)",
     )
     parser.add_argument(
-        "--closed-form", action="store_true",
+        "--closed-form",
+        action="store_true",
         help="overlay the closed forms (exact for --boundary wrap) on the profile plot",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -106,39 +121,70 @@ def run(args: argparse.Namespace) -> int:
         params = _params(name, args)
         g = torch.Generator().manual_seed(args.seed)
         profiles[label] = distance_profile(
-            name, height, width, args.alpha, args.samples, g, weighting=args.weighting,
-            device=args.device, progress=progress, **params,
+            name,
+            height,
+            width,
+            args.alpha,
+            args.samples,
+            g,
+            weighting=args.weighting,
+            device=args.device,
+            progress=progress,
+            **params,
         )
         g = torch.Generator().manual_seed(args.seed)
         heatmaps[label] = pairwise_coefficients(
-            name, height, width, args.alpha, args.samples, g, weighting=args.weighting,
-            pixels=[centre], device=args.device, progress=progress, **params,
+            name,
+            height,
+            width,
+            args.alpha,
+            args.samples,
+            g,
+            weighting=args.weighting,
+            pixels=[centre],
+            device=args.device,
+            progress=progress,
+            **params,
         )
         if name in CLOSED_FORMS:
             exact[label] = closed_form(
-                name, height, width, args.alpha, weighting=args.weighting,
+                name,
+                height,
+                width,
+                args.alpha,
+                weighting=args.weighting,
                 r=args.r if name == "hmix" else None,
             )
-        print(f"{label}: A at distance 0, 1, {height // 2}: "
-              + ", ".join(f"{float(profiles[label].radial[k]):.4f}" for k in (0, 1, height // 2)))
+        print(
+            f"{label}: A at distance 0, 1, {height // 2}: "
+            + ", ".join(f"{float(profiles[label].radial[k]):.4f}" for k in (0, 1, height // 2))
+        )
 
     suffix = f"α = {args.alpha:g}, {args.weighting} weighting, {args.boundary}"
     plot_radial_profiles(
-        profiles, out / "profile.png", closed_forms=exact if args.closed_form else None,
+        profiles,
+        out / "profile.png",
+        closed_forms=exact if args.closed_form else None,
         title=f"Pixel-level regularisation by distance ({suffix})",
     )
-    plot_heatmaps(heatmaps, centre, out / "heatmap.png", title=f"A(p, ·) for the centre pixel ({suffix})")
+    plot_heatmaps(
+        heatmaps, centre, out / "heatmap.png", title=f"A(p, ·) for the centre pixel ({suffix})"
+    )
     with open(out / "profile.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["method", "radius", "A", "stderr", "closed_form"])
         for label, prof in profiles.items():
             cf = exact.get(label)
             for k in range(prof.radius.numel()):
-                writer.writerow([
-                    label, int(prof.radius[k]), f"{float(prof.radial[k]):.8g}",
-                    f"{float(prof.radial_stderr[k]):.3g}",
-                    f"{float(cf.radial[k]):.8g}" if cf is not None else "",
-                ])
+                writer.writerow(
+                    [
+                        label,
+                        int(prof.radius[k]),
+                        f"{float(prof.radial[k]):.8g}",
+                        f"{float(prof.radial_stderr[k]):.3g}",
+                        f"{float(cf.radial[k]):.8g}" if cf is not None else "",
+                    ]
+                )
     with open(out / "heatmap.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["method", "i", "j", "A", "stderr"])
@@ -146,6 +192,10 @@ def run(args: argparse.Namespace) -> int:
             values, errors = coef.map(centre)
             for i in range(height):
                 for j in range(width):
-                    writer.writerow([label, i, j, f"{float(values[i, j]):.8g}", f"{float(errors[i, j]):.3g}"])
-    print(f"wrote {out / 'profile.png'}, {out / 'heatmap.png'}, {out / 'profile.csv'}, {out / 'heatmap.csv'}")
+                    writer.writerow(
+                        [label, i, j, f"{float(values[i, j]):.8g}", f"{float(errors[i, j]):.3g}"]
+                    )
+    print(
+        f"wrote {out / 'profile.png'}, {out / 'heatmap.png'}, {out / 'profile.csv'}, {out / 'heatmap.csv'}"
+    )
     return 0

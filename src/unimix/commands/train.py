@@ -68,8 +68,14 @@ _KEY_HELP = {
 
 _LIST_KEYS = {"methods", "milestones", "image_size"}
 _BOOL_KEYS = {
-    "train_augment", "drop_last", "nesterov", "no_decay_norm_bias", "channels_last", "compile",
-    "deterministic", "tensorboard",
+    "train_augment",
+    "drop_last",
+    "nesterov",
+    "no_decay_norm_bias",
+    "channels_last",
+    "compile",
+    "deterministic",
+    "tensorboard",
 }
 
 
@@ -77,17 +83,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from unimix.train.config import TrainConfig
 
     run = parser.add_argument_group("run")
-    run.add_argument("--recipe", metavar="NAME|FILE",
-                     help="packaged recipe name or YAML file (default: digits)")
+    run.add_argument(
+        "--recipe", metavar="NAME|FILE", help="packaged recipe name or YAML file (default: digits)"
+    )
     run.add_argument("--out", metavar="DIR", type=Path, help="run directory to create")
-    run.add_argument("--resume", metavar="DIR", type=Path,
-                     help="continue the run in DIR from its checkpoint")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override any configuration key (repeatable)")
+    run.add_argument(
+        "--resume", metavar="DIR", type=Path, help="continue the run in DIR from its checkpoint"
+    )
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any configuration key (repeatable)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--print-config", action="store_true",
-                     help="print the resolved configuration and exit")
-    run.add_argument("--list-recipes", action="store_true", help="list the packaged recipes and exit")
+    run.add_argument(
+        "--print-config", action="store_true", help="print the resolved configuration and exit"
+    )
+    run.add_argument(
+        "--list-recipes", action="store_true", help="list the packaged recipes and exit"
+    )
 
     keys = parser.add_argument_group("configuration (each overrides the recipe)")
     for key in TrainConfig.keys():
@@ -95,8 +112,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest = f"cfg_{key}"
         helptext = _KEY_HELP.get(key, key)
         if key in _BOOL_KEYS:
-            keys.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
-                              help=helptext)
+            keys.add_argument(
+                flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=helptext
+            )
         elif key in _LIST_KEYS:
             keys.add_argument(flag, dest=dest, nargs="+", default=None, metavar="V", help=helptext)
         else:
@@ -109,7 +127,7 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     for name, value in vars(args).items():
         if not name.startswith("cfg_") or value is None:
             continue
-        key = name[len("cfg_"):]
+        key = name[len("cfg_") :]
         if key in _BOOL_KEYS:
             out[key] = bool(value)
         elif key in _LIST_KEYS:
@@ -129,7 +147,9 @@ def _list_recipes() -> int:
 
     for name in available_recipes():
         text = (resources.files("unimix") / "recipes" / f"{name}.yaml").read_text()
-        first = next((ln.lstrip("# ").strip() for ln in text.splitlines() if ln.startswith("#")), "")
+        first = next(
+            (ln.lstrip("# ").strip() for ln in text.splitlines() if ln.startswith("#")), ""
+        )
         print(f"{name:32s} {first}")
     return 0
 
@@ -165,7 +185,9 @@ def run(args: argparse.Namespace) -> int:
             elif (run_dir / CHECKPOINT_FILE).is_file():
                 saved = load_checkpoint(run_dir / CHECKPOINT_FILE)["config"]
             else:
-                return _error(f"{run_dir} holds no run to resume (no {CONFIG_FILE} or {CHECKPOINT_FILE})")
+                return _error(
+                    f"{run_dir} holds no run to resume (no {CONFIG_FILE} or {CHECKPOINT_FILE})"
+                )
             changed = sorted(set(overrides) - RESUME_MUTABLE)
             if changed:
                 return _error(

@@ -26,7 +26,9 @@ def check_pair(images: Tensor, partners: Tensor, lam: Tensor) -> None:
             f"{tuple(images.shape)} and {tuple(partners.shape)}"
         )
     if lam.dim() != 1 or lam.shape[0] != images.shape[0]:
-        raise ValueError(f"lam must hold one λ per row ({images.shape[0]}), got shape {tuple(lam.shape)}")
+        raise ValueError(
+            f"lam must hold one λ per row ({images.shape[0]}), got shape {tuple(lam.shape)}"
+        )
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -55,7 +57,9 @@ def match_rows(query: Tensor, pool: Tensor) -> Tensor | None:
     p = pool.reshape(pool.shape[0], -1)
     if q.shape[1] != p.shape[1] or p.shape[0] == 0:
         return None
-    proj = torch.randn(q.shape[1], 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    proj = torch.randn(
+        q.shape[1], 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     proj = proj.to(q.device)
     fq, fp = q.double() @ proj, p.double() @ proj
     idx = torch.cdist(fq, fp).argmin(dim=1)

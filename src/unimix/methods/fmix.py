@@ -61,7 +61,9 @@ class FMix(MaskSampler):
         if isinstance(decay_power, bool) or not isinstance(decay_power, (int, float)):
             raise TypeError(f"decay_power must be a number, got {type(decay_power).__name__}")
         if not decay_power >= 0 or decay_power == float("inf"):
-            raise ValueError(f"decay_power must be a finite number >= 0 (the paper uses 3), got {decay_power}")
+            raise ValueError(
+                f"decay_power must be a finite number >= 0 (the paper uses 3), got {decay_power}"
+            )
         if isinstance(max_soft, bool) or not isinstance(max_soft, (int, float)):
             raise TypeError(f"max_soft must be a number in [0, 0.5], got {type(max_soft).__name__}")
         if not 0.0 <= max_soft <= 0.5:
@@ -75,7 +77,10 @@ class FMix(MaskSampler):
         # k = number of pixels of the first image: stochastic rounding of λ·HW
         target = lam.double() * area
         below = torch.floor(target)
-        up = torch.rand(n, generator=generator, device=lam.device, dtype=torch.float64) < target - below
+        up = (
+            torch.rand(n, generator=generator, device=lam.device, dtype=torch.float64)
+            < target - below
+        )
         k = (below + up.double()).clamp(0, area).long().to(device)
         order = field.reshape(n, area).argsort(dim=1, descending=True)
         rank = torch.empty_like(order).scatter_(
@@ -85,7 +90,9 @@ class FMix(MaskSampler):
             masks = (rank < k[:, None]).float()
         else:
             lam_d = lam.to(device).double()
-            soft_frac = torch.minimum(torch.minimum(lam_d, 1 - lam_d), torch.full_like(lam_d, self.max_soft))
+            soft_frac = torch.minimum(
+                torch.minimum(lam_d, 1 - lam_d), torch.full_like(lam_d, self.max_soft)
+            )
             soft = torch.floor(soft_frac * area).long()
             low, high = k - soft, (k + soft).clamp(max=area)
             span = (high - low).clamp_min(2)[:, None]

@@ -38,7 +38,9 @@ class GridMix(MaskSampler):
             try:
                 lo, hi = grid  # type: ignore[misc]
             except (TypeError, ValueError):
-                raise TypeError(f"grid must be an int N or a pair (N_min, N_max), got {grid!r}") from None
+                raise TypeError(
+                    f"grid must be an int N or a pair (N_min, N_max), got {grid!r}"
+                ) from None
             if any(isinstance(v, bool) or not isinstance(v, int) for v in (lo, hi)):
                 raise TypeError(f"grid must hold ints, got {grid!r}")
         if not 1 <= lo <= hi:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from unimix.methods._common import random_device, require_model, resolve_rows, unwrap_model
-from unimix.mix import MixInfo, Mixer, MixMethod, register_method
+from unimix.mix import Mixer, MixInfo, MixMethod, register_method
 
 __all__ = ["ManifoldMixup", "ManifoldMix", "eligible_layers", "INPUT"]
 
@@ -38,7 +38,9 @@ def eligible_layers(model: nn.Module, layers: Sequence[str] | None = None) -> li
         if "layer1" in names and "layer2" in names:
             layers = ["layer1", "layer2"]
         else:
-            with_params = [n for n, m in model.named_children() if any(True for _ in m.parameters())]
+            with_params = [
+                n for n, m in model.named_children() if any(True for _ in m.parameters())
+            ]
             layers = with_params[:-1]
     layers = list(layers)
     unknown = [n for n in layers if n not in names or n == ""]
@@ -99,13 +101,21 @@ class ManifoldMixup:
         if not self.choices:
             raise ValueError("no eligible layer: pass layers=[...] or include_input=True")
         self.mixer = Mixer(
-            "mixup", alpha=alpha, mode=mode, prob=prob, partner=partner, num_classes=num_classes,  # type: ignore[arg-type]
-            label_smoothing=label_smoothing, generator=generator,
+            "mixup",
+            alpha=alpha,
+            mode=mode,
+            prob=prob,
+            partner=partner,
+            num_classes=num_classes,  # type: ignore[arg-type]
+            label_smoothing=label_smoothing,
+            generator=generator,
         )
         self.last_layer: str | None = None
         self.last_info: MixInfo | None = None
 
-    def __call__(self, images: Tensor, labels: Tensor, *, layer: str | None = None) -> tuple[Tensor, Tensor]:
+    def __call__(
+        self, images: Tensor, labels: Tensor, *, layer: str | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Mixed forward pass: ``(logits, soft targets [B, K])``. ``layer`` forces the layer."""
         if layer is None:
             g = self.mixer.generator
@@ -124,8 +134,14 @@ class ManifoldMixup:
 
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> Tensor:
             if "targets" in state:
-                raise RuntimeError(f"layer {layer!r} ran twice in one forward pass; Manifold Mixup mixes once")
-            if not isinstance(output, Tensor) or output.dim() < 1 or output.shape[0] != images.shape[0]:
+                raise RuntimeError(
+                    f"layer {layer!r} ran twice in one forward pass; Manifold Mixup mixes once"
+                )
+            if (
+                not isinstance(output, Tensor)
+                or output.dim() < 1
+                or output.shape[0] != images.shape[0]
+            ):
                 raise TypeError(f"layer {layer!r} must return a [B, ...] tensor to be mixed")
             flat = output.reshape(output.shape[0], 1, 1, -1)
             mixed, state["targets"], state["info"] = self.mixer(flat, labels, return_info=True)
@@ -181,7 +197,11 @@ class ManifoldMix(MixMethod):
     ) -> tuple[Tensor, Tensor]:
         model = unwrap_model(require_model(context, "manifold"))
         choices = ([INPUT] if self.include_input else []) + eligible_layers(model, self.layers)
-        k = int(torch.randint(0, len(choices), (1,), generator=generator, device=random_device(generator)))
+        k = int(
+            torch.randint(
+                0, len(choices), (1,), generator=generator, device=random_device(generator)
+            )
+        )
         self.last_layer = choices[k]
         self.disarm()
         x = images if images.is_floating_point() else images.float()
@@ -195,7 +215,9 @@ class ManifoldMix(MixMethod):
 
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> Tensor:
             self.disarm()
-            if not isinstance(output, Tensor) or (expected is not None and output.shape[0] != expected):
+            if not isinstance(output, Tensor) or (
+                expected is not None and output.shape[0] != expected
+            ):
                 raise RuntimeError(
                     f"manifold: the forward pass after the Mixer call must be on the mixed batch "
                     f"({expected} rows); layer {choices[k]!r} returned "

@@ -13,9 +13,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import sparse
-from scipy.optimize import linear_sum_assignment
-from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 from torch import Tensor, nn
 
 from unimix.methods._common import (
@@ -40,6 +37,18 @@ __all__ = [
 
 TransportSolver = Literal["exact", "greedy"]
 _INT32_MAX = 2**31 - 1
+
+
+def _scipy():  # scipy is an optional dependency (extra "study"); only Puzzle Mix needs it
+    try:
+        import scipy.optimize
+        import scipy.sparse
+        import scipy.sparse.csgraph
+    except ImportError as err:
+        raise ImportError(
+            "Puzzle Mix's graph cut and transport need SciPy: pip install scipy (or unimix[study])"
+        ) from err
+    return scipy
 
 
 # ---- saliency ------------------------------------------------------------------------------------
@@ -138,23 +147,28 @@ def solve_grid_labels(unary: Tensor, cost_v: Tensor, cost_h: Tensor) -> Tensor:
     # "infinite" capacity: more than all finite capacities of one row's graph together
     big = int(sum(c.reshape(n, -1).sum(1) for _, _, c in edges).max()) + 1
     if big > _INT32_MAX // 2:
-        raise ValueError("graph-cut capacities overflow int32: scale the unary and pairwise costs down")
+        raise ValueError(
+            "graph-cut capacities overflow int32: scale the unary and pairwise costs down"
+        )
     edges += [(node(all_b, i + 1), node(all_b, i), np.full(blocks, big)) for i in range(1, k)]
-    src, dst, cap = (list(t) for t in zip(*edges))
+    src, dst, cap = (list(t) for t in zip(*edges, strict=True))
     rows = np.concatenate(src)
     cols = np.concatenate(dst)
     caps = np.concatenate(cap).astype(np.int64)
     keep = caps > 0
     size = blocks * k + 2
-    graph = sparse.csr_matrix(
+    sp = _scipy()
+    graph = sp.sparse.csr_matrix(
         (caps[keep].astype(np.int32), (rows[keep], cols[keep])), shape=(size, size)
     )
     graph.sum_duplicates()
-    flow = maximum_flow(graph, source, sink).flow
+    flow = sp.sparse.csgraph.maximum_flow(graph, source, sink).flow
     residual = (graph - flow).tocsr()
     residual.data = np.where(residual.data > 0, 1, 0).astype(np.int32)
     residual.eliminate_zeros()
-    reach = breadth_first_order(residual, source, directed=True, return_predecessors=False)
+    reach = sp.sparse.csgraph.breadth_first_order(
+        residual, source, directed=True, return_predecessors=False
+    )
     on_source = np.zeros(size, dtype=bool)
     on_source[reach] = True
     labels = on_source[: blocks * k].reshape(blocks, k).sum(axis=1)
@@ -185,14 +199,16 @@ def transport_blocks(
     unresolved destinations get no block (index ``−1``: zeros).
     """
     n, m, _ = visible.shape
-    cost = eps * _grid_distance(m, visible.device) - saliency.reshape(n, -1, 1).float() * (
-        visible.reshape(n, 1, -1) > 0
-    ).float()
+    cost = (
+        eps * _grid_distance(m, visible.device)
+        - saliency.reshape(n, -1, 1).float() * (visible.reshape(n, 1, -1) > 0).float()
+    )
     if solver == "exact":
+        assign = _scipy().optimize.linear_sum_assignment
         cost_np = cost.detach().double().cpu().numpy()
         out = np.empty((n, m * m), dtype=np.int64)
         for i in range(n):  # scipy solves one assignment per call
-            srcs, dsts = linear_sum_assignment(cost_np[i])
+            srcs, dsts = assign(cost_np[i])
             out[i, dsts] = srcs
         return torch.from_numpy(out).to(visible.device)
     if solver != "greedy":
@@ -213,7 +229,9 @@ def _move_blocks(images: Tensor, source_of: Tensor, m: int) -> Tensor:
     """``images`` with block ``source_of[k, j]`` shown at block ``j`` (``−1``: zeros)."""
     n, c, height, width = images.shape
     bh, bw = height // m, width // m
-    blocks = images.reshape(n, c, m, bh, m, bw).permute(0, 2, 4, 1, 3, 5).reshape(n, m * m, c, bh, bw)
+    blocks = (
+        images.reshape(n, c, m, bh, m, bw).permute(0, 2, 4, 1, 3, 5).reshape(n, m * m, c, bh, bw)
+    )
     idx = source_of.clamp_min(0).view(n, m * m, 1, 1, 1).expand(-1, -1, c, bh, bw)
     moved = blocks.gather(1, idx)
     moved = moved * (source_of >= 0).view(n, m * m, 1, 1, 1).to(moved.dtype)
@@ -246,7 +264,9 @@ def _binomial_prior(lam: Tensor, n_labels: int) -> Tensor:
     """``−log P(l)`` with ``P(l) = C(L−1, l) λ^{L−1−l} (1−λ)^l``: the reference code's priors."""
     k = n_labels - 1
     ls = torch.arange(n_labels, device=lam.device, dtype=torch.float64)
-    comb = torch.exp(torch.lgamma(torch.tensor(k + 1.0)) - torch.lgamma(ls + 1) - torch.lgamma(k - ls + 1))
+    comb = torch.exp(
+        torch.lgamma(torch.tensor(k + 1.0)) - torch.lgamma(ls + 1) - torch.lgamma(k - ls + 1)
+    )
     lam = lam.double()[:, None]
     p = comb * lam ** (k - ls) * (1 - lam) ** ls
     return -torch.log(p + 1e-8)
@@ -275,7 +295,7 @@ def puzzle_mix(
     n_labels: int = 3,
     transport: bool = True,
     t_eps: float = 0.8,
-    t_size: int = 4,
+    t_size: int = -1,
     t_solver: TransportSolver = "exact",
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
@@ -293,8 +313,9 @@ def puzzle_mix(
     difference across block boundaries of ``neigh_size``-pooled images in ``[0, 1]``, split into
     unary and pairwise parts as in the reference code). Costs are quantised to integers at
     ``1000 n²`` like the reference code and minimised exactly by :func:`solve_grid_labels`. With
-    ``transport``, both images' blocks of side ``t_size`` are then moved by
-    :func:`transport_blocks` (cost ``t_eps``) towards where they are visible. ``mean``/``std``
+    ``transport``, both images' blocks are then moved by :func:`transport_blocks` (cost
+    ``t_eps``) towards where they are visible; the blocks moved are the mask's (``t_size=-1``) or
+    sub-blocks of side about ``t_size`` pixels (a divisor of the mask's blocks). ``mean``/``std``
     undo a normalisation for the smoothness term (``None``: images are already in ``[0, 1]``;
     uint8 images are divided by 255).
     """
@@ -390,13 +411,14 @@ def puzzle_mix(
 class PuzzleMix(MixMethod):
     """Puzzle Mix (Kim, Choo & Song, ICML 2020), usable by name in :class:`~unimix.Mixer`.
 
-    Needs the model and the labels: ``mixer(images, labels, model=model, batch_labels=labels)``. Its
-    extra cost, one forward and one backward pass of the model on the batch for the saliency
-    (:func:`input_gradient_saliency`), is part of the method. Defaults are the reference code's
-    for the paper's CIFAR-100 runs: blocks per side ``n ∈ {2, 4, 8, 16}`` drawn uniformly
-    (those that divide the image), ``β = 1.2``, ``γ = 0.5``, ``η = 0.2``, ``neigh_size = 4``,
-    ``n_labels = 3``, transport on with ``t_eps = 0.8`` and ``t_size = 4``, ``α = 1``. See
-    :func:`puzzle_mix` for the objective.
+    Needs the model and the labels: ``mixer(images, labels, model=model, batch_labels=labels)``.
+    Its extra cost, one forward and one backward pass of the model on the batch for the saliency
+    (:func:`input_gradient_saliency`), is part of the method. Defaults are the reference code's:
+    blocks per side ``n ∈ {2, 4, 8, 16}`` drawn uniformly (those that divide the image),
+    ``β = 1.2``, ``γ = 0.5``, ``η = 0.2``, ``neigh_size = 4``, ``n_labels = 3``, transport on with
+    ``t_eps = 0.8`` at the mask's resolution (``t_size = -1``, as in its ImageNet code), ``α = 1``.
+    The paper's CIFAR-100 runs move finer blocks, ``t_size = 4``. See :func:`puzzle_mix` for the
+    objective.
 
     Deviations: the mask's labelling is solved exactly (:func:`solve_grid_labels`) where the
     reference code runs α-β swap moves, and the transport exactly (``t_solver="exact"``,
@@ -418,18 +440,23 @@ class PuzzleMix(MixMethod):
         n_labels: int = 3,
         transport: bool = True,
         t_eps: float = 0.8,
-        t_size: int = 4,
+        t_size: int = -1,
         t_solver: TransportSolver = "exact",
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ) -> None:
         choices = [block_num] if isinstance(block_num, int) else list(block_num)
-        if not choices or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in choices):
-            raise ValueError(f"block_num must be a positive int or a list of them, got {block_num!r}")
+        if not choices or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in choices
+        ):
+            raise ValueError(
+                f"block_num must be a positive int or a list of them, got {block_num!r}"
+            )
         if isinstance(n_labels, bool) or not isinstance(n_labels, int) or n_labels < 2:
             raise ValueError(f"n_labels must be an int >= 2, got {n_labels!r}")
         if t_solver not in ("exact", "greedy"):
             raise ValueError(f"t_solver must be 'exact' or 'greedy', got {t_solver!r}")
+        _scipy()  # fail at construction, not at the first batch, when SciPy is missing
         for name, value in (("beta", beta), ("gamma", gamma), ("eta", eta), ("t_eps", t_eps)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
@@ -470,12 +497,26 @@ class PuzzleMix(MixMethod):
         labels = gather_labels(context, uniq, n, "puzzlemix")
         sal = input_gradient_saliency(model, batch, labels)
         choices = torch.tensor(self.block_choices(height, width))
-        pick = torch.randint(0, len(choices), (n,), generator=generator, device=random_device(generator))
+        pick = torch.randint(
+            0, len(choices), (n,), generator=generator, device=random_device(generator)
+        )
         result = puzzle_mix(
-            images, partners, sal[inverse[:n]], sal[inverse[n:]], lam.to(images.device),
-            block_num=choices[pick.cpu()].to(images.device), beta=self.beta, gamma=self.gamma,
-            eta=self.eta, neigh_size=self.neigh_size, n_labels=self.n_labels,
-            transport=self.transport, t_eps=self.t_eps, t_size=self.t_size,
-            t_solver=self.t_solver, mean=self.mean, std=self.std,
+            images,
+            partners,
+            sal[inverse[:n]],
+            sal[inverse[n:]],
+            lam.to(images.device),
+            block_num=choices[pick.cpu()].to(images.device),
+            beta=self.beta,
+            gamma=self.gamma,
+            eta=self.eta,
+            neigh_size=self.neigh_size,
+            n_labels=self.n_labels,
+            transport=self.transport,
+            t_eps=self.t_eps,
+            t_size=self.t_size,
+            t_solver=self.t_solver,
+            mean=self.mean,
+            std=self.std,
         )
         return result.images, result.lam

@@ -72,9 +72,15 @@ def paste_resized(
             ),
             dim=-1,
         )
-        pasted = F.grid_sample(p, grid, mode=interpolation, padding_mode="border", align_corners=False)
-    inside_y = (torch.arange(height, device=x.device) >= y0[:, None]) & (torch.arange(height, device=x.device) < y1[:, None])
-    inside_x = (torch.arange(width, device=x.device) >= x0[:, None]) & (torch.arange(width, device=x.device) < x1[:, None])
+        pasted = F.grid_sample(
+            p, grid, mode=interpolation, padding_mode="border", align_corners=False
+        )
+    inside_y = (torch.arange(height, device=x.device) >= y0[:, None]) & (
+        torch.arange(height, device=x.device) < y1[:, None]
+    )
+    inside_x = (torch.arange(width, device=x.device) >= x0[:, None]) & (
+        torch.arange(width, device=x.device) < x1[:, None]
+    )
     inside = (inside_y[:, :, None] & inside_x[:, None, :]).unsqueeze(1)
     return torch.where(inside, pasted, x)
 
@@ -125,7 +131,9 @@ class ResizeMix(MixMethod):
     antialiasing (``interpolation`` may be ``"bicubic"`` or ``"nearest"``). See :func:`resize_mix`.
     """
 
-    def __init__(self, scale: tuple[float, float] = (0.1, 0.8), interpolation: Interpolation = "bilinear") -> None:
+    def __init__(
+        self, scale: tuple[float, float] = (0.1, 0.8), interpolation: Interpolation = "bilinear"
+    ) -> None:
         try:
             lo, hi = (float(v) for v in scale)
         except (TypeError, ValueError):
@@ -133,7 +141,9 @@ class ResizeMix(MixMethod):
         if not 0.0 <= lo <= hi <= 1.0:
             raise ValueError(f"scale must satisfy 0 <= min <= max <= 1, got {scale!r}")
         if interpolation not in ("bilinear", "bicubic", "nearest"):
-            raise ValueError(f"interpolation must be 'bilinear', 'bicubic' or 'nearest', got {interpolation!r}")
+            raise ValueError(
+                f"interpolation must be 'bilinear', 'bicubic' or 'nearest', got {interpolation!r}"
+            )
         self.scale = (lo, hi)
         self.interpolation = interpolation
 
@@ -147,6 +157,11 @@ class ResizeMix(MixMethod):
         context: Mapping[str, Any],
     ) -> tuple[Tensor, Tensor]:
         out = resize_mix(
-            images, partners, lam, scale=self.scale, interpolation=self.interpolation, generator=generator
+            images,
+            partners,
+            lam,
+            scale=self.scale,
+            interpolation=self.interpolation,
+            generator=generator,
         )
         return out.images, out.lam

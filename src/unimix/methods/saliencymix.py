@@ -104,7 +104,9 @@ def spectral_residual_saliency(images: Tensor, size: int = 64) -> Tensor:
     """
     gray = _luminance(images).double()
     height, width = gray.shape[-2:]
-    small = F.interpolate(gray[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+    small = F.interpolate(gray[:, None], size=(size, size), mode="bilinear", align_corners=False)[
+        :, 0
+    ]
     spectrum = torch.fft.fft2(small)
     log_amp = torch.log(spectrum.abs().clamp_min(1e-12))
     residual = log_amp - _separable_blur(log_amp, torch.ones(3, dtype=torch.float64))
@@ -113,7 +115,9 @@ def spectral_residual_saliency(images: Tensor, size: int = 64) -> Tensor:
     gauss = torch.exp(-(torch.arange(-2, 3, dtype=torch.float64) ** 2) / (2 * sigma**2))
     sal = _separable_blur(recon, gauss).square()
     sal = sal / sal.flatten(1).amax(1).clamp_min(1e-300)[:, None, None]
-    return F.interpolate(sal[:, None], size=(height, width), mode="bilinear", align_corners=False)[:, 0].float()
+    return F.interpolate(sal[:, None], size=(height, width), mode="bilinear", align_corners=False)[
+        :, 0
+    ].float()
 
 
 def saliency_peaks(saliency: Tensor) -> tuple[Tensor, Tensor]:
@@ -191,7 +195,9 @@ class SaliencyMix(MixMethod):
 
     def __init__(self, detector: Detector = "fine_grained") -> None:
         if detector not in ("fine_grained", "spectral_residual"):
-            raise ValueError(f"detector must be 'fine_grained' or 'spectral_residual', got {detector!r}")
+            raise ValueError(
+                f"detector must be 'fine_grained' or 'spectral_residual', got {detector!r}"
+            )
         self.detector = detector
 
     def mix(
@@ -205,4 +211,3 @@ class SaliencyMix(MixMethod):
     ) -> tuple[Tensor, Tensor]:
         out = saliency_mix(images, partners, lam, detector=self.detector)
         return out.images, out.lam
-

@@ -51,7 +51,9 @@ class SmoothMix(MaskSampler):
         try:
             lo, hi = (float(v) for v in sigma)
         except (TypeError, ValueError):
-            raise TypeError(f"sigma must be a pair (min, max) of fractions of the image size, got {sigma!r}") from None
+            raise TypeError(
+                f"sigma must be a pair (min, max) of fractions of the image size, got {sigma!r}"
+            ) from None
         if not 0 < lo <= hi:
             raise ValueError(f"sigma must satisfy 0 < min <= max, got {sigma!r}")
         self.shape = shape

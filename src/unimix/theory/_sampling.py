@@ -45,9 +45,13 @@ def _check_positive_int(name: str, value: object, minimum: int = 1) -> int:
 
 def _check_alpha(alpha: object) -> float:
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-        raise TypeError(f"alpha must be a number > 0 (the Beta(α, α) parameter), got {type(alpha).__name__}")
+        raise TypeError(
+            f"alpha must be a number > 0 (the Beta(α, α) parameter), got {type(alpha).__name__}"
+        )
     if not float(alpha) > 0 or math.isinf(alpha):
-        raise ValueError(f"alpha must be a finite number > 0 (the Beta(α, α) parameter), got {alpha}")
+        raise ValueError(
+            f"alpha must be a finite number > 0 (the Beta(α, α) parameter), got {alpha}"
+        )
     return float(alpha)
 
 
@@ -55,7 +59,9 @@ def _check_lam(lam: object) -> float | None:
     if lam is None:
         return None
     if isinstance(lam, bool) or not isinstance(lam, (int, float)):
-        raise TypeError(f"lam must be None (λ ~ Beta(α, α)) or a number in [0, 1], got {type(lam).__name__}")
+        raise TypeError(
+            f"lam must be None (λ ~ Beta(α, α)) or a number in [0, 1], got {type(lam).__name__}"
+        )
     if not 0.0 <= float(lam) <= 1.0:
         raise ValueError(f"lam must lie in [0, 1], got {lam}")
     return float(lam)
@@ -177,7 +183,9 @@ def draw_masks(
         flat = raw.reshape(n, height * width).to(device=device, dtype=torch.float64)
         lo, hi = float(flat.min()), float(flat.max())
         if lo < -1e-6 or hi > 1 + 1e-6 or math.isnan(lo + hi):
-            raise ValueError(f"masks must lie in [0, 1], the sampler returned values in [{lo:.4g}, {hi:.4g}]")
+            raise ValueError(
+                f"masks must lie in [0, 1], the sampler returned values in [{lo:.4g}, {hi:.4g}]"
+            )
         yield MaskDraws(flat.clamp(0.0, 1.0), flat.mean(dim=1), constant)
         done += n
 

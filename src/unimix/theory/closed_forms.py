@@ -127,7 +127,7 @@ def _box_family(
     lam_poly = Polynomial([0.0, 1.0])
     result = np.zeros((height, width))
     edges = _breakpoints(r, height, width) if moments.lam is None else [0.0, 1.0]
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         mid = moments.lam if moments.lam is not None else 0.5 * (lo + hi)
         h, w = _box_sides(mid, r, height, width)
         area = h * w / hw
@@ -182,7 +182,12 @@ def _gmix_terms(s: float, height: int, width: int, geometry: Geometry) -> tuple[
 
 
 def _gmix(
-    height: int, width: int, alpha: float, lam: float | None, weighting: Weighting, geometry: Geometry
+    height: int,
+    width: int,
+    alpha: float,
+    lam: float | None,
+    weighting: Weighting,
+    geometry: Geometry,
 ) -> np.ndarray:
     def integrand(s: float, upper: bool) -> np.ndarray:
         corr, m = _gmix_terms(s, height, width, geometry)
@@ -260,7 +265,9 @@ def closed_form(
     elif isinstance(method, str):
         name = method
     else:
-        raise TypeError(f"method must be a name or a unimix.masks sampler, got {type(method).__name__}")
+        raise TypeError(
+            f"method must be a name or a unimix.masks sampler, got {type(method).__name__}"
+        )
     if name not in CLOSED_FORMS:
         raise ValueError(
             f"no closed form for method {name!r} (known: {', '.join(CLOSED_FORMS)}); "
@@ -272,7 +279,9 @@ def closed_form(
     if geometry not in ("torus", "plane"):
         raise ValueError(f"geometry must be 'torus' or 'plane', got {geometry!r}")
     if geometry == "plane" and name != "gmix":
-        raise ValueError(f"geometry='plane' is GMix's untruncated form; {name} has geometry='torus' only")
+        raise ValueError(
+            f"geometry='plane' is GMix's untruncated form; {name} has geometry='torus' only"
+        )
     if r is not None and name != "hmix":
         raise ValueError(f"r is HMix's parameter; {name} takes none")
     r = 0.5 if r is None else float(r)
@@ -290,5 +299,9 @@ def closed_form(
     offsets = table if geometry == "plane" else _torus_to_offsets(table, height, width)
     label = name if name != "hmix" else f"hmix(r={r:g})"
     return DistanceProfile.from_offsets(
-        torch.from_numpy(np.ascontiguousarray(offsets)), height, width, weighting=weighting, method=label
+        torch.from_numpy(np.ascontiguousarray(offsets)),
+        height,
+        width,
+        weighting=weighting,
+        method=label,
     )

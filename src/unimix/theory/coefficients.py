@@ -60,7 +60,9 @@ __all__ = [
 _CHUNK_BYTES = 1 << 27
 
 
-def _default_device(device: torch.device | str | None, generator: torch.Generator | None) -> torch.device:
+def _default_device(
+    device: torch.device | str | None, generator: torch.Generator | None
+) -> torch.device:
     if device is not None:
         return torch.device(device)
     return generator.device if generator is not None else torch.device("cpu")
@@ -75,7 +77,9 @@ def _stderr(total: Tensor, total_sq: Tensor, n: int) -> Tensor:
     return (var / n).sqrt()
 
 
-def offset_grid(height: int, width: int, device: torch.device | str | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def offset_grid(
+    height: int, width: int, device: torch.device | str | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """The offsets ``Δ = (dy, dx)`` of an ``H×W`` image, with their pair counts and radial bins.
 
     Returns ``pairs`` ``[2H−1, 2W−1]`` (the number of pixels ``p`` with ``p + Δ`` inside the
@@ -198,8 +202,17 @@ class DistanceProfile:
         radial = _bin_sum(offsets * pairs, bins) / _bin_sum(pairs, bins)
         zero = torch.zeros_like
         return cls(
-            offsets, zero(offsets), pairs, torch.arange(radial.numel(), dtype=torch.float64),
-            radial, zero(radial), height, width, samples, weighting, method,
+            offsets,
+            zero(offsets),
+            pairs,
+            torch.arange(radial.numel(), dtype=torch.float64),
+            radial,
+            zero(radial),
+            height,
+            width,
+            samples,
+            weighting,
+            method,
         )
 
 
@@ -214,7 +227,11 @@ def _bin_sum(values: Tensor, bins: Tensor) -> Tensor:
 def _flat_pixels(pixels: Any, height: int, width: int) -> Tensor:
     """Flat row-major indices from an index, an ``(i, j)`` pair, a list of either, or a tensor."""
     if isinstance(pixels, Tensor):
-        flat = pixels.reshape(-1).long() if pixels.dim() <= 1 else pixels[:, 0].long() * width + pixels[:, 1].long()
+        flat = (
+            pixels.reshape(-1).long()
+            if pixels.dim() <= 1
+            else pixels[:, 0].long() * width + pixels[:, 1].long()
+        )
     elif isinstance(pixels, tuple) and len(pixels) == 2 and all(isinstance(v, int) for v in pixels):
         i, j = pixels
         if not (0 <= i < height and 0 <= j < width):
@@ -233,13 +250,21 @@ def _flat_pixels(pixels: Any, height: int, width: int) -> Tensor:
             f"got {type(pixels).__name__}"
         )
     if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= height * width):
-        raise ValueError(f"pixels must index a {height}×{width} image (0 ≤ index < {height * width})")
+        raise ValueError(
+            f"pixels must index a {height}×{width} image (0 ≤ index < {height * width})"
+        )
     return flat
 
 
 def _common_args(
-    method: MethodLike, height: int, width: int, alpha: float, samples: int, lam: float | None,
-    weighting: str, params: dict[str, Any],
+    method: MethodLike,
+    height: int,
+    width: int,
+    alpha: float,
+    samples: int,
+    lam: float | None,
+    weighting: str,
+    params: dict[str, Any],
 ) -> tuple[Callable[..., Any], float, float | None, Weighting]:
     _check_positive_int("height", height)
     _check_positive_int("width", width)
@@ -296,7 +321,9 @@ def pairwise_coefficients(
         :class:`PairwiseCoefficients`; each entry is a mean of ``samples`` i.i.d. values, its
         standard error their standard deviation over ``√samples``.
     """
-    sampler, alpha, lam, weighting = _common_args(method, height, width, alpha, samples, lam, weighting, params)
+    sampler, alpha, lam, weighting = _common_args(
+        method, height, width, alpha, samples, lam, weighting, params
+    )
     device = _default_device(device, generator)
     hw = height * width
     rows = torch.arange(hw) if pixels is None else _flat_pixels(pixels, height, width)
@@ -317,8 +344,15 @@ def pairwise_coefficients(
     total_sq = torch.zeros_like(total)
     bar = progress_bar(samples, progress, f"A {method_name(method)}")
     draws = draw_masks(
-        sampler, samples, height, width, alpha=alpha, lam=lam, chunk_size=chunk_size,
-        generator=generator, device=device,
+        sampler,
+        samples,
+        height,
+        width,
+        alpha=alpha,
+        lam=lam,
+        chunk_size=chunk_size,
+        generator=generator,
+        device=device,
     )
     for chunk in draws:
         feats = chunk.features(weighting)
@@ -332,8 +366,14 @@ def pairwise_coefficients(
         bar.update(chunk.masks.shape[0])
     bar.close()
     return PairwiseCoefficients(
-        total / samples, _stderr(total, total_sq, samples), rows, height, width, samples,
-        weighting, method_name(method),
+        total / samples,
+        _stderr(total, total_sq, samples),
+        rows,
+        height,
+        width,
+        samples,
+        weighting,
+        method_name(method),
     )
 
 
@@ -367,7 +407,9 @@ def distance_profile(
     Arguments are those of :func:`pairwise_coefficients` (``weighting="label"`` uses
     ``λ̄·corr(1 − M) + (1 − λ̄)·corr(M)``). Standard errors come from the per-mask values.
     """
-    sampler, alpha, lam, weighting = _common_args(method, height, width, alpha, samples, lam, weighting, params)
+    sampler, alpha, lam, weighting = _common_args(
+        method, height, width, alpha, samples, lam, weighting, params
+    )
     device = _default_device(device, generator)
     fy, fx = 2 * height, 2 * width  # ≥ 2H − 1: no circular wrap-around in the correlation
     if chunk_size is None:
@@ -385,8 +427,15 @@ def distance_profile(
 
     bar = progress_bar(samples, progress, f"profile {method_name(method)}")
     draws = draw_masks(
-        sampler, samples, height, width, alpha=alpha, lam=lam, chunk_size=chunk_size,
-        generator=generator, device=device,
+        sampler,
+        samples,
+        height,
+        width,
+        alpha=alpha,
+        lam=lam,
+        chunk_size=chunk_size,
+        generator=generator,
+        device=device,
     )
     for chunk in draws:
         n = chunk.masks.shape[0]
@@ -398,7 +447,8 @@ def distance_profile(
             per_bin = level[:, None].expand(n, pairs_bin.numel())
         else:
             power = sum(
-                w[:, None, None] * torch.fft.rfft2(v.reshape(n, height, width), s=(fy, fx)).abs().square()
+                w[:, None, None]
+                * torch.fft.rfft2(v.reshape(n, height, width), s=(fy, fx)).abs().square()
                 for w, v in feats
             )
             corr = torch.fft.irfft2(power, s=(fy, fx))[:, iy][:, :, ix]

@@ -69,7 +69,9 @@ def _per_sample_loss(loss: LossLike) -> Callable[[Tensor, Tensor], Tensor]:
 
         def logistic(logits: Tensor, labels: Tensor) -> Tensor:
             if logits.dim() == 2 and logits.shape[1] != 1:
-                raise ValueError(f"loss='logistic' needs one logit per sample, got shape {tuple(logits.shape)}")
+                raise ValueError(
+                    f"loss='logistic' needs one logit per sample, got shape {tuple(logits.shape)}"
+                )
             return F.binary_cross_entropy_with_logits(
                 logits.reshape(-1), labels.to(logits.dtype), reduction="none"
             )
@@ -89,7 +91,9 @@ def _check_batch(images: Tensor, labels: Tensor) -> None:
     if not isinstance(labels, Tensor) or labels.shape[:1] != images.shape[:1]:
         raise ValueError("labels must be a tensor with one label per image")
     if images.shape[0] < 2:
-        raise ValueError("a batch of at least 2 images is needed: every image is mixed with another")
+        raise ValueError(
+            "a batch of at least 2 images is needed: every image is mixed with another"
+        )
 
 
 def _frozen_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
@@ -227,7 +231,9 @@ def loss_decomposition(
     """
     _check_batch(images, labels)
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 2:
-        raise ValueError(f"draws must be an int >= 2 (standard errors need two draws), got {draws!r}")
+        raise ValueError(
+            f"draws must be an int >= 2 (standard errors need two draws), got {draws!r}"
+        )
     eps = [float(e) for e in epsilons]
     if len(eps) < 2 or any(not 0 < e for e in eps):
         raise ValueError(f"epsilons must hold at least two positive scales, got {list(epsilons)}")
@@ -246,9 +252,11 @@ def loss_decomposition(
     batch = x.shape[0]
     rows = torch.arange(batch, device=device)
 
+    # the mixer's targets are not used: placeholder soft targets of the width it expects
+    placeholder = torch.zeros(batch, getattr(mixer, "num_classes", None) or 1, device=device)
     anchor, delta, weight, msda = [], [], [], []
     for _ in range(draws):
-        mixed, _, info = mixer(x, torch.zeros(batch, 1, device=device), return_info=True)
+        mixed, _, info = mixer(x, placeholder, return_info=True)
         if info.masks is None:
             raise ValueError(
                 "the mixer used an image-dependent method (no mask); the decomposition needs "
@@ -280,7 +288,9 @@ def loss_decomposition(
     second = torch.empty_like(zeroth)
     for sl in _chunks(n_terms, chunk_size):
         idx = flat_anchor[sl]
-        zeroth[sl], first[sl], second[sl] = _directional_derivatives(net, loss_fn, x[idx], y[idx], delta_t[sl])
+        zeroth[sl], first[sl], second[sl] = _directional_derivatives(
+            net, loss_fn, x[idx], y[idx], delta_t[sl]
+        )
     second = 0.5 * second
 
     def per_draw(values: Tensor) -> Tensor:
@@ -332,7 +342,9 @@ def loss_decomposition(
 # ---- the second-order term through A --------------------------------------------------------
 
 
-def _coefficient_matrix(coefficients: Any, height: int, width: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+def _coefficient_matrix(
+    coefficients: Any, height: int, width: int, device: torch.device, dtype: torch.dtype
+) -> Tensor:
     """``[HW, HW]`` A from a tensor, full :class:`PairwiseCoefficients` or :class:`DistanceProfile`."""
     if isinstance(coefficients, PairwiseCoefficients):
         if coefficients.values.shape[0] != coefficients.values.shape[1]:
@@ -367,13 +379,19 @@ def _pairs(partner: PartnerLike, batch: int, device: torch.device) -> tuple[Tens
     rows = torch.arange(batch, device=device)
     if isinstance(partner, Tensor):
         if partner.shape != (batch,):
-            raise ValueError(f"partner must be [B] = [{batch}] row indices, got shape {tuple(partner.shape)}")
+            raise ValueError(
+                f"partner must be [B] = [{batch}] row indices, got shape {tuple(partner.shape)}"
+            )
         return rows, partner.to(device).long(), torch.full((batch,), 1.0 / batch, device=device)
     if partner == "flip":
         return rows, rows.flip(0), torch.full((batch,), 1.0 / batch, device=device)
     if partner == "all":
         a, b = torch.meshgrid(rows, rows, indexing="ij")
-        return a.reshape(-1), b.reshape(-1), torch.full((batch * batch,), 1.0 / batch**2, device=device)
+        return (
+            a.reshape(-1),
+            b.reshape(-1),
+            torch.full((batch * batch,), 1.0 / batch**2, device=device),
+        )
     raise ValueError(
         f"partner must be 'flip' (the Mixer's default pairing), 'all' (every pair) or a [B] "
         f"tensor of partner rows, got {partner!r}"
@@ -461,10 +479,14 @@ def glm_second_order(
     return float(0.5 * total)
 
 
-def _find_first_layer(net: nn.Module, x: Tensor, layer: nn.Module | None) -> tuple[nn.Module, torch.Size]:
+def _find_first_layer(
+    net: nn.Module, x: Tensor, layer: nn.Module | None
+) -> tuple[nn.Module, torch.Size]:
     """The first Linear/Conv layer the input reaches, checked to act on the raw input."""
     kinds = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-    candidates = [layer] if layer is not None else [m for m in net.modules() if isinstance(m, kinds)]
+    candidates = (
+        [layer] if layer is not None else [m for m in net.modules() if isinstance(m, kinds)]
+    )
     if layer is not None and not isinstance(layer, kinds):
         raise TypeError(f"layer must be an nn.Linear or nn.Conv*d, got {type(layer).__name__}")
     seen: list[tuple[nn.Module, Tensor]] = []
@@ -515,9 +537,18 @@ class FirstLayerForm:
     """
 
     def __init__(
-        self, net: nn.Module, layer: nn.Module, in_shape: torch.Size, x: Tensor, y: Tensor,
-        loss_fn: Callable[[Tensor, Tensor], Tensor], anchors: Tensor, diffs: Tensor,
-        pair_w: Tensor, root: Tensor, chunk_size: int,
+        self,
+        net: nn.Module,
+        layer: nn.Module,
+        in_shape: torch.Size,
+        x: Tensor,
+        y: Tensor,
+        loss_fn: Callable[[Tensor, Tensor], Tensor],
+        anchors: Tensor,
+        diffs: Tensor,
+        pair_w: Tensor,
+        root: Tensor,
+        chunk_size: int,
     ) -> None:
         self._net, self.layer, self._in_shape = net, layer, in_shape
         self._x, self._y, self._loss_fn = x, y, loss_fn
@@ -613,4 +644,6 @@ def first_layer_form(
     root = evecs[:, keep] * evals[keep].sqrt()
     anchors, partners, pair_w = _pairs(partner, batch, device)
     diffs = x[partners] - x[anchors]
-    return FirstLayerForm(net, first, in_shape, x, y, loss_fn, anchors, diffs, pair_w, root, chunk_size)
+    return FirstLayerForm(
+        net, first, in_shape, x, y, loss_fn, anchors, diffs, pair_w, root, chunk_size
+    )

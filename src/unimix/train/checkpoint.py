@@ -61,7 +61,9 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> N
         torch.save(payload, fh)
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
     Raises:
@@ -76,7 +78,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         if "weights only" not in str(err).lower():
-            raise CheckpointError(f"checkpoint {str(path)!r} is corrupt and cannot be read ({err})") from err
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} is corrupt and cannot be read ({err})"
+            ) from err
         raise CheckpointError(
             f"{str(path)!r} holds Python objects other than tensors, numbers and containers, so it is "
             "not a unimix training checkpoint (or comes from an incompatible version); it was not "
@@ -104,7 +108,8 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
 def capture_rng_state() -> dict[str, Any]:
     """The states of Python's, NumPy's and torch's global generators (CPU and every CUDA device),
     in a form :func:`torch.load` reads with ``weights_only=True``."""
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    # the legacy global NumPy generator is the one third-party code draws from: capture it
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()  # noqa: NPY002
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": {
@@ -126,7 +131,7 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     npst = state["numpy"]
-    np.random.set_state(
+    np.random.set_state(  # noqa: NPY002
         (
             npst["name"],
             npst["keys"].numpy().astype(np.uint32),

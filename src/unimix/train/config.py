@@ -128,7 +128,9 @@ class TrainConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
         """Build from a mapping of keys (a recipe, a saved ``config.yaml``); unknown keys fail."""
         if not isinstance(data, Mapping):
-            raise TypeError(f"a training configuration must be a mapping, got {type(data).__name__}")
+            raise TypeError(
+                f"a training configuration must be a mapping, got {type(data).__name__}"
+            )
         _check_keys(data.keys())
         return cls(**{k: _coerce(k, v) for k, v in data.items()})
 
@@ -170,7 +172,9 @@ class TrainConfig:
             if len(size) not in (1, 2) or any(
                 isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size
             ):
-                raise ValueError(f"image_size must be a positive int or [H, W], got {self.image_size!r}")
+                raise ValueError(
+                    f"image_size must be a positive int or [H, W], got {self.image_size!r}"
+                )
         _number("lr", self.lr, low=0.0, low_open=True)
         _number("momentum", self.momentum, low=0.0, high=1.0)
         _number("weight_decay", self.weight_decay, low=0.0)
@@ -182,14 +186,18 @@ class TrainConfig:
         if self.grad_clip is not None:
             _number("grad_clip", self.grad_clip, low=0.0, low_open=True)
         if self.nesterov and self.momentum == 0:
-            raise ValueError("nesterov=True needs momentum > 0; set momentum (e.g. 0.9) or nesterov=false")
+            raise ValueError(
+                "nesterov=True needs momentum > 0; set momentum (e.g. 0.9) or nesterov=false"
+            )
         _choice("schedule", self.schedule, _SCHEDULES)
         if not isinstance(self.milestones, list) or any(
             isinstance(m, bool) or not isinstance(m, (int, float)) or m < 0 for m in self.milestones
         ):
             raise ValueError(f"milestones must be a list of epochs >= 0, got {self.milestones!r}")
         if self.schedule == "step" and not self.milestones:
-            raise ValueError("schedule 'step' needs milestones (epochs at which lr is multiplied by gamma)")
+            raise ValueError(
+                "schedule 'step' needs milestones (epochs at which lr is multiplied by gamma)"
+            )
         if sorted(self.milestones) != list(self.milestones):
             raise ValueError(f"milestones must be increasing, got {self.milestones}")
         if isinstance(self.alpha, dict):
@@ -210,9 +218,19 @@ class TrainConfig:
             if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
                 raise ValueError(f"{key} must be a mapping of names to values, got {value!r}")
         if not isinstance(self.device, str) or not self.device:
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-        for key in ("train_augment", "drop_last", "nesterov", "no_decay_norm_bias",
-                    "channels_last", "compile", "deterministic", "tensorboard"):
+            raise ValueError(
+                f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
+            )
+        for key in (
+            "train_augment",
+            "drop_last",
+            "nesterov",
+            "no_decay_norm_bias",
+            "channels_last",
+            "compile",
+            "deterministic",
+            "tensorboard",
+        ):
             if not isinstance(getattr(self, key), bool):
                 raise TypeError(f"{key} must be true or false, got {getattr(self, key)!r}")
 
@@ -220,10 +238,39 @@ class TrainConfig:
 # ---- coercion and checks ---------------------------------------------------------------------
 
 _BOOL_KEYS = {f.name for f in dataclasses.fields(TrainConfig) if f.type in ("bool",)}
-_INT_KEYS = {"split_seed", "num_workers", "batch_size", "eval_batch_size", "epochs", "steps", "seed", "eval_every"}
-_FLOAT_KEYS = {"lr", "momentum", "weight_decay", "gamma", "warmup_epochs", "min_lr", "grad_clip",
-               "mix_prob", "switch_prob", "label_smoothing"}
-_STR_KEYS = {"dataset", "data_dir", "model", "schedule", "mode", "partner", "mix_where", "amp", "device"}
+_INT_KEYS = {
+    "split_seed",
+    "num_workers",
+    "batch_size",
+    "eval_batch_size",
+    "epochs",
+    "steps",
+    "seed",
+    "eval_every",
+}
+_FLOAT_KEYS = {
+    "lr",
+    "momentum",
+    "weight_decay",
+    "gamma",
+    "warmup_epochs",
+    "min_lr",
+    "grad_clip",
+    "mix_prob",
+    "switch_prob",
+    "label_smoothing",
+}
+_STR_KEYS = {
+    "dataset",
+    "data_dir",
+    "model",
+    "schedule",
+    "mode",
+    "partner",
+    "mix_where",
+    "amp",
+    "device",
+}
 
 
 def _check_keys(keys: Iterable[str]) -> None:
@@ -288,7 +335,9 @@ def _coerce(key: str, value: Any) -> Any:
         try:
             return float(value)
         except ValueError:
-            raise ValueError(f"alpha must be a number or a mapping method → α, got {value!r}") from None
+            raise ValueError(
+                f"alpha must be a number or a mapping method → α, got {value!r}"
+            ) from None
     if key == "alpha" and isinstance(value, Mapping):
         return {str(k): float(v) for k, v in value.items()}
     if key in ("model_kwargs", "method_params") and isinstance(value, Mapping):
@@ -308,13 +357,17 @@ def _normalise_methods(methods: Any) -> list[str] | dict[str, float]:
         try:
             return {str(k): float(v) for k, v in methods.items()}
         except (TypeError, ValueError):
-            raise ValueError(f"methods as a mapping must give a weight per method, got {methods!r}") from None
+            raise ValueError(
+                f"methods as a mapping must give a weight per method, got {methods!r}"
+            ) from None
     if isinstance(methods, (list, tuple)):
         if not all(isinstance(m, str) for m in methods):
             raise TypeError(f"methods must be method names, got {methods!r}")
         names = [m.lower() for m in methods]
         return names or ["none"]
-    raise TypeError(f"methods must be a name, a list of names or a mapping name → weight, got {methods!r}")
+    raise TypeError(
+        f"methods must be a name, a list of names or a mapping name → weight, got {methods!r}"
+    )
 
 
 def _positive_int(key: str, value: Any) -> None:
@@ -388,7 +441,9 @@ def load_recipe(recipe: str | os.PathLike[str]) -> dict[str, Any]:
         entry = _recipe_dir() / f"{recipe}.yaml"
         if not entry.is_file():
             known = ", ".join(available_recipes()) or "none"
-            raise ValueError(f"unknown recipe {str(recipe)!r}; packaged recipes: {known} (or give a YAML path)")
+            raise ValueError(
+                f"unknown recipe {str(recipe)!r}; packaged recipes: {known} (or give a YAML path)"
+            )
         text = entry.read_text()
         where = f"recipe {recipe!r}"
     try:
@@ -398,7 +453,9 @@ def load_recipe(recipe: str | os.PathLike[str]) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ValueError(f"{where} must be a YAML mapping of configuration keys, got {type(data).__name__}")
+        raise ValueError(
+            f"{where} must be a YAML mapping of configuration keys, got {type(data).__name__}"
+        )
     _check_keys(data)
     return data
 

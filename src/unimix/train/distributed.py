@@ -16,7 +16,15 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "setup", "teardown", "all_reduce_sum", "all_gather_objects", "barrier", "any_rank"]
+__all__ = [
+    "DistInfo",
+    "setup",
+    "teardown",
+    "all_reduce_sum",
+    "all_gather_objects",
+    "barrier",
+    "any_rank",
+]
 
 
 @dataclass(frozen=True)
@@ -57,10 +65,14 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}"
+        ) from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} was asked for but CUDA is not available; use device=cpu")
+            raise ValueError(
+                f"device {device!r} was asked for but CUDA is not available; use device=cpu"
+            )
         if dev.index is None:
             dev = torch.device("cuda", local_rank % torch.cuda.device_count())
     return dev

@@ -97,8 +97,11 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 
 def format_epoch_line(row: Mapping[str, Any], epochs: int, eta_s: float | None = None) -> str:
     """One human line per epoch: loss, accuracies, speed, mixing overhead and ETA."""
-    parts = [f"epoch {int(row['epoch'])}/{epochs}", f"loss {row['train_loss']:.4f}",
-             f"acc {100 * row['train_acc']:.2f}%"]
+    parts = [
+        f"epoch {int(row['epoch'])}/{epochs}",
+        f"loss {row['train_loss']:.4f}",
+        f"acc {100 * row['train_acc']:.2f}%",
+    ]
     if row.get("test_acc") is not None and not math.isnan(row["test_acc"]):
         parts.append(f"test loss {row['test_loss']:.4f} acc {100 * row['test_acc']:.2f}%")
     parts.append(f"{row['images_per_s']:.0f} img/s")
@@ -124,15 +127,21 @@ class EpochProgress:
     still prints one line per epoch).
     """
 
-    def __init__(self, total: int, epoch: int, epochs: int, enabled: bool, initial: int = 0) -> None:
+    def __init__(
+        self, total: int, epoch: int, epochs: int, enabled: bool, initial: int = 0
+    ) -> None:
         self._bar = None
         self._last = 0.0
         if enabled and sys.stderr.isatty():
             from tqdm.auto import tqdm
 
             self._bar = tqdm(
-                total=total, initial=initial, desc=f"epoch {epoch}/{epochs}", unit="batch",
-                leave=False, dynamic_ncols=True,
+                total=total,
+                initial=initial,
+                desc=f"epoch {epoch}/{epochs}",
+                unit="batch",
+                leave=False,
+                dynamic_ncols=True,
             )
 
     @property

@@ -41,7 +41,8 @@ def plot_training_curves(
             continue
         epochs = _stack(runs, "epoch")[0]
         err = 100 * (1 - _stack(runs, "test_acc"))
-        line = ax_err.plot(epochs, np.nanmean(err, 0), label=name)[0]
+        marker = "o" if len(epochs) <= 30 else None
+        line = ax_err.plot(epochs, np.nanmean(err, 0), marker=marker, ms=3, label=name)[0]
         if len(runs) > 1:
             sd = np.nanstd(err, 0, ddof=1)
             ax_err.fill_between(epochs, np.nanmean(err, 0) - sd, np.nanmean(err, 0) + sd, color=line.get_color(), alpha=0.15)

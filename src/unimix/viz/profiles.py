@@ -63,12 +63,22 @@ def plot_radial_profiles(
             ax.fill_between(r, a - band * se, a + band * se, color=color, alpha=0.2, linewidth=0)
         if closed_forms and name in closed_forms:
             exact = closed_forms[name]
-            ax.plot(exact.radius.cpu().numpy(), exact.radial.cpu().numpy(), color=color,
-                    linestyle="--", linewidth=1.0, label=f"{name} (closed form)")
+            ax.plot(
+                exact.radius.cpu().numpy(),
+                exact.radial.cpu().numpy(),
+                color=color,
+                linestyle="--",
+                linewidth=1.0,
+                label=f"{name} (closed form)",
+            )
         weightings.add(prof.weighting)
     first = next(iter(profiles.values()))
     ax.set_xlabel(f"distance |p − q| (pixels, {first.height}×{first.width} image)")
-    ax.set_ylabel(_WEIGHTING_LABEL.get(next(iter(weightings)), "A(p, q)") if len(weightings) == 1 else "A(p, q)")
+    ax.set_ylabel(
+        _WEIGHTING_LABEL.get(next(iter(weightings)), "A(p, q)")
+        if len(weightings) == 1
+        else "A(p, q)"
+    )
     ax.set_xlim(0, float(first.radius[-1]))
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
@@ -106,7 +116,7 @@ def plot_heatmaps(
     fig = Figure(figsize=(3.0 * cols + 0.8, 3.0 * rows + (0.4 if title else 0.0)))
     axes = fig.subplots(rows, cols, squeeze=False)
     shown = None
-    for ax, (name, img) in zip(axes.flat, images.items()):
+    for ax, (name, img) in zip(list(axes.flat)[:n], images.items(), strict=True):
         shown = ax.imshow(img, vmin=0.0, vmax=vmax, cmap="viridis", interpolation="nearest")
         ax.plot(pixel[1], pixel[0], marker="+", color="red", markersize=8)
         ax.set_title(name, fontsize=10)
@@ -168,11 +178,20 @@ def write_profile_plot(
     for name in methods:
         g = torch.Generator().manual_seed(seed)
         profiles[name] = distance_profile(
-            name, height, width, alpha, samples, g, weighting=weighting, device=device,  # type: ignore[arg-type]
-            progress=progress, **dict(params.get(name, {})),
+            name,
+            height,
+            width,
+            alpha,
+            samples,
+            g,
+            weighting=weighting,
+            device=device,  # type: ignore[arg-type]
+            progress=progress,
+            **dict(params.get(name, {})),
         )
     plot_radial_profiles(
-        profiles, path,
+        profiles,
+        path,
         title=f"Pixel-level regularisation by distance (α = {alpha:g}, {weighting} weighting)",
     )
     return profiles
