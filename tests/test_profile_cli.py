@@ -42,7 +42,7 @@ def test_profile_command_writes_plots_and_numbers(tmp_path, capsys):
     mixup = [r for r in rows if r["method"] == "mixup"]
     # Mixup's label-weighted coefficient: E[λ(1 − λ)] = 1/6 (closed form), flat in distance
     assert {r["A"] for r in mixup} == {mixup[0]["A"]}
-    assert float(mixup[0]["closed_form"]) == pytest.approx(1 / 6, abs=1e-7)
+    assert float(mixup[0]["closed_form_torus"]) == pytest.approx(1 / 6, abs=1e-7)
     assert {r["method"] for r in rows} == {"mixup", "cutmix", "hmix(r=0.5)"}
     with open(out / "heatmap.csv") as fh:
         heat = list(csv.DictReader(fh))

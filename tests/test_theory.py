@@ -294,13 +294,18 @@ def test_custom_sampler_callable():
     assert coef.values.shape == (48, 48)
 
 
-def test_image_dependent_methods_are_refused():
+def test_image_dependent_methods_are_refused(monkeypatch):
+    import unimix.mix
+
     class Saliency(MixMethod):
         def mix(self, images, partners, lam, *, generator, context):
             return images, lam
 
     with pytest.raises(TypeError, match="images"):
         distance_profile(Saliency(), 4, 4, samples=4)
+    monkeypatch.setitem(unimix.mix._METHODS, "saliency", Saliency)
+    with pytest.raises(TypeError, match="images"):
+        pairwise_coefficients("saliency", 4, 4, samples=4)
     with pytest.raises(TypeError, match="signature"):
         distance_profile(lambda images, labels, model: None, 4, 4, samples=4)
 

@@ -188,7 +188,7 @@ def test_step_schedule_and_scheduler_follow_lr_factor():
 
 def test_no_decay_on_norm_and_bias():
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
-    opt = build_optimizer(model, TrainConfig(no_decay_norm_bias=True, weight_decay=1e-3))
+    opt = build_optimizer(model, TrainConfig(decay_norm_bias=False, weight_decay=1e-3))
     decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     assert decayed == {id(model[0].weight)}
     assert math.isclose(opt.param_groups[0]["weight_decay"], 1e-3)

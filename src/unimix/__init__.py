@@ -7,6 +7,7 @@ Mixup, CutMix, HMix and GMix (Park, Yun & Chun, NeurIPS 2022) and more, in one v
 
 from unimix import masks
 from unimix.mix import Mixer, MixInfo, SoftTargetCrossEntropy, soft_target_cross_entropy
+from unimix import methods  # noqa: I001  (registers fmix, smoothmix, gridmix, resizemix, …)
 
-__all__ = ["Mixer", "MixInfo", "SoftTargetCrossEntropy", "soft_target_cross_entropy", "masks"]
+__all__ = ["Mixer", "MixInfo", "SoftTargetCrossEntropy", "soft_target_cross_entropy", "masks", "methods"]
 __version__ = "0.1.0"

@@ -54,11 +54,14 @@ class MixMethod:
     usable by name in :class:`Mixer` like any other. :meth:`mix` receives the rows it has to mix,
     their partners already gathered, and one λ per row; it returns the mixed rows (a new tensor,
     float32 or the input dtype) and the effective λ of each row: the weight of the row's *own*
-    label. Extra keyword arguments given to ``Mixer.__call__`` (e.g. ``model=``) arrive in
-    ``context``.
+    label. ``context`` holds the keyword arguments given to ``Mixer.__call__`` (e.g. ``model=``)
+    and ``labels`` (the whole batch's), ``rows`` (the batch indices of the rows given) and
+    ``partner_rows`` (their partners' indices).
     """
 
     name: ClassVar[str] = ""
+    #: True when the method needs ``model=`` in the Mixer call (e.g. PuzzleMix's saliency).
+    requires_model: ClassVar[bool] = False
 
     def mix(
         self,
@@ -408,10 +411,9 @@ class Mixer:
         lam_u, method_u, applied_u = (t.to(device) for t in (lam_u, method_u, applied_u))
 
         out = x if inplace else None
-        weights_u, lam_eff_u, out = self._mix(
-            x, partner, unit, lam_u, method_u, applied_u, samples, out, context
+        weights_u, lam_eff, out = self._mix(
+            x, labels, partner, unit, lam_u, method_u, applied_u, samples, out, context
         )
-        lam_eff = lam_eff_u[unit] if self.mode != "batch" else lam_eff_u.expand(batch)
         lam_col = lam_eff[:, None]
         mixed_targets = targets.index_select(0, partner).mul_(1.0 - lam_col).add_(targets * lam_col)
         if not return_info:
@@ -442,6 +444,7 @@ class Mixer:
     def _mix(
         self,
         x: Tensor,
+        labels: Tensor,
         partner: Tensor,
         unit: Tensor,
         lam_u: Tensor,
@@ -452,7 +455,7 @@ class Mixer:
         context: Mapping[str, Any],
     ) -> tuple[Callable[[], Tensor] | None, Tensor, Tensor]:
         """Mix ``x`` into ``out`` (``None``: a new tensor); returns a function giving the per-unit
-        weights (``None`` for image-dependent methods), the per-unit λ̄, and ``out``."""
+        weights (``None`` when an image-dependent method was used), the per-row λ̄, and ``out``."""
         n_units = lam_u.shape[0]
         _, _, height, width = x.shape
         device = x.device
@@ -462,6 +465,26 @@ class Mixer:
         for m, obj in enumerate(self.methods):
             if isinstance(obj, MixMethod):
                 image_units |= (method_u == m) & applied_u
+
+        # Image-dependent methods read the original rows, so they run before any in-place mix.
+        image_results: list[tuple[Tensor, Tensor, Tensor]] = []
+        if bool(image_units.any()):
+            image_rows = image_units[unit].nonzero().squeeze(1)
+            for m, obj in enumerate(self.methods):
+                if not isinstance(obj, MixMethod):
+                    continue
+                sel = image_rows[method_u[unit[image_rows]] == m]
+                if sel.numel() == 0:
+                    continue
+                partner_rows = partner[sel]
+                ctx = {**context, "labels": labels, "rows": sel, "partner_rows": partner_rows}
+                mixed, lam_rows = obj.mix(
+                    x.index_select(0, sel), x.index_select(0, partner_rows), lam_u[unit[sel]],
+                    generator=self.generator, context=ctx,
+                )
+                if not x.is_floating_point():
+                    mixed = mixed.round().clamp(0, 255)
+                image_results.append((sel, mixed.to(x.dtype), lam_rows.to(device=device, dtype=torch.float32)))
 
         # Per-unit weights of the row's own image and their exact means.
         only = samples[present[0]] if len(present) == 1 else None
@@ -512,25 +535,14 @@ class Mixer:
         else:
             out = _blend(x, partner, weights()[unit], out)
 
-        if bool(image_units.any()):
-            rows = image_units[unit].nonzero().squeeze(1)
-            lam_eff_u = lam_eff_u.clone()
-            for m, obj in enumerate(self.methods):
-                if not isinstance(obj, MixMethod):
-                    continue
-                sel = rows[method_u[unit[rows]] == m]
-                if sel.numel() == 0:
-                    continue
-                mixed, lam_rows = obj.mix(
-                    x[sel], x[partner[sel]], lam_u[unit[sel]],
-                    generator=self.generator, context=context,
-                )
-                if not x.is_floating_point():
-                    mixed = mixed.round().clamp(0, 255)
-                out[sel] = mixed.to(out.dtype)
-                lam_eff_u[unit[sel]] = lam_rows.to(device=device, dtype=lam_eff_u.dtype)
-            return None, lam_eff_u, out
-        return weights, lam_eff_u, out
+        lam_eff = lam_eff_u.expand(x.shape[0]) if self.mode == "batch" else lam_eff_u[unit]
+        if image_results:
+            lam_eff = lam_eff.clone()
+            for sel, mixed, lam_rows in image_results:
+                out[sel] = mixed
+                lam_eff[sel] = lam_rows
+            return None, lam_eff, out
+        return weights, lam_eff, out
 
     def _mix_batch(
         self,
@@ -601,7 +613,9 @@ def soft_target_cross_entropy(logits: Tensor, targets: Tensor, reduction: str = 
     """Cross-entropy with soft targets: ``−Σ_k ỹ_k log softmax(z)_k``, averaged over the batch."""
     if logits.shape != targets.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} must have the same shape")
-    loss = -(targets * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1)
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # a softmax in half precision loses the small probabilities
+    loss = -(targets.to(logits.dtype) * F.log_softmax(logits, dim=-1)).sum(dim=-1)
     if reduction == "mean":
         return loss.mean()
     if reduction == "sum":

@@ -5,7 +5,8 @@ Writes to ``--out``:
 * ``profile.png`` — the radial profiles of all methods on one plot (mean ``A(p, q)`` against
   ``|p − q|``, ±2 standard errors), with the closed forms dashed when ``--closed-form`` is given;
 * ``heatmap.png`` — ``A(p, ·)`` for the centre pixel ``p``, one panel per method;
-* ``profile.csv`` — ``method, radius, A, stderr`` (and ``closed_form`` where there is one);
+* ``profile.csv`` — ``method, radius, A, stderr`` and ``closed_form_torus``, the closed form
+  (exact for ``--boundary wrap``; clipped masks differ from it near the border);
 * ``heatmap.csv`` — ``method, i, j, A, stderr`` for the centre pixel's row of ``A``.
 
 Example: ``unimix profile --methods mixup,cutmix,hmix,gmix --size 32 --out profiles``.
@@ -110,6 +111,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.alpha > 0:
         print("--alpha must be > 0", file=sys.stderr)
         return 2
+    if args.closed_form and args.boundary == "clip":
+        print(
+            "note: the closed forms are exact for --boundary wrap (a torus); clipped masks "
+            "differ from them, most at large distances",
+            file=sys.stderr,
+        )
     height, width = args.size
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -172,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     )
     with open(out / "profile.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["method", "radius", "A", "stderr", "closed_form"])
+        writer.writerow(["method", "radius", "A", "stderr", "closed_form_torus"])
         for label, prof in profiles.items():
             cf = exact.get(label)
             for k in range(prof.radius.numel()):

@@ -4,17 +4,17 @@ SaliencyMix, Puzzle Mix and Manifold Mixup.
 Importing this package registers them by name, so ``Mixer("fmix")``, ``unimix study --methods
 puzzlemix`` and (for the image-independent masks) :mod:`unimix.theory` find them:
 
-============== ========================================================= ==========================
-name           paper                                                      kind
-============== ========================================================= ==========================
-``fmix``       Harris et al., arXiv 2020 (FMix)                           mask sampler
-``smoothmix``  Lee et al., CVPRW 2020 (SmoothMix)                         mask sampler
-``gridmix``    Baek et al., Pattern Recognition 2021 (GridMix)            mask sampler
-``resizemix``  Qin et al., arXiv 2020 (ResizeMix)                         image method
-``saliencymix`` Uddin et al., ICLR 2021 (SaliencyMix)                     image method
-``puzzlemix``  Kim et al., ICML 2020 (Puzzle Mix)                         model method
-``manifold``   Verma et al., ICML 2019 (Manifold Mixup)                   model method
-============== ========================================================= ==========================
+=============== ============================================== =============
+name            paper                                          kind
+=============== ============================================== =============
+``fmix``        Harris et al., arXiv 2020 (FMix)               mask sampler
+``smoothmix``   Lee et al., CVPRW 2020 (SmoothMix)             mask sampler
+``gridmix``     Baek et al., Pattern Recognition 2021          mask sampler
+``resizemix``   Qin et al., arXiv 2020 (ResizeMix)             image method
+``saliencymix`` Uddin et al., ICLR 2021 (SaliencyMix)          image method
+``puzzlemix``   Kim et al., ICML 2020 (Puzzle Mix)             model method
+``manifold``    Verma et al., ICML 2019 (Manifold Mixup)       model method
+=============== ============================================== =============
 
 Model methods need ``mixer(images, labels, model=model, batch_labels=labels)``; their classes carry
 ``requires_model = True``. :class:`ManifoldMixup` wraps a model for Manifold Mixup in one call.

@@ -6,6 +6,7 @@ Augmentation" (arXiv:2002.12047, 2020).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -38,6 +39,33 @@ def low_frequency_noise(
     coeffs = torch.randn(n, height, width // 2 + 1, 2, generator=generator, device=rand_device)
     spectrum = torch.view_as_complex(coeffs.to(device)) * scale
     return torch.fft.irfft2(spectrum, s=(height, width))
+
+
+def _descending_rank(values: Tensor) -> Tensor:
+    """Rank of each entry of each row in decreasing order (0 = largest; ties by index)."""
+    order = values.argsort(dim=1, descending=True, stable=True)
+    ranks = torch.arange(values.shape[1], device=values.device).expand_as(order).contiguous()
+    return torch.empty_like(order).scatter_(1, order, ranks)
+
+
+def _top_k_mask(values: Tensor, k: Tensor) -> Tensor:
+    """``[N, P]`` float mask of the ``k[i]`` largest entries of each row, exactly ``k[i]`` ones.
+
+    Thresholds at the ``k``-th largest value (a value sort, NumPy's on the CPU, where it is
+    several times faster than PyTorch's); rows with ties at the threshold fall back to ranks.
+    """
+    n, p = values.shape
+    if values.device.type == "cpu":
+        ordered = torch.from_numpy(np.sort(values.detach().numpy(), axis=1))
+    else:
+        ordered = values.sort(dim=1).values
+    at = ordered.gather(1, (p - k).clamp(0, p - 1)[:, None])
+    at = torch.where(k[:, None] > 0, at, torch.full_like(at, float("inf")))
+    masks = values >= at
+    tied = masks.sum(1) != k
+    if bool(tied.any()):
+        masks[tied] = _descending_rank(values[tied]) < k[tied, None]
+    return masks.float()
 
 
 @register("fmix")
@@ -82,13 +110,11 @@ class FMix(MaskSampler):
             < target - below
         )
         k = (below + up.double()).clamp(0, area).long().to(device)
-        order = field.reshape(n, area).argsort(dim=1, descending=True)
-        rank = torch.empty_like(order).scatter_(
-            1, order, torch.arange(area, device=device).expand(n, area).contiguous()
-        )
+        flat = field.reshape(n, area)
         if self.max_soft == 0.0:
-            masks = (rank < k[:, None]).float()
+            masks = _top_k_mask(flat, k)
         else:
+            rank = _descending_rank(flat)
             lam_d = lam.to(device).double()
             soft_frac = torch.minimum(
                 torch.minimum(lam_d, 1 - lam_d), torch.full_like(lam_d, self.max_soft)

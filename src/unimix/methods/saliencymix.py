@@ -42,19 +42,44 @@ def _luminance(images: Tensor) -> Tensor:
 
 
 def _separable_blur(x: Tensor, kernel: Tensor) -> Tensor:
-    """Filter ``[N, H, W]`` by ``kernel ⊗ kernel`` with mirror borders (OpenCV's BORDER_REFLECT_101)."""
-    k = kernel.to(x)
-    r = k.numel() // 2
-    y = x.unsqueeze(1)
-    for dim in (2, 3):
-        pad_r = min(r, y.shape[dim] - 1)
-        pad = (pad_r, pad_r, 0, 0) if dim == 3 else (0, 0, pad_r, pad_r)
-        if pad_r:
-            y = F.pad(y, pad, mode="reflect")
-        kk = k[r - pad_r : r + pad_r + 1]
-        weight = kk.view(1, 1, -1, 1) if dim == 2 else kk.view(1, 1, 1, -1)
-        y = F.conv2d(y, weight / kk.sum())
-    return y.squeeze(1)
+    """Filter ``[N, H, W]`` by ``kernel ⊗ kernel`` with mirror borders (OpenCV's BORDER_REFLECT_101).
+
+    A weighted sum of shifted copies (the kernels here have 3 or 5 taps); a side shorter than the
+    kernel uses the part of the kernel that fits, renormalised.
+    """
+    r = kernel.numel() // 2
+    for dim in (1, 2):
+        size = x.shape[dim]
+        pad = min(r, size - 1)
+        if pad == 0:
+            continue
+        taps = kernel[r - pad : r + pad + 1].tolist()
+        total = sum(taps)
+        lead = x.narrow(dim, 1, pad).flip(dim)
+        tail = x.narrow(dim, size - 1 - pad, pad).flip(dim)
+        padded = torch.cat((lead, x, tail), dim)
+        x = sum(w / total * padded.narrow(dim, i, size) for i, w in enumerate(taps))
+    return x
+
+
+def _take_clamped(t: Tensor, dim: int, offset: int, length: int) -> Tensor:
+    """``t`` at indices ``clamp(i + offset, 0, size − 1)``, ``i < length``, along ``dim``."""
+    size = t.shape[dim]
+    left = min(max(-offset, 0), length)
+    right = min(max(offset + length - size, 0), length - left)
+    middle = length - left - right
+    parts = []
+    if left:
+        parts.append(
+            t.narrow(dim, 0, 1).expand(*[left if d == dim else -1 for d in range(t.dim())])
+        )
+    if middle:
+        parts.append(t.narrow(dim, min(max(offset, 0), size - 1), middle))
+    if right:
+        parts.append(
+            t.narrow(dim, size - 1, 1).expand(*[right if d == dim else -1 for d in range(t.dim())])
+        )
+    return torch.cat(parts, dim)
 
 
 def fine_grained_saliency(images: Tensor) -> Tensor:
@@ -68,24 +93,21 @@ def fine_grained_saliency(images: Tensor) -> Tensor:
     ``[0, 2]``. Vectorised over the batch with summed-area tables; the OpenCV code truncates every
     intermediate to 8 bits, this one stays in floating point.
     """
-    gray = _luminance(images).double()
-    n, height, width = gray.shape
-    blur = torch.tensor([0.25, 0.5, 0.25], dtype=torch.float64)
-    gray = _separable_blur(_separable_blur(gray, blur), blur)
-    table = F.pad(gray.cumsum(1).cumsum(2), (1, 0, 1, 0))  # [N, H+1, W+1]
+    gray = _luminance(images).float()
+    _, height, width = gray.shape
+    blur = torch.tensor([0.25, 0.5, 0.25])
+    gray = _separable_blur(_separable_blur(gray, blur), blur).double()
+    table = F.pad(gray.cumsum(1).cumsum(2), (1, 0, 1, 0))  # [N, H+1, W+1] summed-area table
     rows = torch.arange(height, device=gray.device)
     cols = torch.arange(width, device=gray.device)
     on = torch.zeros_like(gray)
     off = torch.zeros_like(gray)
     for s in _FINE_GRAINED_SCALES:
+        # window [p − s + 1, p + s] clipped: table rows/columns clamp(p − s + 1) and clamp(p + s + 1)
+        strip = _take_clamped(table, 1, s + 1, height) - _take_clamped(table, 1, 1 - s, height)
+        total = _take_clamped(strip, 2, s + 1, width) - _take_clamped(strip, 2, 1 - s, width)
         r0, r1 = (rows - s + 1).clamp(0, height), (rows + s + 1).clamp(0, height)
         c0, c1 = (cols - s + 1).clamp(0, width), (cols + s + 1).clamp(0, width)
-        total = (
-            table[:, r1[:, None], c1[None, :]]
-            - table[:, r0[:, None], c1[None, :]]
-            - table[:, r1[:, None], c0[None, :]]
-            + table[:, r0[:, None], c0[None, :]]
-        )
         count = ((r1 - r0)[:, None] * (c1 - c0)[None, :] - 1).clamp_min(1)
         surround = (total - gray) / count
         on += (gray - surround).clamp_min(0)

@@ -271,20 +271,10 @@ def _figures(cfg: Any, runs: Sequence[Any], out: Path) -> list[tuple[str, str]]:
 
 
 def _profiles(methods: Sequence[str], size: int, path: Path, params: dict[str, Any]) -> None:
-    from unimix.theory import distance_profile
-    from unimix.viz.profiles import plot_radial_profiles
+    from unimix.viz.profiles import write_profile_plot
 
-    profiles = {}
-    for m in methods:
-        kw = {k: v for k, v in params.items() if k == "r"} if m == "hmix" else {}
-        profiles[m] = distance_profile(m, size, size, samples=1024, generator=_gen(0), progress=False, **kw)
-    plot_radial_profiles(profiles, path)
-
-
-def _gen(seed: int) -> Any:
-    import torch
-
-    return torch.Generator().manual_seed(seed)
+    accepted = {"hmix": {k: v for k, v in params.items() if k == "r"}}
+    write_profile_plot(methods, path, height=size, samples=1024, method_params=accepted)
 
 
 def _mean_result(results: Sequence[Any]) -> dict[str, Any]:

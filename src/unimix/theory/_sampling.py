@@ -74,9 +74,15 @@ def resolve_sampler(method: MethodLike, **params: Any) -> Callable[..., Any]:
         TypeError: for image-dependent methods and for callables without the sampler signature.
         ValueError: for unknown names.
     """
-    from unimix.mix import MixMethod
+    from unimix.mix import MixMethod, available_methods
 
     if isinstance(method, str):
+        if method not in _masks.available() and method in available_methods():
+            raise TypeError(
+                f"{method!r} is not a mask sampler (it looks at the images or mixes inside the "
+                "model), so it has no mask distribution of its own and no pixel-level "
+                f"coefficients A(p, q); the theory covers mask samplers: {', '.join(_masks.available())}"
+            )
         return _masks.get(method, **params)
     if params:
         raise TypeError(

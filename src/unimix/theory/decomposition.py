@@ -55,7 +55,7 @@ LossName = Literal["cross_entropy", "logistic"]
 LossLike = LossName | Callable[[Tensor, Tensor], Tensor]
 PartnerLike = Literal["flip", "all"] | Tensor
 
-DEFAULT_EPSILONS = (1 / 256, 1 / 128, 1 / 64, 1 / 32)
+DEFAULT_EPSILONS = (1 / 1024, 1 / 512, 1 / 256, 1 / 128)
 
 
 # ---- shared helpers ------------------------------------------------------------------------

@@ -86,7 +86,7 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
-    no_decay_norm_bias: bool = False
+    decay_norm_bias: bool = True
     schedule: str = "cosine"
     milestones: list[float] = field(default_factory=list)
     gamma: float = 0.1
@@ -225,7 +225,7 @@ class TrainConfig:
             "train_augment",
             "drop_last",
             "nesterov",
-            "no_decay_norm_bias",
+            "decay_norm_bias",
             "channels_last",
             "compile",
             "deterministic",

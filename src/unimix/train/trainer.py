@@ -198,10 +198,10 @@ class TrainResult:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
-    """SGD with momentum (optionally Nesterov) and weight decay; with ``no_decay_norm_bias``,
+    """SGD with momentum (optionally Nesterov) and weight decay; with ``decay_norm_bias: false``,
     biases and normalisation parameters (every parameter of dimension ≤ 1) are not decayed."""
     params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.no_decay_norm_bias and cfg.weight_decay > 0:
+    if not cfg.decay_norm_bias and cfg.weight_decay > 0:
         decay = [p for p in params if p.dim() > 1]
         no_decay = [p for p in params if p.dim() <= 1]
         groups: Any = [

@@ -36,7 +36,8 @@ def gallery_methods() -> list[str]:
     """Every registered method that mixes without a model: all mask samplers but ``none``."""
     names = [n for n in _masks.available() if n != "none"]
     core = ["mixup", "cutmix", "hmix", "gmix"]
-    return [n for n in core if n in names] + [n for n in names if n not in core] + sorted(_METHODS)
+    image = sorted(n for n, cls in _METHODS.items() if not getattr(cls, "requires_model", False))
+    return [n for n in core if n in names] + [n for n in names if n not in core] + image
 
 
 def _mix_one(name: str, x: Tensor, lam: float, r: float, g: torch.Generator) -> tuple[Tensor, Tensor | None, float]:

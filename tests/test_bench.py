@@ -1,0 +1,69 @@
+"""Smoke test of benchmarks/bench_mix.py: it runs and reports every method; timings are not checked."""
+
+import importlib.util
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+from unimix.mix import available_methods
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_mix.py"
+TINY = ["--quick", "--sizes", "8x8x4:5", "--min-time", "0.001"]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_mix", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_mix"] = module  # its dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["bench_mix"]
+
+
+def test_reports_every_registered_method_and_mode(bench, tmp_path, capsys):
+    out = tmp_path / "results.md"
+    assert bench.main([*TINY, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert out.read_text(encoding="utf-8").strip() == printed.strip()
+    rows = [line.split(" | ") for line in printed.splitlines() if line.startswith("| ")][1:]
+    seen = {(r[0].lstrip("| ").split(" [")[0], r[1], r[3]) for r in rows}
+    for method in available_methods():  # includes methods registered by importing the script
+        for mode in bench.MODES:
+            assert (method, mode, "float32") in seen
+    for method in bench.UINT8_METHODS:
+        assert (method, "batch", "uint8") in seen
+    assert "### Targets" in printed
+    assert "unimix in-place / timm in-place" in printed  # timm is a test dependency
+    assert "unimix out-of-place / torchvision" in printed
+
+
+def test_a_method_that_cannot_run_is_skipped_with_its_reason(bench, monkeypatch, capsys):
+    from unimix import masks
+
+    class Broken(masks.MaskSampler):
+        def _sample(self, lam, height, width, device, generator):
+            raise RuntimeError("needs something the benchmark lacks")
+
+    monkeypatch.setitem(masks._REGISTRY, "broken", Broken)
+    assert bench.main([*TINY, "--methods", "broken", "mixup"]) == 0
+    printed = capsys.readouterr().out
+    assert "broken [1]" in printed and "needs something the benchmark lacks" in printed
+    assert "| mixup | elem |" in printed
+
+
+def test_runs_as_a_script(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), *TINY, "--methods", "cutmix"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    assert exit_info.value.code == 0
+    assert "| cutmix | elem | 8×8×4 | float32 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["--sizes", "8x8x3"], ["--sizes", "8x8"], ["--rounds", "0"]])
+def test_bad_arguments_exit_with_usage(bench, argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(argv)
+    assert exit_info.value.code == 2 and "usage" in capsys.readouterr().err

@@ -1,0 +1,112 @@
+"""End-to-end tests of ``unimix study`` on a tiny budget."""
+
+import re
+
+import pytest
+
+from unimix.cli import main
+from unimix.study import RESULT_COLUMNS, TIMING_COLUMNS, StudyConfig, read_results, run_study
+from unimix.study.report import METRICS, fmt
+
+TINY = [
+    "image_size=8",
+    "epochs=1",
+    "batch_size=64",
+    "deterministic=true",
+    "tensorboard=false",
+    "model_kwargs.widths=[8, 16]",
+]
+
+
+def _config(out, methods=("none", "hmix"), seeds=1):
+    return StudyConfig(
+        out=out, methods=list(methods), seeds=seeds, overrides=list(TINY), device="cpu",
+        pgd_steps=2, progress=False,
+    )
+
+
+def _parse_md_table(text: str, heading: str) -> list[list[str]]:
+    section = text.split(heading, 1)[1]
+    lines = [ln for ln in section.splitlines() if ln.startswith("|")]
+    rows = []
+    for ln in lines[2:]:
+        rows.append([c.strip().strip("*") for c in ln.strip("|").split("|")])
+        if not ln:
+            break
+    return rows
+
+
+def test_study_end_to_end_writes_every_output_and_report_matches_results(tmp_path):
+    out = tmp_path / "study"
+    code = main(["study", "--methods", "none,hmix", "--seeds", "1", "--out", str(out), "--device", "cpu",
+                 "--pgd-steps", "2", "--no-progress", *sum((["--set", s] for s in TINY), [])])
+    assert code == 0
+    for name in ("results.csv", "summary.csv", "report.md", "report.html", "config.yaml"):
+        assert (out / name).is_file(), name
+    for fig in ("curves", "robustness", "reliability", "gallery", "profiles"):
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 1000, fig
+    for run in ("none-seed0", "hmix-seed0"):
+        for name in ("config.yaml", "metrics.csv", "checkpoint.pt", "eval.json"):
+            assert (out / "runs" / run / name).is_file(), (run, name)
+
+    rows = read_results(out / "results.csv")
+    assert [r["method"] for r in rows] == ["none", "hmix"]
+    assert set(rows[0]) == set(RESULT_COLUMNS)
+    for r in rows:
+        assert 0 <= r["top1_error"] <= 100 and 0 <= r["pgd_accuracy"] <= r["fgsm_accuracy"] + 1e-9 + 100
+        assert r["pgd_accuracy"] <= 100 - r["top1_error"] + 1e-6  # attacks never help
+    assert rows[0]["mix_overhead_pct"] == 0.0
+
+    # The report's per-run table and summary show exactly results.csv's numbers.
+    md = (out / "report.md").read_text()
+    table = _parse_md_table(md, "## Every run (results.csv)")
+    cols = [c for c, _, _ in METRICS]
+    for row, parsed in zip(rows, table):
+        assert parsed[0] == row["method"] and int(parsed[1]) == row["seed"]
+        for col, cell in zip(cols, parsed[2:]):
+            assert cell == fmt(row[col], col), (col, cell, row[col])
+    summary = _parse_md_table(md, "## Summary")
+    for row, parsed in zip(rows, summary):
+        assert parsed[0] == row["method"]
+        for col, cell in zip(cols, parsed[2:]):
+            assert cell == fmt(row[col], col)
+    # the claims cite the same numbers
+    assert f"top-1 error % {fmt(rows[1]['top1_error'])} vs none {fmt(rows[0]['top1_error'])}" in md
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 5
+    assert fmt(rows[1]["pgd_accuracy"]) in html
+    assert re.search(r"torch: \d", md)
+
+
+def test_interrupted_study_resumes_to_the_same_results(tmp_path):
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(run):
+        raise Stop(run.name)
+
+    full = _config(tmp_path / "full", methods=("none", "mixup", "cutmix"))
+    run_study(full, log=lambda s: None)
+
+    part = _config(tmp_path / "part", methods=("none", "mixup", "cutmix"))
+    with pytest.raises(Stop):
+        run_study(part, log=lambda s: None, after_run=stop_after_first)
+    assert (tmp_path / "part" / "runs" / "none-seed0" / "eval.json").exists()
+    assert not (tmp_path / "part" / "results.csv").exists()
+    logs = []
+    run_study(part, log=logs.append)
+    assert "1 already done" in logs[0]
+
+    a = read_results(tmp_path / "full" / "results.csv")
+    b = read_results(tmp_path / "part" / "results.csv")
+    for ra, rb in zip(a, b, strict=True):
+        for col in RESULT_COLUMNS:
+            if col not in TIMING_COLUMNS:
+                assert ra[col] == rb[col], (ra["method"], col)
+
+
+def test_bad_study_arguments_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown method 'cutout'"):
+        StudyConfig(out=tmp_path, methods=["none", "cutout"])
+    with pytest.raises(ValueError, match="seeds"):
+        StudyConfig(out=tmp_path, seeds=0)
