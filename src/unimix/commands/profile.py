@@ -41,6 +41,10 @@ def _size(text: str) -> tuple[int, int]:
 def _methods(text: str) -> list[str]:
     from unimix import masks
 
+    if text == "all":  # every image-independent method: the mask samplers but "none"
+        from unimix.viz.gallery import gallery_methods
+
+        return [m for m in gallery_methods() if m in masks.available()]
     names = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [n for n in names if n not in masks.available()]
     if not names or unknown:
@@ -54,8 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--methods",
         type=_methods,
-        default="mixup,cutmix,hmix,gmix",
-        help="comma-separated mask methods (default: %(default)s)",
+        default="all",
+        help="comma-separated mask methods, or 'all' for every image-independent one (default)",
     )
     parser.add_argument(
         "--size", type=_size, default="32", help="image size N or HxW (default: 32)"
