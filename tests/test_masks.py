@@ -49,7 +49,9 @@ def test_box_methods_report_their_box(name, h, w, lam, seed):
 
 def test_cutmix_box_area_follows_lambda_without_clipping():
     lam = torch.linspace(0, 1, 101)
-    out = masks.get("cutmix", boundary="wrap")(lam, 40, 64, generator=torch.Generator().manual_seed(0))
+    out = masks.get("cutmix", boundary="wrap")(
+        lam, 40, 64, generator=torch.Generator().manual_seed(0)
+    )
     # side ratio √(1−λ), rounded to whole pixels in each dimension
     bh = torch.round((1 - lam).sqrt() * 40)
     bw = torch.round((1 - lam).sqrt() * 64)
@@ -73,7 +75,9 @@ def test_hmix_r0_is_mixup_and_r1_is_cutmix_family():
     torch.testing.assert_close(h1.outside, torch.clamp(lam / lam_c, max=1.0))
     torch.testing.assert_close(h1.lam, torch.minimum(lam, lam_c))
     # on the torus the box is never clipped: only whole-pixel rounding separates them
-    hw = masks.get("hmix", r=1.0, boundary="wrap")(lam, 64, 64, generator=torch.Generator().manual_seed(4))
+    hw = masks.get("hmix", r=1.0, boundary="wrap")(
+        lam, 64, 64, generator=torch.Generator().manual_seed(4)
+    )
     partial = lam > 0.05  # below that the box can cover the whole torus
     assert (hw.masks.amax(dim=(1, 2, 3))[partial] - 1).abs().max() < 0.1
 
@@ -106,7 +110,9 @@ def test_gmix_formula_and_mean_on_torus():
 
 @pytest.mark.parametrize("name", CORE)
 def test_lambda_at_the_ends(name):
-    out = masks.get(name)(torch.tensor([0.0, 1.0]), 9, 5, generator=torch.Generator().manual_seed(0))
+    out = masks.get(name)(
+        torch.tensor([0.0, 1.0]), 9, 5, generator=torch.Generator().manual_seed(0)
+    )
     assert torch.isfinite(out.masks).all()
     assert torch.all(out.masks[1] == 1)
     if name not in ("none", "cutmix"):  # a clipped CutMix box may not cover the image at λ = 0

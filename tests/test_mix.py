@@ -47,7 +47,11 @@ def test_label_weight_is_mean_of_applied_mask_and_pixels_lie_between_sources(
     x = _images(batch, 3, h, w, dtype, seed)
     labels = torch.randint(0, 7, (batch,), generator=torch.Generator().manual_seed(seed))
     mixer = Mixer(
-        methods, mode=mode, partner=partner, prob=prob, num_classes=7,
+        methods,
+        mode=mode,
+        partner=partner,
+        prob=prob,
+        num_classes=7,
         generator=torch.Generator().manual_seed(seed),
     )
     before = x.clone()
@@ -88,8 +92,20 @@ def test_label_weight_is_mean_of_applied_mask_and_pixels_lie_between_sources(
 def test_same_seed_same_result(methods, mode, seed):
     x = _images(6, 2, 9, 14, torch.float32)
     y = torch.arange(6)
-    a = Mixer(methods, mode=mode, num_classes=6, partner="random", generator=torch.Generator().manual_seed(seed))(x, y)
-    b = Mixer(methods, mode=mode, num_classes=6, partner="random", generator=torch.Generator().manual_seed(seed))(x, y)
+    a = Mixer(
+        methods,
+        mode=mode,
+        num_classes=6,
+        partner="random",
+        generator=torch.Generator().manual_seed(seed),
+    )(x, y)
+    b = Mixer(
+        methods,
+        mode=mode,
+        num_classes=6,
+        partner="random",
+        generator=torch.Generator().manual_seed(seed),
+    )(x, y)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
@@ -98,9 +114,13 @@ def test_same_seed_same_result(methods, mode, seed):
 def test_inplace_equals_out_of_place(mode, method):
     x = _images(8, 3, 10, 12, torch.float32)
     y = torch.arange(8)
-    a, ta = Mixer(method, mode=mode, num_classes=8, generator=torch.Generator().manual_seed(1))(x, y)
+    a, ta = Mixer(method, mode=mode, num_classes=8, generator=torch.Generator().manual_seed(1))(
+        x, y
+    )
     x2 = x.clone()
-    b, tb = Mixer(method, mode=mode, num_classes=8, generator=torch.Generator().manual_seed(1))(x2, y, inplace=True)
+    b, tb = Mixer(method, mode=mode, num_classes=8, generator=torch.Generator().manual_seed(1))(
+        x2, y, inplace=True
+    )
     assert b.data_ptr() == x2.data_ptr()
     torch.testing.assert_close(a, b)
     torch.testing.assert_close(ta, tb)
@@ -116,12 +136,20 @@ def test_channels_last_is_kept(mode):
 
 def test_each_element_draws_its_own_lambda():
     mixer = Mixer("mixup", mode="elem", num_classes=4, generator=torch.Generator().manual_seed(0))
-    _, _, info = mixer(_images(64, 1, 4, 4, torch.float32), torch.zeros(64, dtype=torch.long), return_info=True)
+    _, _, info = mixer(
+        _images(64, 1, 4, 4, torch.float32), torch.zeros(64, dtype=torch.long), return_info=True
+    )
     assert info.lam.unique().numel() == 64
 
 
 def test_expected_effective_lambda_matches_beta_mean():
-    mixer = Mixer(["mixup", "hmix", "gmix"], alpha=0.7, mode="elem", num_classes=2, generator=torch.Generator().manual_seed(0))
+    mixer = Mixer(
+        ["mixup", "hmix", "gmix"],
+        alpha=0.7,
+        mode="elem",
+        num_classes=2,
+        generator=torch.Generator().manual_seed(0),
+    )
     x = _images(4000, 1, 16, 16, torch.float32)
     _, _, info = mixer(x, torch.zeros(4000, dtype=torch.long), return_info=True)
     se = info.lam_effective.std() / math.sqrt(4000)
@@ -131,10 +159,21 @@ def test_expected_effective_lambda_matches_beta_mean():
 def test_switch_prob_and_weights_choose_methods():
     x = _images(3000, 1, 4, 4, torch.float32)
     y = torch.zeros(3000, dtype=torch.long)
-    mixer = Mixer(["mixup", "cutmix"], switch_prob=0.25, mode="elem", num_classes=2, generator=torch.Generator().manual_seed(0))
+    mixer = Mixer(
+        ["mixup", "cutmix"],
+        switch_prob=0.25,
+        mode="elem",
+        num_classes=2,
+        generator=torch.Generator().manual_seed(0),
+    )
     _, _, info = mixer(x, y, return_info=True)
     assert abs(info.method.float().mean() - 0.25) < 0.03
-    mixer = Mixer({"mixup": 1, "gmix": 3}, mode="elem", num_classes=2, generator=torch.Generator().manual_seed(0))
+    mixer = Mixer(
+        {"mixup": 1, "gmix": 3},
+        mode="elem",
+        num_classes=2,
+        generator=torch.Generator().manual_seed(0),
+    )
     _, _, info = mixer(x, y, return_info=True)
     assert abs(info.method.float().mean() - 0.75) < 0.03
 
@@ -142,14 +181,18 @@ def test_switch_prob_and_weights_choose_methods():
 def test_prob_is_applied_once():
     x = _images(4000, 1, 4, 4, torch.float32)
     y = torch.zeros(4000, dtype=torch.long)
-    mixer = Mixer("cutmix", prob=0.3, mode="elem", num_classes=2, generator=torch.Generator().manual_seed(0))
+    mixer = Mixer(
+        "cutmix", prob=0.3, mode="elem", num_classes=2, generator=torch.Generator().manual_seed(0)
+    )
     _, _, info = mixer(x, y, return_info=True)
     assert abs(info.applied.float().mean() - 0.3) < 0.03
     assert torch.all(info.lam_effective[~info.applied] == 1)
 
 
 def test_label_smoothing_matches_timm_definition():
-    mixer = Mixer("mixup", label_smoothing=0.1, num_classes=5, generator=torch.Generator().manual_seed(0))
+    mixer = Mixer(
+        "mixup", label_smoothing=0.1, num_classes=5, generator=torch.Generator().manual_seed(0)
+    )
     y = torch.tensor([0, 1, 2, 3])
     _, t, info = mixer(_images(4, 1, 3, 3, torch.float32), y, return_info=True)
     off, on = 0.1 / 5, 1 - 0.1 + 0.1 / 5
@@ -162,7 +205,9 @@ def test_label_smoothing_matches_timm_definition():
 def test_soft_and_one_hot_labels():
     x = _images(4, 1, 5, 5, torch.float32)
     soft = torch.softmax(torch.randn(4, 3), dim=1)
-    _, t, info = Mixer("hmix", generator=torch.Generator().manual_seed(0))(x, soft, return_info=True)
+    _, t, info = Mixer("hmix", generator=torch.Generator().manual_seed(0))(
+        x, soft, return_info=True
+    )
     lam = info.lam_effective[:, None]
     torch.testing.assert_close(t, soft * lam + soft.flip(0) * (1 - lam))
 
@@ -184,9 +229,13 @@ def test_odd_batches_work_outside_pair_mode():
 def test_soft_target_cross_entropy_matches_torch():
     logits = torch.randn(5, 4)
     y = torch.tensor([0, 3, 1, 2, 2])
-    torch.testing.assert_close(soft_target_cross_entropy(logits, F.one_hot(y, 4).float()), F.cross_entropy(logits, y))
+    torch.testing.assert_close(
+        soft_target_cross_entropy(logits, F.one_hot(y, 4).float()), F.cross_entropy(logits, y)
+    )
     soft = torch.softmax(torch.randn(5, 4), 1)
-    torch.testing.assert_close(SoftTargetCrossEntropy()(logits, soft), F.cross_entropy(logits, soft))
+    torch.testing.assert_close(
+        SoftTargetCrossEntropy()(logits, soft), F.cross_entropy(logits, soft)
+    )
 
 
 def test_state_dict_round_trip_reproduces_draws():
@@ -207,7 +256,9 @@ def test_cuda_matches_cpu(mode, method):
     x = _images(8, 3, 11, 13, torch.float32)
     y = torch.arange(8)
     a = Mixer(method, mode=mode, num_classes=8, generator=torch.Generator().manual_seed(3))(x, y)
-    b = Mixer(method, mode=mode, num_classes=8, generator=torch.Generator().manual_seed(3))(x.cuda(), y.cuda())
+    b = Mixer(method, mode=mode, num_classes=8, generator=torch.Generator().manual_seed(3))(
+        x.cuda(), y.cuda()
+    )
     assert b[0].is_cuda
     torch.testing.assert_close(a[0], b[0].cpu())
     torch.testing.assert_close(a[1], b[1].cpu())

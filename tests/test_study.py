@@ -20,8 +20,13 @@ TINY = [
 
 def _config(out, methods=("none", "hmix"), seeds=1):
     return StudyConfig(
-        out=out, methods=list(methods), seeds=seeds, overrides=list(TINY), device="cpu",
-        pgd_steps=2, progress=False,
+        out=out,
+        methods=list(methods),
+        seeds=seeds,
+        overrides=list(TINY),
+        device="cpu",
+        pgd_steps=2,
+        progress=False,
     )
 
 
@@ -38,8 +43,23 @@ def _parse_md_table(text: str, heading: str) -> list[list[str]]:
 
 def test_study_end_to_end_writes_every_output_and_report_matches_results(tmp_path):
     out = tmp_path / "study"
-    code = main(["study", "--methods", "none,hmix", "--seeds", "1", "--out", str(out), "--device", "cpu",
-                 "--pgd-steps", "2", "--no-progress", *sum((["--set", s] for s in TINY), [])])
+    code = main(
+        [
+            "study",
+            "--methods",
+            "none,hmix",
+            "--seeds",
+            "1",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--pgd-steps",
+            "2",
+            "--no-progress",
+            *sum((["--set", s] for s in TINY), []),
+        ]
+    )
     assert code == 0
     for name in ("results.csv", "summary.csv", "report.md", "report.html", "config.yaml"):
         assert (out / name).is_file(), name
@@ -53,7 +73,7 @@ def test_study_end_to_end_writes_every_output_and_report_matches_results(tmp_pat
     assert [r["method"] for r in rows] == ["none", "hmix"]
     assert set(rows[0]) == set(RESULT_COLUMNS)
     for r in rows:
-        assert 0 <= r["top1_error"] <= 100 and 0 <= r["pgd_accuracy"] <= r["fgsm_accuracy"] + 1e-9 + 100
+        assert 0 <= r["top1_error"] <= 100 and 0 <= r["pgd_accuracy"] <= 100
         assert r["pgd_accuracy"] <= 100 - r["top1_error"] + 1e-6  # attacks never help
     assert rows[0]["mix_overhead_pct"] == 0.0
 
@@ -61,14 +81,14 @@ def test_study_end_to_end_writes_every_output_and_report_matches_results(tmp_pat
     md = (out / "report.md").read_text()
     table = _parse_md_table(md, "## Every run (results.csv)")
     cols = [c for c, _, _ in METRICS]
-    for row, parsed in zip(rows, table):
+    for row, parsed in zip(rows, table, strict=False):
         assert parsed[0] == row["method"] and int(parsed[1]) == row["seed"]
-        for col, cell in zip(cols, parsed[2:]):
+        for col, cell in zip(cols, parsed[2:], strict=False):
             assert cell == fmt(row[col], col), (col, cell, row[col])
     summary = _parse_md_table(md, "## Summary")
-    for row, parsed in zip(rows, summary):
+    for row, parsed in zip(rows, summary, strict=False):
         assert parsed[0] == row["method"]
-        for col, cell in zip(cols, parsed[2:]):
+        for col, cell in zip(cols, parsed[2:], strict=False):
             assert cell == fmt(row[col], col)
     # the claims cite the same numbers
     assert f"top-1 error % {fmt(rows[1]['top1_error'])} vs none {fmt(rows[0]['top1_error'])}" in md

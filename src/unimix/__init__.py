@@ -5,9 +5,16 @@ Mixup, CutMix, HMix and GMix (Park, Yun & Chun, NeurIPS 2022) and more, in one v
 (:mod:`unimix.theory`) and a study that trains and compares them (``unimix study``).
 """
 
-from unimix import masks
+# importing methods registers fmix, smoothmix, gridmix, resizemix, saliencymix, puzzlemix, manifold
+from unimix import masks, methods
 from unimix.mix import Mixer, MixInfo, SoftTargetCrossEntropy, soft_target_cross_entropy
-from unimix import methods  # noqa: I001  (registers fmix, smoothmix, gridmix, resizemix, …)
 
-__all__ = ["Mixer", "MixInfo", "SoftTargetCrossEntropy", "soft_target_cross_entropy", "masks", "methods"]
+__all__ = [
+    "Mixer",
+    "MixInfo",
+    "SoftTargetCrossEntropy",
+    "soft_target_cross_entropy",
+    "masks",
+    "methods",
+]
 __version__ = "0.1.0"

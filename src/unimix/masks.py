@@ -192,11 +192,15 @@ class MaskSampler:
         if not isinstance(lam, Tensor):
             lam = torch.as_tensor(lam, dtype=torch.float32)
         if lam.dim() != 1:
-            raise ValueError(f"lam must be a 1-D tensor with one λ per mask, got shape {tuple(lam.shape)}")
+            raise ValueError(
+                f"lam must be a 1-D tensor with one λ per mask, got shape {tuple(lam.shape)}"
+            )
         if torch.isnan(lam).any():
             raise ValueError("lam contains NaN; check the Beta parameters that produced it")
         if lam.numel() and (lam.min() < 0 or lam.max() > 1):
-            raise ValueError(f"lam must lie in [0, 1], got range [{lam.min():.4g}, {lam.max():.4g}]")
+            raise ValueError(
+                f"lam must lie in [0, 1], got range [{lam.min():.4g}, {lam.max():.4g}]"
+            )
         return lam
 
     def _sample(
@@ -268,12 +272,20 @@ class Mixup(MaskSampler):
     """Mixup (Zhang et al., ICLR 2018): ``M ≡ λ``, the same weight at every pixel."""
 
     def _sample(self, lam, height, width, device, generator):
-        return MaskSample(_constant_masks(lam, height, width, device), lam.to(device), constant=True)
+        return MaskSample(
+            _constant_masks(lam, height, width, device), lam.to(device), constant=True
+        )
 
 
 def _box_masks(
-    y0: Tensor, x0: Tensor, box_h: Tensor, box_w: Tensor, height: int, width: int,
-    device: torch.device, boundary: Boundary,
+    y0: Tensor,
+    x0: Tensor,
+    box_h: Tensor,
+    box_w: Tensor,
+    height: int,
+    width: int,
+    device: torch.device,
+    boundary: Boundary,
 ) -> tuple[Callable[[], Tensor], Tensor, Tensor | None]:
     """A function making the boolean ``[N, H, W]`` box indicators, the boxes' areas, and the
     clipped boxes (``None`` if wrapped around the image)."""
@@ -323,7 +335,10 @@ class CutMix(MaskSampler):
         eff = 1 - area.float() / (height * width)
         ones = torch.ones_like(eff)
         return MaskSample(
-            lam=eff, boxes=boxes, outside=ones if boxes is not None else None, binary=True,
+            lam=eff,
+            boxes=boxes,
+            outside=ones if boxes is not None else None,
+            binary=True,
             build=lambda: (~inbox()).unsqueeze(1).float(),
         )
 
@@ -350,7 +365,9 @@ class HMix(MaskSampler):
         lam_m = torch.where(lam_c > 0, lam_d / lam_c.clamp_min(1e-12), torch.ones_like(lam_d))
         lam_m = lam_m.clamp(max=1.0)
         return MaskSample(
-            lam=lam_m * lam_c, boxes=boxes, outside=lam_m if boxes is not None else None,
+            lam=lam_m * lam_c,
+            boxes=boxes,
+            outside=lam_m if boxes is not None else None,
             build=lambda: torch.where(inbox(), 0.0, lam_m[:, None, None]).unsqueeze(1),
         )
 

@@ -167,9 +167,13 @@ def one_hot_targets(
         )
     if labels.dim() == 1:
         if labels.is_floating_point() or labels.dtype == torch.bool:
-            raise TypeError("class-index labels must be an integer tensor; soft targets must be [B, K]")
+            raise TypeError(
+                "class-index labels must be an integer tensor; soft targets must be [B, K]"
+            )
         if num_classes is None:
-            raise ValueError("num_classes is required when labels are class indices; pass num_classes=K")
+            raise ValueError(
+                "num_classes is required when labels are class indices; pass num_classes=K"
+            )
         try:  # one_hot checks the range itself; re-raise its error as ours
             targets = F.one_hot(labels.to(device).long(), num_classes).float()
         except RuntimeError:
@@ -182,7 +186,9 @@ def one_hot_targets(
             raise ValueError(f"labels has {labels.shape[1]} columns but num_classes={num_classes}")
         targets = labels.to(device=device, dtype=torch.float32)
     else:
-        raise ValueError(f"labels must be [B] class indices or [B, K] targets, got shape {tuple(labels.shape)}")
+        raise ValueError(
+            f"labels must be [B] class indices or [B, K] targets, got shape {tuple(labels.shape)}"
+        )
     if smoothing:
         targets = targets * (1.0 - smoothing) + smoothing / targets.shape[1]
     return targets
@@ -200,7 +206,9 @@ def _check_alpha(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number > 0, got {type(value).__name__}")
     if not float(value) > 0 or float(value) == float("inf"):
-        raise ValueError(f"{name} must be a finite number > 0 (the Beta(α, α) parameter), got {value}")
+        raise ValueError(
+            f"{name} must be a finite number > 0 (the Beta(α, α) parameter), got {value}"
+        )
     return float(value)
 
 
@@ -250,20 +258,26 @@ class Mixer:
             _build_method(n, {k: v for k, v in method_params.items() if k in _accepted_params(n)})
             for n in names
         ]
-        self.method_names = [n if isinstance(n, str) else m.name for n, m in zip(names, self.methods)]
+        self.method_names = [
+            n if isinstance(n, str) else m.name for n, m in zip(names, self.methods, strict=False)
+        ]
         self.weights = torch.tensor(weights, dtype=torch.float64)
         if isinstance(alpha, Mapping):
             unknown = set(alpha) - set(self.method_names)
             if unknown:
                 raise ValueError(f"alpha names methods not in methods: {sorted(unknown)}")
-            self.alphas = [_check_alpha(f"alpha[{n!r}]", alpha.get(n, 1.0)) for n in self.method_names]
+            self.alphas = [
+                _check_alpha(f"alpha[{n!r}]", alpha.get(n, 1.0)) for n in self.method_names
+            ]
         else:
             self.alphas = [_check_alpha("alpha", alpha)] * len(self.methods)
         if mode not in ("batch", "pair", "elem"):
             raise ValueError(f"mode must be 'batch', 'pair' or 'elem', got {mode!r}")
         if partner not in ("flip", "random"):
             raise ValueError(f"partner must be 'flip' or 'random', got {partner!r}")
-        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+        if num_classes is not None and (
+            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+        ):
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
@@ -281,7 +295,9 @@ class Mixer:
         elif isinstance(methods, Mapping):
             names, weights = list(methods), [float(w) for w in methods.values()]
             if any(not w >= 0 for w in weights) or sum(weights) <= 0:
-                raise ValueError(f"method weights must be >= 0 with a positive sum, got {dict(methods)}")
+                raise ValueError(
+                    f"method weights must be >= 0 with a positive sum, got {dict(methods)}"
+                )
         elif isinstance(methods, Sequence) and len(methods) > 0:
             names, weights = list(methods), [1.0] * len(methods)
         else:
@@ -294,12 +310,20 @@ class Mixer:
         if switch_prob is not None:
             switch_prob = _check_unit("switch_prob", switch_prob)
             if len(names) != 2 or isinstance(methods, Mapping):
-                raise ValueError("switch_prob needs exactly two methods given as a list; use weights otherwise")
+                raise ValueError(
+                    "switch_prob needs exactly two methods given as a list; use weights otherwise"
+                )
             weights = [1.0 - switch_prob, switch_prob]
         return names, weights
 
     def __repr__(self) -> str:
-        methods = dict(zip(self.method_names, (float(w) for w in self.weights / self.weights.sum())))
+        methods = dict(
+            zip(
+                self.method_names,
+                (float(w) for w in self.weights / self.weights.sum()),
+                strict=False,
+            )
+        )
         return (
             f"Mixer(methods={methods}, alpha={self.alphas}, mode={self.mode!r}, prob={self.prob}, "
             f"label_smoothing={self.label_smoothing}, num_classes={self.num_classes}, partner={self.partner!r})"
@@ -365,7 +389,7 @@ class Mixer:
             return lam, method, applied, [None]
         lam = torch.ones(n, device=dev)
         samples: list[_masks.MaskSample | None] = []
-        for m, (method_obj, alpha) in enumerate(zip(self.methods, self.alphas)):
+        for m, (method_obj, alpha) in enumerate(zip(self.methods, self.alphas, strict=False)):
             sel = (method == m) & applied
             count = int(sel.sum())
             sample = None
@@ -479,12 +503,17 @@ class Mixer:
                 partner_rows = partner[sel]
                 ctx = {**context, "labels": labels, "rows": sel, "partner_rows": partner_rows}
                 mixed, lam_rows = obj.mix(
-                    x.index_select(0, sel), x.index_select(0, partner_rows), lam_u[unit[sel]],
-                    generator=self.generator, context=ctx,
+                    x.index_select(0, sel),
+                    x.index_select(0, partner_rows),
+                    lam_u[unit[sel]],
+                    generator=self.generator,
+                    context=ctx,
                 )
                 if not x.is_floating_point():
                     mixed = mixed.round().clamp(0, 255)
-                image_results.append((sel, mixed.to(x.dtype), lam_rows.to(device=device, dtype=torch.float32)))
+                image_results.append(
+                    (sel, mixed.to(x.dtype), lam_rows.to(device=device, dtype=torch.float32))
+                )
 
         # Per-unit weights of the row's own image and their exact means.
         only = samples[present[0]] if len(present) == 1 else None
@@ -604,7 +633,11 @@ def _select(x: Tensor, partner: Tensor, keep: Tensor, out: Tensor | None) -> Ten
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+    if (
+        x.dim() == 4
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and not x.is_contiguous()
+    ):
         return torch.channels_last
     return torch.contiguous_format
 
@@ -612,7 +645,9 @@ def _memory_format(x: Tensor) -> torch.memory_format:
 def soft_target_cross_entropy(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
     """Cross-entropy with soft targets: ``−Σ_k ỹ_k log softmax(z)_k``, averaged over the batch."""
     if logits.shape != targets.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} must have the same shape")
+        raise ValueError(
+            f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} must have the same shape"
+        )
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # a softmax in half precision loses the small probabilities
     loss = -(targets.to(logits.dtype) * F.log_softmax(logits, dim=-1)).sum(dim=-1)

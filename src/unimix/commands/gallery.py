@@ -8,9 +8,15 @@ HELP = "write a PNG gallery of every method's mask and mixed image (two sample p
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="gallery.png", help="PNG file to write (default: gallery.png)")
-    parser.add_argument("--methods", default=None, help="comma-separated methods (default: all that need no model)")
-    parser.add_argument("--lam", type=float, default=0.65, help="mixing ratio λ (default 0.65, as in the paper)")
+    parser.add_argument(
+        "--out", default="gallery.png", help="PNG file to write (default: gallery.png)"
+    )
+    parser.add_argument(
+        "--methods", default=None, help="comma-separated methods (default: all that need no model)"
+    )
+    parser.add_argument(
+        "--lam", type=float, default=0.65, help="mixing ratio λ (default 0.65, as in the paper)"
+    )
     parser.add_argument("--r", type=float, default=0.5, help="HMix box-area ratio r (default 0.5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the masks' random positions")
 

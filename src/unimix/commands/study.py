@@ -17,23 +17,56 @@ def _eps(text: str) -> float:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from unimix.study import PAPER_METHODS
 
-    parser.add_argument("--dataset", default=None, help="digits (default, embedded), cifar10, cifar100 or imagefolder")
-    parser.add_argument("--data-dir", default=None, help="directory of the CIFAR archives or the ImageFolder tree")
-    parser.add_argument("--methods", default=",".join(PAPER_METHODS), help="comma-separated methods (default: %(default)s)")
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="digits (default, embedded), cifar10, cifar100 or imagefolder",
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="directory of the CIFAR archives or the ImageFolder tree"
+    )
+    parser.add_argument(
+        "--methods",
+        default=",".join(PAPER_METHODS),
+        help="comma-separated methods (default: %(default)s)",
+    )
     parser.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs per run (default: the recipe's)")
-    parser.add_argument("--recipe", default=None, help="recipe name or YAML file (default: digits, or the dataset's)")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="training epochs per run (default: the recipe's)"
+    )
+    parser.add_argument(
+        "--recipe",
+        default=None,
+        help="recipe name or YAML file (default: digits, or the dataset's)",
+    )
     parser.add_argument("--out", default="study", help="output directory (default: ./study)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any training key for every run (repeatable), e.g. --set lr=0.05")
-    parser.add_argument("--eps", type=_eps, default=4 / 255, help="ε of the FGSM/PGD columns, pixel units (default 4/255)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any training key for every run (repeatable), e.g. --set lr=0.05",
+    )
+    parser.add_argument(
+        "--eps",
+        type=_eps,
+        default=4 / 255,
+        help="ε of the FGSM/PGD columns, pixel units (default 4/255)",
+    )
     parser.add_argument("--pgd-steps", type=int, default=10, help="PGD iterations (default 10)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (one line per run)")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (one line per run)"
+    )
 
 
-_DATASET_RECIPES = {"digits": "digits", "cifar10": "cifar100_preactresnet18", "cifar100": "cifar100_preactresnet18",
-                    "imagefolder": "imagenet_resnet50_100ep"}
+_DATASET_RECIPES = {
+    "digits": "digits",
+    "cifar10": "cifar100_preactresnet18",
+    "cifar100": "cifar100_preactresnet18",
+    "imagefolder": "imagenet_resnet50_100ep",
+}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -63,7 +63,9 @@ def summarize(rows: Sequence[dict[str, Any]], methods: Sequence[str]) -> list[di
         for col, _, _ in METRICS:
             values = [float(r[col]) for r in sel if not math.isnan(float(r[col]))]
             entry[f"{col}_mean"] = statistics.fmean(values) if values else math.nan
-            entry[f"{col}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0 if values else math.nan
+            entry[f"{col}_std"] = (
+                statistics.stdev(values) if len(values) > 1 else 0.0 if values else math.nan
+            )
         out.append(entry)
     return out
 
@@ -81,7 +83,9 @@ def _by_method(summary: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {s["method"]: s for s in summary}
 
 
-def _compare(a: dict[str, Any], b: dict[str, Any], col: str, better: str) -> tuple[float, float, bool, bool]:
+def _compare(
+    a: dict[str, Any], b: dict[str, Any], col: str, better: str
+) -> tuple[float, float, bool, bool]:
     """Improvement of ``a`` over ``b`` on ``col`` (positive = a better), its standard error,
     whether a is at least as good, and whether the difference is inside the seed noise."""
     diff = a[f"{col}_mean"] - b[f"{col}_mean"]
@@ -117,7 +121,9 @@ def check_claims(summary: Sequence[dict[str, Any]]) -> list[Claim]:
 
     def beats_baseline(title: str, cols: Sequence[tuple[str, str]]) -> Claim:
         if "none" not in by or not msda:
-            return Claim(title, "not tested", ["needs `none` and at least one mixing method in --methods"])
+            return Claim(
+                title, "not tested", ["needs `none` and at least one mixing method in --methods"]
+            )
         outcomes, details = [], []
         for col, better in cols:
             label = dict((c, lab) for c, lab, _ in METRICS)[col]
@@ -130,7 +136,9 @@ def check_claims(summary: Sequence[dict[str, Any]]) -> list[Claim]:
                 )
         return Claim(title, _verdict(outcomes), details)
 
-    claims.append(beats_baseline("Every MSDA method beats no mixing on test error", [("top1_error", "low")]))
+    claims.append(
+        beats_baseline("Every MSDA method beats no mixing on test error", [("top1_error", "low")])
+    )
     claims.append(
         beats_baseline(
             "MSDA improves adversarial robustness over no mixing (FGSM and PGD)",
@@ -142,7 +150,9 @@ def check_claims(summary: Sequence[dict[str, Any]]) -> list[Claim]:
     prev = [m for m in ("mixup", "cutmix") if m in by]
     new = [m for m in ("hmix", "gmix") if m in by]
     if not prev or not new:
-        claims.append(Claim(title, "not tested", ["needs hmix or gmix and mixup or cutmix in --methods"]))
+        claims.append(
+            Claim(title, "not tested", ["needs hmix or gmix and mixup or cutmix in --methods"])
+        )
     else:
         best = min(prev, key=lambda m: by[m]["top1_error_mean"])
         outcomes, details = [], []
@@ -179,7 +189,9 @@ def check_claims(summary: Sequence[dict[str, Any]]) -> list[Claim]:
 # ---- documents ---------------------------------------------------------------------------------
 
 
-def _summary_table(summary: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]], list[list[bool]]]:
+def _summary_table(
+    summary: Sequence[dict[str, Any]],
+) -> tuple[list[str], list[list[str]], list[list[bool]]]:
     header = ["method", "seeds", *(label for _, label, _ in METRICS)]
     rows, bold = [], []
     best: dict[str, float] = {}
@@ -191,9 +203,15 @@ def _summary_table(summary: Sequence[dict[str, Any]]) -> tuple[list[str], list[l
         cells, marks = [s["method"], str(s["n_seeds"])], [False, False]
         for col, _, _ in METRICS:
             mean, std = s[f"{col}_mean"], s[f"{col}_std"]
-            text = fmt(mean, col) if s["n_seeds"] < 2 or math.isnan(mean) else f"{fmt(mean, col)} ± {fmt(std, col)}"
+            text = (
+                fmt(mean, col)
+                if s["n_seeds"] < 2 or math.isnan(mean)
+                else f"{fmt(mean, col)} ± {fmt(std, col)}"
+            )
             cells.append(text)
-            marks.append(col in best and not math.isnan(mean) and fmt(mean, col) == fmt(best[col], col))
+            marks.append(
+                col in best and not math.isnan(mean) and fmt(mean, col) == fmt(best[col], col)
+            )
         rows.append(cells)
         bold.append(marks)
     return header, rows, bold
@@ -206,7 +224,9 @@ def _results_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list
     return header, body
 
 
-def _md_table(header: list[str], rows: list[list[str]], bold: list[list[bool]] | None = None) -> str:
+def _md_table(
+    header: list[str], rows: list[list[str]], bold: list[list[bool]] | None = None
+) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, row in enumerate(rows):
         cells = [f"**{c}**" if bold and bold[i][j] else c for j, c in enumerate(row)]
@@ -214,12 +234,16 @@ def _md_table(header: list[str], rows: list[list[str]], bold: list[list[bool]] |
     return "\n".join(lines)
 
 
-def _html_table(header: list[str], rows: list[list[str]], bold: list[list[bool]] | None = None) -> str:
+def _html_table(
+    header: list[str], rows: list[list[str]], bold: list[list[bool]] | None = None
+) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = []
     for i, row in enumerate(rows):
         cells = "".join(
-            f"<td><b>{html.escape(c)}</b></td>" if bold and bold[i][j] else f"<td>{html.escape(c)}</td>"
+            f"<td><b>{html.escape(c)}</b></td>"
+            if bold and bold[i][j]
+            else f"<td>{html.escape(c)}</td>"
             for j, c in enumerate(row)
         )
         body.append(f"<tr>{cells}</tr>")
@@ -244,13 +268,30 @@ def _figures(cfg: Any, runs: Sequence[Any], out: Path) -> list[tuple[str, str]]:
     evals: dict[str, list[Any]] = {}
     for run in runs:
         histories.setdefault(run.method, []).append(read_metrics(run.run_dir))
-        evals.setdefault(run.method, []).append(EvalResult.from_dict(json.loads(run.eval_path.read_text())))
+        evals.setdefault(run.method, []).append(
+            EvalResult.from_dict(json.loads(run.eval_path.read_text()))
+        )
     plot_training_curves(histories, fig_dir / "curves.png")
-    figures.append(("figures/curves.png", "Test error and loss per epoch (mean over seeds; training loss is on mixed targets)."))
+    figures.append(
+        (
+            "figures/curves.png",
+            "Test error and loss per epoch (mean over seeds; training loss is on mixed targets).",
+        )
+    )
     plot_robustness({m: _mean_result(v) for m, v in evals.items()}, fig_dir / "robustness.png")
-    figures.append(("figures/robustness.png", "Accuracy under FGSM and PGD against ε (pixel units; mean over seeds)."))
+    figures.append(
+        (
+            "figures/robustness.png",
+            "Accuracy under FGSM and PGD against ε (pixel units; mean over seeds).",
+        )
+    )
     plot_reliability({m: v[0] for m, v in evals.items()}, fig_dir / "reliability.png")
-    figures.append(("figures/reliability.png", "Reliability diagrams (seed 0): confidence against accuracy, 15 bins."))
+    figures.append(
+        (
+            "figures/reliability.png",
+            "Reliability diagrams (seed 0): confidence against accuracy, 15 bins.",
+        )
+    )
     from unimix import masks as _masks
 
     mask_methods = [m for m in cfg.methods if m in _masks.available() and m != "none"]
@@ -258,14 +299,21 @@ def _figures(cfg: Any, runs: Sequence[Any], out: Path) -> list[tuple[str, str]]:
         from unimix.viz.gallery import plot_mask_gallery
 
         plot_mask_gallery(fig_dir / "gallery.png", methods=mask_methods)
-        figures.append(("figures/gallery.png", "The studied methods' masks on two photographs (λ = 0.65, HMix r = 0.5)."))
+        figures.append(
+            (
+                "figures/gallery.png",
+                "The studied methods' masks on two photographs (λ = 0.65, HMix r = 0.5).",
+            )
+        )
         size = runs[0].config.image_size or 32
         size = size[0] if isinstance(size, list) else size
         _profiles(mask_methods, size, fig_dir / "profiles.png", runs[0].config.method_params)
         figures.append(
-            ("figures/profiles.png",
-             f"The pixel-level regularisation each method induces: mean of A(p, q) = E[(1−M_p)(1−M_q)] "
-             f"over pixel pairs at distance |p − q| on {size}×{size} images (unimix.theory).")
+            (
+                "figures/profiles.png",
+                f"The pixel-level regularisation each method induces: mean of A(p, q) = E[(1−M_p)(1−M_q)] "
+                f"over pixel pairs at distance |p − q| on {size}×{size} images (unimix.theory).",
+            )
         )
     return figures
 
@@ -281,7 +329,9 @@ def _mean_result(results: Sequence[Any]) -> dict[str, Any]:
     """The seeds' robustness curves averaged (same ε grid in every run)."""
     base = results[0].to_dict()
     for key in ("fgsm_accuracy", "pgd_accuracy"):
-        base[key] = [statistics.fmean(r.to_dict()[key][i] for r in results) for i in range(len(base[key]))]
+        base[key] = [
+            statistics.fmean(r.to_dict()[key][i] for r in results) for i in range(len(base[key]))
+        ]
     base["top1_error"] = statistics.fmean(r.top1_error for r in results)
     return base
 
@@ -294,7 +344,8 @@ def write_report(cfg: Any, runs: Sequence[Any], rows: Sequence[dict[str, Any]]) 
     summary = summarize(rows, cfg.methods)
     cols = ["method", "n_seeds"] + [f"{c}_{s}" for c, _, _ in METRICS for s in ("mean", "std")]
     lines = [",".join(cols)] + [
-        ",".join(str(s[c]) if c in ("method", "n_seeds") else f"{s[c]:.6g}" for c in cols) for s in summary
+        ",".join(str(s[c]) if c in ("method", "n_seeds") else f"{s[c]:.6g}" for c in cols)
+        for s in summary
     ]
     atomic_write_text(out / "summary.csv", "\n".join(lines) + "\n")
     claims = check_claims(summary)
@@ -326,8 +377,14 @@ def write_report(cfg: Any, runs: Sequence[Any], rows: Sequence[dict[str, Any]]) 
     for claim in claims:
         md.append(f"- {_VERDICT_MARK[claim.verdict]} **{claim.title}**: {claim.verdict}.")
         md += [f"  - {d}" for d in claim.details]
-    md += ["", f"Differences within {NOISE_SE:g} standard errors of the seed-to-seed variation are "
-           "reported as inside the seed noise.", "", "## Figures", ""]
+    md += [
+        "",
+        f"Differences within {NOISE_SE:g} standard errors of the seed-to-seed variation are "
+        "reported as inside the seed noise.",
+        "",
+        "## Figures",
+        "",
+    ]
     for file, caption in figures:
         md += [f"![{caption}]({file})", "", f"*{caption}*", ""]
     md += ["## Every run (results.csv)", "", _md_table(r_head, r_rows), "", "## Software", ""]
@@ -355,7 +412,11 @@ def write_report(cfg: Any, runs: Sequence[Any], rows: Sequence[dict[str, Any]]) 
             f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
-    body += ["<h2>Every run (results.csv)</h2>", _html_table(r_head, r_rows), "<h2>Software</h2><ul>"]
+    body += [
+        "<h2>Every run (results.csv)</h2>",
+        _html_table(r_head, r_rows),
+        "<h2>Software</h2><ul>",
+    ]
     body += [f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in versions.items()]
     body.append("</ul>")
     page = (

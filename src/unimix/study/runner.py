@@ -100,7 +100,9 @@ class StudyConfig:
                     f"unknown method {name!r} in methods; known methods: {', '.join(sorted(known))}"
                 )
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
-            raise ValueError(f"seeds must be a positive int (the number of seeds), got {self.seeds!r}")
+            raise ValueError(
+                f"seeds must be a positive int (the number of seeds), got {self.seeds!r}"
+            )
         if self.attack_eps not in self.eps_list:
             self.eps_list = sorted({*self.eps_list, self.attack_eps})
         if self.pgd_steps < 1:
@@ -202,7 +204,9 @@ def _probe_epoch_seconds(run: StudyRun, steps: int = 4) -> float:
     c = run.config
     spec = build_dataset(c.dataset, c.data_dir, c.image_size, c.split_seed)
     device = "cuda" if c.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
-    model = create_model(c.model, spec.num_classes, spec.in_chans, spec.image_size, **c.model_kwargs)
+    model = create_model(
+        c.model, spec.num_classes, spec.in_chans, spec.image_size, **c.model_kwargs
+    )
     model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     x = torch.randn(c.batch_size, spec.in_chans, *spec.image_size, device=device)
@@ -224,7 +228,9 @@ def _evaluate(run: StudyRun, cfg: StudyConfig) -> dict[str, Any]:
     from unimix.evaluate import evaluate_model
     from unimix.train import load_run
 
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = (
+        cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
     model, spec, _ = load_run(run.run_dir, device)
     tensors = spec.test_tensors()
     data: Any = tensors if tensors is not None else _test_loader(spec, device)
@@ -341,8 +347,14 @@ def run_study(
             estimate = _probe_epoch_seconds(left[0]) * sum(r.config.epochs for r in left) * 1.15
         log(f"study: estimated time left {_hms(estimate)} on {_device_name(cfg.device)}")
     start = time.perf_counter()
-    bar = tqdm(total=len(runs), initial=len(runs) - len(left), desc="study", unit="run",
-               disable=not cfg.progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(runs),
+        initial=len(runs) - len(left),
+        desc="study",
+        unit="run",
+        disable=not cfg.progress,
+        dynamic_ncols=True,
+    )
     finished = len(runs) - len(left)
     try:
         for run in left:

@@ -13,7 +13,10 @@ __all__ = ["plot_training_curves"]
 
 def _stack(histories: Sequence[Sequence[Mapping[str, Any]]], key: str) -> np.ndarray:
     length = min(len(h) for h in histories)
-    values = [[float(row.get(key) if row.get(key) is not None else np.nan) for row in h[:length]] for h in histories]
+    values = [
+        [float(row.get(key) if row.get(key) is not None else np.nan) for row in h[:length]]
+        for h in histories
+    ]
     return np.asarray(values, dtype=float)
 
 
@@ -45,9 +48,26 @@ def plot_training_curves(
         line = ax_err.plot(epochs, np.nanmean(err, 0), marker=marker, ms=3, label=name)[0]
         if len(runs) > 1:
             sd = np.nanstd(err, 0, ddof=1)
-            ax_err.fill_between(epochs, np.nanmean(err, 0) - sd, np.nanmean(err, 0) + sd, color=line.get_color(), alpha=0.15)
-        ax_loss.plot(epochs, np.nanmean(_stack(runs, "test_loss"), 0), color=line.get_color(), label=f"{name} test")
-        ax_loss.plot(epochs, np.nanmean(_stack(runs, "train_loss"), 0), color=line.get_color(), ls=":", label=f"{name} train")
+            ax_err.fill_between(
+                epochs,
+                np.nanmean(err, 0) - sd,
+                np.nanmean(err, 0) + sd,
+                color=line.get_color(),
+                alpha=0.15,
+            )
+        ax_loss.plot(
+            epochs,
+            np.nanmean(_stack(runs, "test_loss"), 0),
+            color=line.get_color(),
+            label=f"{name} test",
+        )
+        ax_loss.plot(
+            epochs,
+            np.nanmean(_stack(runs, "train_loss"), 0),
+            color=line.get_color(),
+            ls=":",
+            label=f"{name} train",
+        )
     ax_err.set(xlabel="epoch", ylabel="test top-1 error (%)", title="Test error")
     ax_err.set_yscale("log")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="Loss (train: mixed targets)")

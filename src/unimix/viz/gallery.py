@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from unimix import masks as _masks
-from unimix.mix import MixMethod, _build_method, _METHODS
+from unimix.mix import _METHODS, MixMethod, _build_method
 
 __all__ = ["sample_photographs", "gallery_methods", "plot_mask_gallery"]
 
@@ -28,7 +28,9 @@ def sample_photographs(max_side: int | None = 320) -> Tensor:
     if max_side is not None and max(x.shape[-2:]) > max_side:
         scale = max_side / max(x.shape[-2:])
         size = (round(x.shape[-2] * scale), round(x.shape[-1] * scale))
-        x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        x = torch.nn.functional.interpolate(
+            x, size=size, mode="bilinear", antialias=True, align_corners=False
+        )
     return x.clamp(0, 1)
 
 
@@ -40,7 +42,9 @@ def gallery_methods() -> list[str]:
     return [n for n in core if n in names] + [n for n in names if n not in core] + image
 
 
-def _mix_one(name: str, x: Tensor, lam: float, r: float, g: torch.Generator) -> tuple[Tensor, Tensor | None, float]:
+def _mix_one(
+    name: str, x: Tensor, lam: float, r: float, g: torch.Generator
+) -> tuple[Tensor, Tensor | None, float]:
     params = {"r": r} if name == "hmix" else {}
     method = _build_method(name, params)
     lam_t = torch.tensor([lam])
@@ -83,7 +87,9 @@ def plot_mask_gallery(
                 raise
             print(f"gallery: skipping {name}: {err}")
     cols = len(panels) + 1
-    fig, axes = plt.subplots(2, cols, figsize=(2.6 * cols, 2 * 2.6 * x.shape[-2] / x.shape[-1] + 1.2))
+    fig, axes = plt.subplots(
+        2, cols, figsize=(2.6 * cols, 2 * 2.6 * x.shape[-2] / x.shape[-1] + 1.2)
+    )
     axes = np.asarray(axes).reshape(2, cols)
     for row in range(2):
         axes[row, 0].imshow(x[row].permute(1, 2, 0).numpy())
