@@ -404,3 +404,27 @@ def test_metrics_logger_tensorboard_and_epoch_line(tmp_path, monkeypatch):
     bar.update(1, loss="0.1")
     bar.close()
     assert not EpochProgress(total=4, epoch=1, epochs=2, enabled=False).active
+
+
+def test_command_resume(tmp_path, capsys, reference):
+    from unimix.cli import main
+
+    cfg, full = reference
+
+    def crash(epoch, step):
+        if epoch == 2:
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg, tmp_path, progress=False, on_step=crash)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path), "--lr", "0.5"]) == 2
+    assert "['lr'] cannot change" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path), "--num-workers", "0", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming from the end of epoch 1" in out and "done:" in out
+    model, _, _ = load_run(tmp_path)
+    assert_same_weights(model, full.model)
+    # a finished run is left as it is
+    assert main(["train", "--resume", str(tmp_path)]) == 0
+    assert "already finished" in capsys.readouterr().out

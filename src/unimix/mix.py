@@ -36,6 +36,7 @@ __all__ = [
     "MixMethod",
     "register_method",
     "available_methods",
+    "method_parameters",
     "soft_target_cross_entropy",
     "SoftTargetCrossEntropy",
     "one_hot_targets",
@@ -114,7 +115,9 @@ def _build_method(
     )
 
 
-def _accepted_params(name: object) -> set[str]:
+def method_parameters(name: object) -> set[str]:
+    """Names of the parameters that the method registered as ``name`` takes (e.g. ``{"r",
+    "boundary"}`` for HMix); empty for unknown names and instances."""
     if not isinstance(name, str):
         return set()
     factory = _METHODS.get(name) or _masks._REGISTRY.get(name)
@@ -250,12 +253,12 @@ class Mixer:
     ) -> None:
         names, weights = self._parse_methods(methods, switch_prob)
         for key in method_params:
-            if not any(key in _accepted_params(n) for n in names):
+            if not any(key in method_parameters(n) for n in names):
                 raise TypeError(
                     f"unknown method parameter {key!r}: none of the methods {names} takes it"
                 )
         self.methods = [
-            _build_method(n, {k: v for k, v in method_params.items() if k in _accepted_params(n)})
+            _build_method(n, {k: v for k, v in method_params.items() if k in method_parameters(n)})
             for n in names
         ]
         self.method_names = [

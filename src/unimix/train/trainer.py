@@ -373,9 +373,7 @@ def _method_params(cfg: TrainConfig) -> dict[str, Any]:
     run with Mixup); a name no registered method takes at all is an error."""
     from unimix import mix
 
-    accepted = getattr(mix, "_accepted_params", None)
-    if accepted is None:  # pragma: no cover - the engine without the helper: let Mixer judge
-        return dict(cfg.method_params)
+    accepted = mix.method_parameters
     names = list(cfg.methods)
     taken = {k for n in names for k in accepted(n)}
     known = {k for n in mix.available_methods() for k in accepted(n)}
@@ -385,6 +383,10 @@ def _method_params(cfg: TrainConfig) -> dict[str, Any]:
             f"method_params {unknown} are taken by no mixing method; known parameters: {sorted(known)}"
         )
     return {k: v for k, v in cfg.method_params.items() if k in taken}
+
+
+def _needs_model(mixer: Any) -> bool:
+    return any(getattr(m, "requires_model", False) for m in mixer.methods)
 
 
 def _build_mixer(cfg: TrainConfig, num_classes: int, seed: int) -> Any:
@@ -676,13 +678,13 @@ class _Run:
         cfg, dist = self.cfg, self.dist
         collate = None
         if mixer is not None and cfg.mix_where == "collate":
-            try:
-                from unimix.compat import MixCollate
-            except ImportError as err:
+            from unimix.compat import MixCollate
+
+            if _needs_model(mixer):
                 raise ValueError(
-                    "mix_where='collate' needs unimix.compat.MixCollate, which this installation "
-                    "lacks; use mix_where='device'"
-                ) from err
+                    f"methods {cfg.methods} need the model, which the collate function does not "
+                    "have; use mix_where='device'"
+                )
             collate = _TimedCollate(MixCollate(mixer))
         sampler = None
         if dist.enabled:
@@ -773,7 +775,10 @@ class _Run:
                 labels = labels.to(device, non_blocking=True)
                 if mixer is not None and cfg.mix_where == "device":
                     t_mix = clock.mark()
-                    images, targets = mixer(images, labels)
+                    # PuzzleMix's saliency pass and Manifold Mixup's hook need the (unwrapped)
+                    # model; Manifold Mixup mixes in the forward pass right below.
+                    extra = {"model": model} if _needs_model(mixer) else {}
+                    images, targets = mixer(images, labels, **extra)
                     clock.add("mix_ms", t_mix, clock.mark())
                 else:
                     targets = labels
