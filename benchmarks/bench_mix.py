@@ -22,6 +22,7 @@ Methods that need more than the images (e.g. a model for saliency-guided mixing)
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import importlib.util
 import statistics
@@ -109,6 +110,7 @@ class Row:
     size: Size
     dtype: str
     clone_ms: float
+    copy_ms: float
     times: dict[str, float] = field(default_factory=dict)
     note: str = ""
 
@@ -237,22 +239,21 @@ def run(args: argparse.Namespace) -> list[Row]:
             for method in names:
                 # a fresh batch per method: in-place runs of the last one leave it mixed over and over
                 x, y = bench.batch(size, dtype)
+                floors = {"clone": x.clone, "copy": functools.partial(torch.empty_like(x).copy_, x)}
                 for mode in MODES:
                     start = time.perf_counter()
                     ours, note = unimix_fns(method, mode, x, y, k)
-                    times, errors = bench.time_ms(
-                        {"clone": x.clone, **ours, **their_fns(method, mode, x, y, k)}
-                    )
+                    times, errors = bench.time_ms(floors | ours | their_fns(method, mode, x, y, k))
                     notes = [note] if note else []
                     notes += [f"{name} failed: {err}" for name, err in errors.items()]
-                    row = Row(
-                        method, mode, size, dname, times.pop("clone"), times, "; ".join(notes)
+                    clone_ms, copy_ms = times.pop("clone"), times.pop("copy")
+                    rows.append(
+                        Row(method, mode, size, dname, clone_ms, copy_ms, times, "; ".join(notes))
                     )
-                    rows.append(row)
                     if args.verbose:
                         took = time.perf_counter() - start
                         print(
-                            f"{method} {mode} {size} {dname} ({took:.1f} s): {times} {row.note}",
+                            f"{method} {mode} {size} {dname} ({took:.1f} s): {times} {notes}",
                             file=sys.stderr,
                         )
     return rows
@@ -269,8 +270,8 @@ def table(rows: list[Row]) -> str:
     """The markdown table; a row with a note (skipped or failed columns) gets a numbered footnote."""
     head = " | ".join(f"{c} ms (×clone)" for c in COLUMNS)
     lines = [
-        f"| method | mode | H×W×B | dtype | clone ms | {head} |",
-        "|" + "---|" * (5 + len(COLUMNS)),
+        f"| method | mode | H×W×B | dtype | clone ms | copy_ ms | {head} |",
+        "|" + "---|" * (6 + len(COLUMNS)),
     ]
     notes: list[str] = []
     for r in rows:
@@ -279,7 +280,8 @@ def table(rows: list[Row]) -> str:
             notes.append(f"{len(notes) + 1}. {r.method} {r.mode} {r.size} {r.dtype}: {r.note}")
             name += f" [{len(notes)}]"
         cells = " | ".join(_cell(r.times.get(c), r.clone_ms) for c in COLUMNS)
-        lines.append(f"| {name} | {r.mode} | {r.size} | {r.dtype} | {r.clone_ms:.3f} | {cells} |")
+        lead = f"| {name} | {r.mode} | {r.size} | {r.dtype} | {r.clone_ms:.3f} | {r.copy_ms:.3f} |"
+        lines.append(f"{lead} {cells} |")
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
@@ -324,7 +326,9 @@ def report(rows: list[Row], args: argparse.Namespace, seconds: float) -> str:
             f"## Mixing cost ({where}; {', '.join(versions)})",
             "",
             f"Median ms per batch (fastest of {args.rounds} interleaved round(s)) and, in "
-            "parentheses, the ratio to `clone()` of the same batch timed alongside.",
+            "parentheses, the ratio to `clone()` of the same batch timed alongside (a fresh "
+            "output: on CPU it pays page faults). `copy_` into a preallocated buffer is the "
+            "memory-traffic floor without them.",
             "",
             table(rows),
             "",

@@ -24,6 +24,7 @@ same seed gives the same masks on CPU and CUDA. Everything is vectorised over ``
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable
 from typing import ClassVar, Literal
 
@@ -43,6 +44,7 @@ __all__ = [
     "get",
     "available",
     "sample_lambda",
+    "sample_lambda_one",
     "sample_boxes",
 ]
 
@@ -139,6 +141,16 @@ def sample_lambda(
     return torch.from_numpy(lam).to(device=device or "cpu", dtype=torch.float32)
 
 
+def sample_lambda_one(alpha: float, generator: torch.Generator | None = None) -> float:
+    """One ``λ ~ Beta(α, α)`` as a Python number (the engine's ``batch`` mode): like
+    :func:`sample_lambda`, a pure function of the torch generator's state, which advances."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < math.inf:
+        raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
+    dev = generator.device if generator is not None else "cpu"
+    seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=dev))
+    return random.Random(seed).betavariate(alpha, alpha)
+
+
 def sample_boxes(
     area: Tensor,
     height: int,
@@ -213,6 +225,22 @@ class MaskSampler:
     ) -> MaskSample:
         raise NotImplementedError
 
+    def sample_one(
+        self,
+        lam: float,
+        height: int,
+        width: int,
+        device: torch.device,
+        generator: torch.Generator | None,
+    ) -> MaskSample:
+        """One mask ``[1, 1, H, W]`` for a Python ``λ`` (the engine's ``batch`` mode).
+
+        Same distribution as :meth:`_sample`; samplers may override it with a path that draws
+        its few parameters as Python numbers, which is what costs time for a single mask.
+        """
+        lam_t = torch.tensor([lam], dtype=torch.float32, device=_random_device(generator))
+        return self._sample(lam_t, height, width, device, generator)
+
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({params})"
@@ -278,26 +306,20 @@ class Mixup(MaskSampler):
 
 
 def _box_masks(
-    y0: Tensor,
-    x0: Tensor,
-    box_h: Tensor,
-    box_w: Tensor,
-    height: int,
-    width: int,
-    device: torch.device,
-    boundary: Boundary,
-) -> tuple[Callable[[], Tensor], Tensor, Tensor | None]:
-    """A function making the boolean ``[N, H, W]`` box indicators, the boxes' areas, and the
-    clipped boxes (``None`` if wrapped around the image)."""
+    y0: Tensor, x0: Tensor, box_h: Tensor, box_w: Tensor, height: int, width: int,
+    device: torch.device, boundary: Boundary,
+) -> tuple[Callable[[], tuple[Tensor, Tensor]], Tensor, Tensor | None]:
+    """A function making the boxes as two float indicator factors (see :func:`_outer`), the
+    boxes' areas, and the clipped boxes (``None`` if wrapped around the image)."""
     y0, x0, box_h, box_w = (t.to(device) for t in (y0, x0, box_h, box_w))
+    rows = torch.arange(height, device=device)
+    cols = torch.arange(width, device=device)
     if boundary == "wrap":
 
         def wrapped() -> Tensor:
-            rows = torch.arange(height, device=device)
-            cols = torch.arange(width, device=device)
             in_y = (rows - y0[:, None]).remainder(height) < box_h[:, None]
             in_x = (cols - x0[:, None]).remainder(width) < box_w[:, None]
-            return in_y[:, :, None] & in_x[:, None, :]
+            return _outer(in_y, in_x)
 
         return wrapped, box_h * box_w, None
     y1 = (y0 + box_h).clamp_(0, height)
@@ -307,13 +329,55 @@ def _box_masks(
     boxes = torch.stack([y0, y1, x0, x1], dim=1)
 
     def clipped() -> Tensor:
-        rows = torch.arange(height, device=device)
-        cols = torch.arange(width, device=device)
         in_y = (rows >= y0[:, None]) & (rows < y1[:, None])
         in_x = (cols >= x0[:, None]) & (cols < x1[:, None])
-        return in_y[:, :, None] & in_x[:, None, :]
+        return _outer(in_y, in_x)
 
     return clipped, (y1 - y0) * (x1 - x0), boxes
+
+
+def _outer(in_y: Tensor, in_x: Tensor) -> tuple[Tensor, Tensor]:
+    """The box ``in_y ⊗ in_x`` as two float factors ``[N, 1, H, 1]`` and ``[N, 1, 1, W]``."""
+    return in_y.float()[:, None, :, None], in_x.float()[:, None, None, :]
+
+
+def _outside_box(value: Tensor, factors: tuple[Tensor, Tensor]) -> Tensor:
+    """``[N, 1, H, W]`` masks equal to ``value`` (per row) outside the box and 0 inside it:
+    ``value − value · in_y ⊗ in_x``, in one pass."""
+    in_y, in_x = factors
+    value = value.view(-1, 1, 1, 1)
+    shape = (in_y.shape[0], 1, in_y.shape[2], in_x.shape[3])
+    return torch.addcmul(value.expand(shape), in_y * value, in_x, value=-1)
+
+
+def _one_box(area: float, height: int, width: int, generator: torch.Generator | None) -> tuple[int, int, int, int]:
+    """One clipped box ``(y0, y1, x0, x1)`` as :func:`sample_boxes` draws it, in Python numbers."""
+    side = math.sqrt(min(max(area, 0.0), 1.0))
+    box_h = min(round(side * height), height)
+    box_w = min(round(side * width), width)
+    centre = int(torch.randint(0, height * width, (1,), generator=generator, device=_random_device(generator)))
+    cy, cx = divmod(centre, width)
+    y0, x0 = cy - box_h // 2, cx - box_w // 2
+    y1, x1 = min(max(y0 + box_h, 0), height), min(max(x0 + box_w, 0), width)
+    return max(y0, 0), y1, max(x0, 0), x1
+
+
+def _one_box_sample(
+    y0: int, y1: int, x0: int, x1: int, outside: float, lam: float, height: int, width: int,
+    device: torch.device, binary: bool,
+) -> MaskSample:
+    def build() -> Tensor:
+        masks = torch.full((1, 1, height, width), outside, device=device)
+        masks[:, :, y0:y1, x0:x1] = 0.0
+        return masks
+
+    return MaskSample(
+        lam=torch.tensor([lam], device=device),
+        boxes=torch.tensor([[y0, y1, x0, x1]], device=device),
+        outside=torch.tensor([outside], device=device),
+        binary=binary,
+        build=build,
+    )
 
 
 @register("cutmix")
@@ -339,8 +403,15 @@ class CutMix(MaskSampler):
             boxes=boxes,
             outside=ones if boxes is not None else None,
             binary=True,
-            build=lambda: (~inbox()).unsqueeze(1).float(),
+            build=lambda: _outside_box(ones, inbox()),
         )
+
+    def sample_one(self, lam, height, width, device, generator):
+        if self.boundary == "wrap":
+            return super().sample_one(lam, height, width, device, generator)
+        y0, y1, x0, x1 = _one_box(1.0 - lam, height, width, generator)
+        eff = 1.0 - (y1 - y0) * (x1 - x0) / (height * width)
+        return _one_box_sample(y0, y1, x0, x1, 1.0, eff, height, width, device, binary=True)
 
 
 @register("hmix")
@@ -368,8 +439,16 @@ class HMix(MaskSampler):
             lam=lam_m * lam_c,
             boxes=boxes,
             outside=lam_m if boxes is not None else None,
-            build=lambda: torch.where(inbox(), 0.0, lam_m[:, None, None]).unsqueeze(1),
+            build=lambda: _outside_box(lam_m, inbox()),
         )
+
+    def sample_one(self, lam, height, width, device, generator):
+        if self.boundary == "wrap":
+            return super().sample_one(lam, height, width, device, generator)
+        y0, y1, x0, x1 = _one_box(self.r * (1.0 - lam), height, width, generator)
+        lam_c = 1.0 - (y1 - y0) * (x1 - x0) / (height * width)
+        lam_m = min(1.0, lam / lam_c) if lam_c > 0 else 1.0
+        return _one_box_sample(y0, y1, x0, x1, lam_m, lam_m * lam_c, height, width, device, binary=False)
 
 
 @register("gmix")

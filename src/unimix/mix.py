@@ -290,6 +290,10 @@ class Mixer:
         self.num_classes = num_classes
         self.partner: Partner = partner
         self.generator = generator
+        self._all_masks = all(isinstance(m, _masks.MaskSampler) for m in self.methods)
+        self._cumulative = (self.weights / self.weights.sum()).cumsum(0).tolist()
+        self._flip_cache: dict[tuple[int, torch.device], Tensor] = {}
+        self._workspace: Tensor | None = None
 
     @staticmethod
     def _parse_methods(methods: object, switch_prob: float | None) -> tuple[list[Any], list[float]]:
@@ -347,10 +351,16 @@ class Mixer:
     def _rand_device(self) -> torch.device:
         return self.generator.device if self.generator is not None else torch.device("cpu")
 
+    def _flip(self, batch: int, device: torch.device) -> Tensor:
+        key = (batch, device)
+        if key not in self._flip_cache:
+            self._flip_cache = {key: torch.arange(batch - 1, -1, -1, device=device)}
+        return self._flip_cache[key]
+
     def _draw_partner(self, batch: int) -> Tensor:
         dev = self._rand_device()
         if self.partner == "flip":
-            return torch.arange(batch - 1, -1, -1, device=dev)
+            return self._flip(batch, dev)
         perm = torch.randperm(batch, generator=self.generator, device=dev)
         if self.mode != "pair":
             return perm
@@ -424,6 +434,9 @@ class Mixer:
                 f"mode='pair' needs an even batch, got {batch}; use mode='elem' or drop_last=True"
             )
 
+        if self.mode == "batch" and self._all_masks:
+            return self._call_batch(x, targets, inplace, return_info)
+
         rows = torch.arange(batch, device=device)
         partner = self._draw_partner(batch).to(device) if batch > 1 else rows
         unit = self._unit_of_row(batch, partner)
@@ -457,6 +470,81 @@ class Mixer:
             applied=applied_u[unit],
         )
         return out, mixed_targets, info
+
+    def _call_batch(
+        self, x: Tensor, targets: Tensor, inplace: bool, return_info: bool
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, MixInfo]:
+        """``batch`` mode with mask methods: one λ, one mask, drawn as Python numbers."""
+        batch, _, height, width = x.shape
+        device, g = x.device, self.generator
+        applied, m = batch > 1, 0
+        if applied and (self.prob < 1.0 or len(self.methods) > 1):
+            u_apply, u_method = torch.rand(2, generator=g, device=self._rand_device()).tolist()
+            applied = u_apply < self.prob
+            m = next((i for i, c in enumerate(self._cumulative) if u_method < c), len(self.methods) - 1)
+        partner = self._flip(batch, device) if self.partner == "flip" or batch == 1 else (
+            self._draw_partner(batch).to(device)
+        )
+        sample: _masks.MaskSample | None = None
+        lam = lam_eff = 1.0
+        if applied:
+            lam = _masks.sample_lambda_one(self.alphas[m], g)
+            sample = self.methods[m].sample_one(lam, height, width, device, g)
+            lam_eff = float(sample.lam[0])
+        wdtype = x.dtype if x.is_floating_point() else torch.float32
+        weights: Tensor | None = None
+        if sample is not None and wdtype not in (torch.float32, torch.float64):
+            # the label must weigh the mask actually applied: its values in the images' dtype
+            if sample.constant:
+                lam_eff = float(torch.tensor(lam_eff).to(wdtype))
+            else:
+                weights = sample.masks.to(wdtype)
+                lam_eff = float(weights.float().mean())
+
+        out = x if inplace else None
+        if sample is None or (sample.constant and lam_eff == 1.0):
+            out = x.clone() if out is None else out
+        elif sample.boxes is not None and sample.outside is not None and float(sample.outside[0]) == 1.0:
+            # a CutMix-style binary box: only the box is written, from the partner rows
+            y0, y1, x0, x1 = sample.boxes[0].tolist()
+            out = x.clone() if out is None else out
+            out[:, :, y0:y1, x0:x1] = x[:, :, y0:y1, x0:x1].index_select(0, partner)
+        elif sample.constant:
+            w = lam_eff if x.is_floating_point() else torch.tensor(lam_eff).view(1, 1, 1, 1)
+            out = self._blend(x, partner, w, out)
+        else:
+            if weights is None:
+                weights = sample.masks.to(wdtype)
+            out = self._blend(x, partner, weights, out)
+
+        mixed = targets.index_select(0, partner).mul_(1.0 - lam_eff).add_(targets, alpha=lam_eff)
+        if not return_info:
+            return out, mixed
+        if sample is None:
+            masks = torch.ones(1, 1, height, width, device=device)
+        else:
+            masks = weights if weights is not None else sample.masks
+        info = MixInfo(
+            lam=torch.full((batch,), lam, device=device),
+            lam_effective=torch.full((batch,), lam_eff, device=device),
+            masks=masks,
+            partner=partner,
+            method=torch.full((batch,), m, dtype=torch.long, device=device),
+            applied=torch.full((batch,), applied, dtype=torch.bool, device=device),
+        )
+        return out, mixed, info
+
+    def _blend(self, x: Tensor, partner: Tensor, w: Tensor | float, out: Tensor | None) -> Tensor:
+        """``_blend`` with a reusable gather buffer when mixing in place (no fresh allocation)."""
+        if out is not x or not x.is_floating_point():
+            return _blend(x, partner, w, out)
+        ws = self._workspace
+        if ws is None or ws.shape != x.shape or ws.dtype != x.dtype or ws.device != x.device or (
+            ws.stride() != x.stride()
+        ):
+            ws = self._workspace = torch.empty_like(x)
+        torch.index_select(x, 0, partner, out=ws)
+        return torch.lerp(ws, x, w, out=x)
 
     @staticmethod
     def _check_images(images: Tensor) -> Tensor:
@@ -524,12 +612,10 @@ class Mixer:
         if only is not None and only.lam.shape[0] == n_units:
             weights_u, lam_eff_u = None, only.lam.to(device)  # masks made only when needed
             constant, boxes, outside = only.constant, only.boxes, only.outside
-            binary = only.binary
         else:
             only = None
             lam_eff_u = torch.ones(n_units, device=device)
             constant = all(samples[m].constant for m in present)  # type: ignore[union-attr]
-            binary = all(samples[m].binary for m in present)  # type: ignore[union-attr]
             weights_u = None if constant else torch.ones(n_units, 1, height, width, device=device)
             for m in present:
                 sample = samples[m]
@@ -560,14 +646,15 @@ class Mixer:
 
         if self.mode == "batch":
             out = self._mix_batch(x, partner, weights, lam_eff_u, constant, boxes, outside, out)
+        elif constant and bool((lam_eff_u == 1).all()):
+            out = x.clone() if out is None else out
         elif constant:
-            out = _blend(x, partner, lam_eff_u.to(wdtype).view(-1, 1, 1, 1)[unit], out)
-        elif binary:
-            out = _select(x, partner, (weights() == 1)[unit], out)
+            out = self._blend(x, partner, _rows(lam_eff_u.to(wdtype).view(-1, 1, 1, 1), unit, self.mode), out)
         else:
-            out = _blend(x, partner, weights()[unit], out)
+            # lerp with 0/1 weights copies exactly, so binary masks need no separate select
+            out = self._blend(x, partner, _rows(weights(), unit, self.mode), out)
 
-        lam_eff = lam_eff_u.expand(x.shape[0]) if self.mode == "batch" else lam_eff_u[unit]
+        lam_eff = lam_eff_u.expand(x.shape[0]) if self.mode == "batch" else _rows(lam_eff_u, unit, self.mode)
         if image_results:
             lam_eff = lam_eff.clone()
             for sel, mixed, lam_rows in image_results:
@@ -599,8 +686,13 @@ class Mixer:
             return out
         if constant:
             w = float(lam_eff[0]) if x.is_floating_point() else lam_eff.view(1, 1, 1, 1)
-            return _blend(x, partner, w, out)
-        return _blend(x, partner, weights(), out)
+            return self._blend(x, partner, w, out)
+        return self._blend(x, partner, weights(), out)
+
+
+def _rows(per_unit: Tensor, unit: Tensor, mode: str) -> Tensor:
+    """Per-unit values spread to the rows (``elem``: one unit per row already)."""
+    return per_unit if mode == "elem" else per_unit.index_select(0, unit)
 
 
 def _blend(x: Tensor, partner: Tensor, w: Tensor | float, out: Tensor | None) -> Tensor:
@@ -612,27 +704,13 @@ def _blend(x: Tensor, partner: Tensor, w: Tensor | float, out: Tensor | None) ->
         if out is None:
             return mixed.contiguous(memory_format=_memory_format(x))
         return out.copy_(mixed)
-    if out is x:
-        if isinstance(w, float) or x.dtype in (torch.float32, torch.float64):
-            return x.lerp_(gathered, 1.0 - w)
-        # 1 − w is not exact in half precision: blend out of place, then copy back
-        return x.copy_(gathered.lerp_(x, w))
+    if out is x:  # Mixer._blend gathers into a reusable buffer instead
+        return torch.lerp(gathered, x, w, out=x)
     if out is None:
         if not gathered.is_contiguous(memory_format=_memory_format(x)):
             gathered = gathered.contiguous(memory_format=_memory_format(x))
         return gathered.lerp_(x, w)
     return out.copy_(gathered.lerp_(x, w))
-
-
-def _select(x: Tensor, partner: Tensor, keep: Tensor, out: Tensor | None) -> Tensor:
-    """Binary masks: ``out = x`` where ``keep`` else ``x[partner]`` (a select, not a blend)."""
-    gathered = x.index_select(0, partner)
-    if out is x:
-        return torch.where(keep, x, gathered, out=x)
-    if not gathered.is_contiguous(memory_format=_memory_format(x)):
-        gathered = gathered.contiguous(memory_format=_memory_format(x))
-    result = torch.where(keep, x, gathered, out=gathered)
-    return result if out is None else out.copy_(result)
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:

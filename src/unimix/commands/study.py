@@ -52,8 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eps",
         type=_eps,
-        default=4 / 255,
-        help="ε of the FGSM/PGD columns, pixel units (default 4/255)",
+        default=8 / 255,
+        help="ε of the FGSM/PGD columns of results.csv, pixel units (default 8/255)",
     )
     parser.add_argument("--pgd-steps", type=int, default=10, help="PGD iterations (default 10)")
     parser.add_argument(

@@ -64,11 +64,13 @@ def plot_mask_gallery(
     r: float = 0.5,
     seed: int = 0,
     images: Tensor | None = None,
+    max_columns: int = 5,
 ) -> Path:
     """Write a PNG: the two source images, then per method the mixed image and its mask.
 
     ``lam`` is the mixing ratio (weight of the first image) and ``r`` HMix's box-area ratio, as in
     the paper's figure (λ = 0.65, r = 0.5). Methods that need a model (e.g. PuzzleMix) are skipped.
+    The panels wrap after ``max_columns`` columns. ``λ̄`` is each method's effective ratio.
     """
     import matplotlib
 
@@ -86,20 +88,22 @@ def plot_mask_gallery(
             if methods is not None:
                 raise
             print(f"gallery: skipping {name}: {err}")
-    cols = len(panels) + 1
-    fig, axes = plt.subplots(
-        2, cols, figsize=(2.6 * cols, 2 * 2.6 * x.shape[-2] / x.shape[-1] + 1.2)
-    )
-    axes = np.asarray(axes).reshape(2, cols)
+    slots = len(panels) + 1  # the source images take the first slot
+    cols = min(max_columns, slots)
+    blocks = -(-slots // cols)
+    aspect = x.shape[-2] / x.shape[-1]
+    fig, axes = plt.subplots(2 * blocks, cols, figsize=(2.8 * cols, 2 * blocks * 2.8 * aspect + 1.0))
+    axes = np.asarray(axes).reshape(2 * blocks, cols)
     for row in range(2):
         axes[row, 0].imshow(x[row].permute(1, 2, 0).numpy())
         axes[row, 0].set_title("image A" if row == 0 else "image B", fontsize=10)
-    for col, (name, mixed, mask, lam_eff) in enumerate(panels, start=1):
-        axes[0, col].imshow(mixed.clamp(0, 1).permute(1, 2, 0).numpy())
-        axes[0, col].set_title(f"{name}  λ̄={lam_eff:.2f}", fontsize=10)
+    for slot, (name, mixed, mask, lam_eff) in enumerate(panels, start=1):
+        top, col = 2 * (slot // cols), slot % cols
+        axes[top, col].imshow(mixed.clamp(0, 1).permute(1, 2, 0).numpy())
+        axes[top, col].set_title(f"{name}  λ̄ = {lam_eff:.2f}", fontsize=10)
         if mask is not None:
-            axes[1, col].imshow(mask.numpy(), cmap="gray", vmin=0, vmax=1)
-            axes[1, col].set_title("mask M (white = A)", fontsize=8)
+            axes[top + 1, col].imshow(mask.numpy(), cmap="gray", vmin=0, vmax=1)
+            axes[top + 1, col].set_title("mask M (white = A)", fontsize=8)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
