@@ -735,6 +735,7 @@ def test_cli_evaluate(digits: Digits, tmp_path: Path, monkeypatch, capsys) -> No
         calls.append((Path(run_dir), torch.device(device)))
         spec = types.SimpleNamespace(
             test=torch.utils.data.TensorDataset(digits.images, digits.labels),
+            test_tensors=lambda: (digits.images, digits.labels),
             mean=(digits.mean,),
             std=(digits.std,),
             num_classes=10,

@@ -105,11 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-    from torch.utils.data import DataLoader
-
-    from unimix.evaluate import evaluate_model, format_table
-    from unimix.train import load_run
+    from unimix.evaluate import evaluate_run, format_table
 
     run_dir: Path = args.run_dir
     if not run_dir.is_dir():
@@ -126,45 +122,18 @@ def run(args: argparse.Namespace) -> int:
         if value < low:
             print(f"error: {name} must be >= {low}, got {value}", file=sys.stderr)
             return 2
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-    model, spec, config = load_run(run_dir, device)
-    # In-memory test sets (digits, CIFAR) are sliced into batches directly; others are loaded.
-    tensors = spec.test_tensors() if callable(getattr(spec, "test_tensors", None)) else None
-    data = (
-        tensors
-        if tensors is not None
-        else DataLoader(
-            spec.test,
-            batch_size=args.batch_size,
-            shuffle=False,
-            num_workers=0,
-            pin_memory=device.type == "cuda",
-        )
-    )
-    result = evaluate_model(
-        model,
-        data,
-        mean=spec.mean,
-        std=spec.std,
-        device=device,
+    result = evaluate_run(
+        run_dir,
+        device=args.device,
+        batch_size=args.batch_size,
+        seed=args.seed,
         eps_list=args.eps,
         pgd_steps=args.pgd_steps,
         pgd_step_size=args.pgd_step_size,
         pgd_random_start=not args.no_random_start,
         attack_loss=args.attack_loss,
         occlusion_size=args.occlusion_size or None,
-        generator=torch.Generator().manual_seed(args.seed),
-        batch_size=args.batch_size,
         max_batches=args.max_batches,
-    )
-    cfg = config if isinstance(config, dict) else getattr(config, "__dict__", {})
-    result.meta.update(
-        {
-            "run_dir": str(run_dir),
-            "seed": args.seed,
-            **{k: cfg[k] for k in ("dataset", "model", "method", "methods") if k in cfg},
-        }
     )
     out = args.out or run_dir / "evaluation.json"
     out.parent.mkdir(parents=True, exist_ok=True)

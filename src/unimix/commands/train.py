@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from unimix.train.config import BOOL_KEYS
+
 HELP = "Train a classifier with a mixing method (recipes, resume, several GPUs through torchrun)."
 
 _KEY_HELP = {
@@ -67,16 +69,6 @@ _KEY_HELP = {
 }
 
 _LIST_KEYS = {"methods", "milestones", "image_size"}
-_BOOL_KEYS = {
-    "train_augment",
-    "drop_last",
-    "nesterov",
-    "decay_norm_bias",
-    "channels_last",
-    "compile",
-    "deterministic",
-    "tensorboard",
-}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + key.replace("_", "-")
         dest = f"cfg_{key}"
         helptext = _KEY_HELP.get(key, key)
-        if key in _BOOL_KEYS:
+        if key in BOOL_KEYS:
             keys.add_argument(
                 flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=helptext
             )
@@ -128,7 +120,7 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         if not name.startswith("cfg_") or value is None:
             continue
         key = name[len("cfg_") :]
-        if key in _BOOL_KEYS:
+        if key in BOOL_KEYS:
             out[key] = bool(value)
         elif key in _LIST_KEYS:
             items = [v for part in value for v in str(part).replace(",", " ").split()]

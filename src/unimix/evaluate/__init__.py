@@ -24,8 +24,10 @@ from unimix.evaluate.metrics import (
     topk_error,
 )
 from unimix.evaluate.occlusion import random_occlusion
+from unimix.evaluate.run import evaluate_run
 
 __all__ = [
+    "evaluate_run",
     "DEFAULT_EPS",
     "EvalResult",
     "ReliabilityDiagram",

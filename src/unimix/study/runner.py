@@ -225,39 +225,27 @@ def _probe_epoch_seconds(run: StudyRun, steps: int = 4) -> float:
 
 
 def _evaluate(run: StudyRun, cfg: StudyConfig) -> dict[str, Any]:
-    from unimix.evaluate import evaluate_model
-    from unimix.train import load_run
+    from unimix.evaluate import evaluate_run
 
-    device = (
-        cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
-    model, spec, _ = load_run(run.run_dir, device)
-    tensors = spec.test_tensors()
-    data: Any = tensors if tensors is not None else _test_loader(spec, device)
-    result = evaluate_model(
-        model,
-        data,
-        mean=spec.mean,
-        std=spec.std,
+    device = None if cfg.device == "auto" else cfg.device
+    config = run.config
+    size = config.image_size or 32
+    result = evaluate_run(
+        run.run_dir,
         device=device,
+        seed=10_000 + run.seed,
         eps_list=cfg.eps_list,
         pgd_steps=cfg.pgd_steps,
-        occlusion_size=cfg.occlusion_size or _default_occlusion(spec.image_size),
-        generator=torch.Generator().manual_seed(10_000 + run.seed),
+        occlusion_size=cfg.occlusion_size or _default_occlusion(size),
     )
     atomic_write_text(run.eval_path, result.to_json() + "\n")
     return result.to_dict()
 
 
-def _test_loader(spec: Any, device: str) -> Any:
-    from unimix.data import make_loader
-
-    return make_loader(spec.test, 256, shuffle=False, device=device)
-
-
-def _default_occlusion(image_size: Sequence[int]) -> int:
+def _default_occlusion(image_size: int | Sequence[int]) -> int:
     """A quarter of the shorter side: 8 pixels at 32×32, 56 at 224×224."""
-    return max(1, min(image_size) // 4)
+    sides = [image_size] if isinstance(image_size, int) else list(image_size)
+    return max(1, min(sides) // 4)
 
 
 def _row(run: StudyRun, cfg: StudyConfig) -> dict[str, Any]:

@@ -221,23 +221,15 @@ class TrainConfig:
             raise ValueError(
                 f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
             )
-        for key in (
-            "train_augment",
-            "drop_last",
-            "nesterov",
-            "decay_norm_bias",
-            "channels_last",
-            "compile",
-            "deterministic",
-            "tensorboard",
-        ):
+        for key in BOOL_KEYS:
             if not isinstance(getattr(self, key), bool):
                 raise TypeError(f"{key} must be true or false, got {getattr(self, key)!r}")
 
 
 # ---- coercion and checks ---------------------------------------------------------------------
 
-_BOOL_KEYS = {f.name for f in dataclasses.fields(TrainConfig) if f.type in ("bool",)}
+#: The keys that hold true/false.
+BOOL_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.type in ("bool",))
 _INT_KEYS = {
     "split_seed",
     "num_workers",
@@ -286,7 +278,7 @@ def _coerce(key: str, value: Any) -> Any:
     """Light coercion of values from YAML or the command line to the key's type."""
     if value is None or (isinstance(value, str) and value.lower() in ("null", "~")):
         return None
-    if key in _BOOL_KEYS and isinstance(value, str):
+    if key in BOOL_KEYS and isinstance(value, str):
         lowered = value.lower()
         if lowered in ("true", "yes", "on", "1"):
             return True
