@@ -251,7 +251,8 @@ def test_settings_are_fixed_but_mixup_enabled_is_not():
         ({"mixup_alpha": 0.0, "cutmix_alpha": 0.0}, ValueError, "mixup_alpha and cutmix_alpha"),
         ({"mixup_alpha": -1.0}, ValueError, "mixup_alpha"),
         ({"cutmix_alpha": "1"}, TypeError, "cutmix_alpha"),
-        ({"cutmix_minmax": (0.2, 0.8)}, NotImplementedError, "cutmix_minmax"),
+        ({"cutmix_minmax": (0.2, 0.8, 0.9)}, ValueError, "cutmix_minmax"),
+        ({"cutmix_minmax": (0.2, 0.8), "cutmix_mode": "hmix"}, ValueError, "bbox"),
         ({"cutmix_mode": "box"}, ValueError, "cutmix_mode"),
         ({"hmix_ratio": 1.5}, ValueError, "hmix_ratio"),
         ({"num_classes": 0}, ValueError, "num_classes"),
@@ -354,3 +355,23 @@ def test_mix_probability_matches_timm():
         lam = torch.cat(runner(10, 0, **kw)[1])
         mixed = int(((lam - 1).abs() > 1e-7).sum())
         assert stats.binomtest(mixed, lam.shape[0], 0.6).pvalue > 1e-3
+
+
+def test_cutmix_minmax_boxes_follow_timm_and_labels_match_pixels():
+    pytest.importorskip("timm.data.mixup")
+    from timm.data.mixup import rand_bbox_minmax
+
+    fn = TimmMixup(mixup_alpha=0.0, cutmix_minmax=(0.3, 0.7), mode="elem", num_classes=10,
+                   label_smoothing=0.0, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(4000, 1, 20, 30)
+    y = torch.arange(4000) % 2  # row k and its partner 3999 − k have different classes
+    original = x.clone()
+    _, targets = fn(x, y)
+    own = targets[torch.arange(4000), y]
+    kept = (x == original).float().mean(dim=(1, 2, 3))
+    torch.testing.assert_close(own, kept)  # the label weighs exactly the pixels kept
+    # box sides uniform in [0.3, 0.7] of each side, as timm: compare the pasted areas' means
+    np.random.seed(0)
+    yl, yh, xl, xh = rand_bbox_minmax((1, 1, 20, 30), (0.3, 0.7), count=4000)
+    timm_area = ((yh - yl) * (xh - xl) / 600).mean()
+    assert abs((1 - own.mean().item()) - timm_area) < 0.01

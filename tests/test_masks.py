@@ -7,16 +7,18 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import unimix  # noqa: F401  (registers every method)
 from unimix import masks
 
 CORE = ["none", "mixup", "cutmix", "hmix", "gmix"]
+ALL = masks.available()  # the core four, cutmix_minmax, fmix, gridmix, smoothmix, …
 
 sizes = st.integers(min_value=1, max_value=23)
 lams = st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size=6)
 
 
-@settings(max_examples=60, deadline=None)
-@given(name=st.sampled_from(CORE), h=sizes, w=sizes, lam=lams, seed=st.integers(0, 2**31))
+@settings(max_examples=80, deadline=None)
+@given(name=st.sampled_from(ALL), h=sizes, w=sizes, lam=lams, seed=st.integers(0, 2**31))
 def test_shape_range_and_effective_lambda_is_mask_mean(name, h, w, lam, seed):
     g = torch.Generator().manual_seed(seed)
     out = masks.get(name)(torch.tensor(lam), h, w, generator=g)
@@ -26,15 +28,15 @@ def test_shape_range_and_effective_lambda_is_mask_mean(name, h, w, lam, seed):
     torch.testing.assert_close(out.lam, out.masks.mean(dim=(1, 2, 3)), atol=1e-6, rtol=0)
 
 
-@settings(max_examples=30, deadline=None)
-@given(name=st.sampled_from(CORE), h=sizes, w=sizes, lam=lams, seed=st.integers(0, 2**31))
+@settings(max_examples=40, deadline=None)
+@given(name=st.sampled_from(ALL), h=sizes, w=sizes, lam=lams, seed=st.integers(0, 2**31))
 def test_same_seed_same_masks(name, h, w, lam, seed):
     a = masks.get(name)(torch.tensor(lam), h, w, generator=torch.Generator().manual_seed(seed))
     b = masks.get(name)(torch.tensor(lam), h, w, generator=torch.Generator().manual_seed(seed))
     assert torch.equal(a.masks, b.masks) and torch.equal(a.lam, b.lam)
 
 
-@pytest.mark.parametrize("name", ["cutmix", "hmix"])
+@pytest.mark.parametrize("name", ["cutmix", "hmix", "cutmix_minmax"])
 @settings(max_examples=40, deadline=None)
 @given(h=sizes, w=sizes, lam=lams, seed=st.integers(0, 2**31))
 def test_box_methods_report_their_box(name, h, w, lam, seed):

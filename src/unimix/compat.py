@@ -120,7 +120,7 @@ class TimmMixup:
     * Randomness comes from ``generator`` (a :class:`torch.Generator`, or PyTorch's global RNG),
       not from NumPy's global RNG.
     * ``cutmix_minmax`` (timm's Darknet-style boxes whose sides are drawn uniformly, independently
-      of λ) is no mask family unimix has: it raises :class:`NotImplementedError`.
+      of λ) uses the ``cutmix_minmax`` sampler; as in timm it turns CutMix on.
 
     In ``"elem"``/``"pair"`` modes the targets' dtype is that of ``float32 × x.dtype`` and in
     ``"batch"`` mode float32, as in timm. The underlying engine is :attr:`mixer`.
@@ -159,10 +159,11 @@ class TimmMixup:
                     f"{name} must be a finite number >= 0 (0 turns it off), got {value}"
                 )
         if cutmix_minmax is not None:
-            raise NotImplementedError(
-                "cutmix_minmax is not supported: its boxes are drawn independently of λ, a mask "
-                "family unimix does not have; use cutmix_alpha (CutMix with λ ~ Beta) instead"
-            )
+            if len(cutmix_minmax) != 2:
+                raise ValueError(f"cutmix_minmax must be (min, max), got {cutmix_minmax!r}")
+            if cutmix_mode != "bbox":
+                raise ValueError("cutmix_minmax draws plain CutMix boxes: use cutmix_mode='bbox'")
+            cutmix_alpha = 1.0  # as timm: minmax turns CutMix on; its boxes ignore λ
         if mixup_alpha == 0 and cutmix_alpha == 0:
             raise ValueError("one of mixup_alpha and cutmix_alpha must be > 0 to mix anything")
         if cutmix_mode not in _CUT_METHODS:
@@ -179,7 +180,7 @@ class TimmMixup:
             raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        cut = _CUT_METHODS[cutmix_mode]
+        cut = _CUT_METHODS[cutmix_mode] if cutmix_minmax is None else "cutmix_minmax"
         if not correct_lam and cutmix_alpha > 0:
             warnings.warn(
                 "correct_lam=False is ignored: unimix labels every mix with the effective λ "
@@ -198,6 +199,7 @@ class TimmMixup:
             switch_prob=switch_prob if len(methods) == 2 else None,
             generator=generator,
             **({"r": float(hmix_ratio)} if cut == "hmix" and "hmix" in methods else {}),
+            **({"minmax": tuple(cutmix_minmax)} if cutmix_minmax is not None else {}),
         )
         self.mixup_alpha = mixup_alpha
         self.cutmix_alpha = cutmix_alpha

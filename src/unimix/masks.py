@@ -38,6 +38,7 @@ __all__ = [
     "NoMix",
     "Mixup",
     "CutMix",
+    "CutMixMinMax",
     "HMix",
     "GMix",
     "register",
@@ -412,6 +413,37 @@ class CutMix(MaskSampler):
         y0, y1, x0, x1 = _one_box(1.0 - lam, height, width, generator)
         eff = 1.0 - (y1 - y0) * (x1 - x0) / (height * width)
         return _one_box_sample(y0, y1, x0, x1, 1.0, eff, height, width, device, binary=True)
+
+
+@register("cutmix_minmax")
+class CutMixMinMax(MaskSampler):
+    """CutMix with box sides drawn uniformly in ``[min, max]`` of each side, independently of λ
+    (the "Darknet" variant behind timm's ``cutmix_minmax``); the box lies inside the image.
+
+    λ is ignored (at λ = 1, "not mixed", the mask is all ones); ``λ̄ = 1 − |box|/HW`` is the
+    area actually kept, so labels match pixels.
+    """
+
+    def __init__(self, minmax: tuple[float, float] = (0.2, 0.8)) -> None:
+        if len(minmax) != 2 or not 0.0 <= float(minmax[0]) <= float(minmax[1]) <= 1.0:
+            raise ValueError(f"minmax must be (min, max) with 0 <= min <= max <= 1, got {minmax!r}")
+        self.minmax = (float(minmax[0]), float(minmax[1]))
+
+    def _sample(self, lam, height, width, device, generator):
+        n, lo, hi = lam.shape[0], *self.minmax
+        u = torch.rand(n, 4, generator=generator, device=lam.device)
+        sides = torch.tensor([height, width], device=lam.device)
+        box = (sides * (lo + (hi - lo) * u[:, :2])).long().minimum(sides)
+        box = torch.where((lam < 1)[:, None], box, 0)  # λ = 1: not mixed
+        start = ((sides - box + 1) * u[:, 2:]).long().minimum(sides - box)
+        inbox, area, boxes = _box_masks(
+            start[:, 0], start[:, 1], box[:, 0], box[:, 1], height, width, device, "clip"
+        )
+        eff = 1 - area.float() / (height * width)
+        return MaskSample(
+            lam=eff, boxes=boxes, outside=torch.ones_like(eff), binary=True,
+            build=lambda: _outside_box(torch.ones_like(eff), inbox()),
+        )
 
 
 @register("hmix")
