@@ -307,8 +307,14 @@ class Mixup(MaskSampler):
 
 
 def _box_masks(
-    y0: Tensor, x0: Tensor, box_h: Tensor, box_w: Tensor, height: int, width: int,
-    device: torch.device, boundary: Boundary,
+    y0: Tensor,
+    x0: Tensor,
+    box_h: Tensor,
+    box_w: Tensor,
+    height: int,
+    width: int,
+    device: torch.device,
+    boundary: Boundary,
 ) -> tuple[Callable[[], tuple[Tensor, Tensor]], Tensor, Tensor | None]:
     """A function making the boxes as two float indicator factors (see :func:`_outer`), the
     boxes' areas, and the clipped boxes (``None`` if wrapped around the image)."""
@@ -351,12 +357,18 @@ def _outside_box(value: Tensor, factors: tuple[Tensor, Tensor]) -> Tensor:
     return torch.addcmul(value.expand(shape), in_y * value, in_x, value=-1)
 
 
-def _one_box(area: float, height: int, width: int, generator: torch.Generator | None) -> tuple[int, int, int, int]:
+def _one_box(
+    area: float, height: int, width: int, generator: torch.Generator | None
+) -> tuple[int, int, int, int]:
     """One clipped box ``(y0, y1, x0, x1)`` as :func:`sample_boxes` draws it, in Python numbers."""
     side = math.sqrt(min(max(area, 0.0), 1.0))
     box_h = min(round(side * height), height)
     box_w = min(round(side * width), width)
-    centre = int(torch.randint(0, height * width, (1,), generator=generator, device=_random_device(generator)))
+    centre = int(
+        torch.randint(
+            0, height * width, (1,), generator=generator, device=_random_device(generator)
+        )
+    )
     cy, cx = divmod(centre, width)
     y0, x0 = cy - box_h // 2, cx - box_w // 2
     y1, x1 = min(max(y0 + box_h, 0), height), min(max(x0 + box_w, 0), width)
@@ -364,8 +376,16 @@ def _one_box(area: float, height: int, width: int, generator: torch.Generator | 
 
 
 def _one_box_sample(
-    y0: int, y1: int, x0: int, x1: int, outside: float, lam: float, height: int, width: int,
-    device: torch.device, binary: bool,
+    y0: int,
+    y1: int,
+    x0: int,
+    x1: int,
+    outside: float,
+    lam: float,
+    height: int,
+    width: int,
+    device: torch.device,
+    binary: bool,
 ) -> MaskSample:
     def build() -> Tensor:
         masks = torch.full((1, 1, height, width), outside, device=device)
@@ -441,7 +461,10 @@ class CutMixMinMax(MaskSampler):
         )
         eff = 1 - area.float() / (height * width)
         return MaskSample(
-            lam=eff, boxes=boxes, outside=torch.ones_like(eff), binary=True,
+            lam=eff,
+            boxes=boxes,
+            outside=torch.ones_like(eff),
+            binary=True,
             build=lambda: _outside_box(torch.ones_like(eff), inbox()),
         )
 
@@ -480,7 +503,9 @@ class HMix(MaskSampler):
         y0, y1, x0, x1 = _one_box(self.r * (1.0 - lam), height, width, generator)
         lam_c = 1.0 - (y1 - y0) * (x1 - x0) / (height * width)
         lam_m = min(1.0, lam / lam_c) if lam_c > 0 else 1.0
-        return _one_box_sample(y0, y1, x0, x1, lam_m, lam_m * lam_c, height, width, device, binary=False)
+        return _one_box_sample(
+            y0, y1, x0, x1, lam_m, lam_m * lam_c, height, width, device, binary=False
+        )
 
 
 @register("gmix")

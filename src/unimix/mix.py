@@ -481,9 +481,13 @@ class Mixer:
         if applied and (self.prob < 1.0 or len(self.methods) > 1):
             u_apply, u_method = torch.rand(2, generator=g, device=self._rand_device()).tolist()
             applied = u_apply < self.prob
-            m = next((i for i, c in enumerate(self._cumulative) if u_method < c), len(self.methods) - 1)
-        partner = self._flip(batch, device) if self.partner == "flip" or batch == 1 else (
-            self._draw_partner(batch).to(device)
+            m = next(
+                (i for i, c in enumerate(self._cumulative) if u_method < c), len(self.methods) - 1
+            )
+        partner = (
+            self._flip(batch, device)
+            if self.partner == "flip" or batch == 1
+            else (self._draw_partner(batch).to(device))
         )
         sample: _masks.MaskSample | None = None
         lam = lam_eff = 1.0
@@ -504,7 +508,11 @@ class Mixer:
         out = x if inplace else None
         if sample is None or (sample.constant and lam_eff == 1.0):
             out = x.clone() if out is None else out
-        elif sample.boxes is not None and sample.outside is not None and float(sample.outside[0]) == 1.0:
+        elif (
+            sample.boxes is not None
+            and sample.outside is not None
+            and float(sample.outside[0]) == 1.0
+        ):
             # a CutMix-style binary box: only the box is written, from the partner rows
             y0, y1, x0, x1 = sample.boxes[0].tolist()
             out = x.clone() if out is None else out
@@ -539,8 +547,12 @@ class Mixer:
         if out is not x or not x.is_floating_point():
             return _blend(x, partner, w, out)
         ws = self._workspace
-        if ws is None or ws.shape != x.shape or ws.dtype != x.dtype or ws.device != x.device or (
-            ws.stride() != x.stride()
+        if (
+            ws is None
+            or ws.shape != x.shape
+            or ws.dtype != x.dtype
+            or ws.device != x.device
+            or (ws.stride() != x.stride())
         ):
             ws = self._workspace = torch.empty_like(x)
         torch.index_select(x, 0, partner, out=ws)
@@ -649,12 +661,18 @@ class Mixer:
         elif constant and bool((lam_eff_u == 1).all()):
             out = x.clone() if out is None else out
         elif constant:
-            out = self._blend(x, partner, _rows(lam_eff_u.to(wdtype).view(-1, 1, 1, 1), unit, self.mode), out)
+            out = self._blend(
+                x, partner, _rows(lam_eff_u.to(wdtype).view(-1, 1, 1, 1), unit, self.mode), out
+            )
         else:
             # lerp with 0/1 weights copies exactly, so binary masks need no separate select
             out = self._blend(x, partner, _rows(weights(), unit, self.mode), out)
 
-        lam_eff = lam_eff_u.expand(x.shape[0]) if self.mode == "batch" else _rows(lam_eff_u, unit, self.mode)
+        lam_eff = (
+            lam_eff_u.expand(x.shape[0])
+            if self.mode == "batch"
+            else _rows(lam_eff_u, unit, self.mode)
+        )
         if image_results:
             lam_eff = lam_eff.clone()
             for sel, mixed, lam_rows in image_results:

@@ -92,7 +92,9 @@ def plot_mask_gallery(
     cols = min(max_columns, slots)
     blocks = -(-slots // cols)
     aspect = x.shape[-2] / x.shape[-1]
-    fig, axes = plt.subplots(2 * blocks, cols, figsize=(2.8 * cols, 2 * blocks * 2.8 * aspect + 1.0))
+    fig, axes = plt.subplots(
+        2 * blocks, cols, figsize=(2.8 * cols, 2 * blocks * 2.8 * aspect + 1.0)
+    )
     axes = np.asarray(axes).reshape(2 * blocks, cols)
     for row in range(2):
         axes[row, 0].imshow(x[row].permute(1, 2, 0).numpy())
