@@ -270,9 +270,15 @@ def table(rows: list[Row]) -> str:
     """The markdown table; a row with a note (skipped or failed columns) gets a numbered footnote."""
     head = " | ".join(f"{c} ms (×clone)" for c in COLUMNS)
     lines = [
-        f"| method | mode | H×W×B | dtype | clone ms | copy_ ms | {head} |",
-        "|" + "---|" * (6 + len(COLUMNS)),
+        f"| method | mode | H×W×B | dtype | clone ms | copy_ ms | {head} | ×mixup |",
+        "|" + "---|" * (7 + len(COLUMNS)),
     ]
+    # the cost the paper says HMix/GMix avoid: each method against Mixup, same mode, size, dtype
+    mixup = {
+        (r.mode, str(r.size), r.dtype): r.times.get("unimix in-place")
+        for r in rows
+        if r.method == "mixup"
+    }
     notes: list[str] = []
     for r in rows:
         name = r.method
@@ -281,7 +287,9 @@ def table(rows: list[Row]) -> str:
             name += f" [{len(notes)}]"
         cells = " | ".join(_cell(r.times.get(c), r.clone_ms) for c in COLUMNS)
         lead = f"| {name} | {r.mode} | {r.size} | {r.dtype} | {r.clone_ms:.3f} | {r.copy_ms:.3f} |"
-        lines.append(f"{lead} {cells} |")
+        base, ours = mixup.get((r.mode, str(r.size), r.dtype)), r.times.get("unimix in-place")
+        versus = "—" if not base or ours is None else f"{ours / base:.1f}×"
+        lines.append(f"{lead} {cells} | {versus} |")
     return "\n".join(lines + ([""] + notes if notes else []))
 
 

@@ -440,7 +440,7 @@ class Mixer:
         rows = torch.arange(batch, device=device)
         partner = self._draw_partner(batch).to(device) if batch > 1 else rows
         unit = self._unit_of_row(batch, partner)
-        n_units = int(unit.max()) + 1 if batch > 1 else 1
+        n_units = {"batch": 1, "pair": batch // 2, "elem": batch}[self.mode] if batch > 1 else 1
         if batch > 1:
             lam_u, method_u, applied_u, samples = self._draw_units(n_units, height, width, device)
         else:  # a single image has no partner: returned unmixed with its own target
@@ -455,7 +455,7 @@ class Mixer:
             x, labels, partner, unit, lam_u, method_u, applied_u, samples, out, context
         )
         lam_col = lam_eff[:, None]
-        mixed_targets = targets.index_select(0, partner).mul_(1.0 - lam_col).add_(targets * lam_col)
+        mixed_targets = targets.index_select(0, partner).mul_(1.0 - lam_col).addcmul_(targets, lam_col)
         if not return_info:
             return out, mixed_targets
         masks = None
@@ -588,14 +588,16 @@ class Mixer:
         device = x.device
         wdtype = x.dtype if x.is_floating_point() else torch.float32
         present = [m for m, s in enumerate(samples) if s is not None]
-        image_units = torch.zeros(n_units, dtype=torch.bool, device=device)
-        for m, obj in enumerate(self.methods):
-            if isinstance(obj, MixMethod):
-                image_units |= (method_u == m) & applied_u
+        image_units = None
+        if not self._all_masks:
+            image_units = torch.zeros(n_units, dtype=torch.bool, device=device)
+            for m, obj in enumerate(self.methods):
+                if isinstance(obj, MixMethod):
+                    image_units |= (method_u == m) & applied_u
 
         # Image-dependent methods read the original rows, so they run before any in-place mix.
         image_results: list[tuple[Tensor, Tensor, Tensor]] = []
-        if bool(image_units.any()):
+        if image_units is not None and bool(image_units.any()):
             image_rows = image_units[unit].nonzero().squeeze(1)
             for m, obj in enumerate(self.methods):
                 if not isinstance(obj, MixMethod):
@@ -613,7 +615,7 @@ class Mixer:
                     context=ctx,
                 )
                 if not x.is_floating_point():
-                    mixed = mixed.round().clamp(0, 255)
+                    mixed = _to_uint8(mixed.float())
                 image_results.append(
                     (sel, mixed.to(x.dtype), lam_rows.to(device=device, dtype=torch.float32))
                 )
@@ -658,7 +660,7 @@ class Mixer:
 
         if self.mode == "batch":
             out = self._mix_batch(x, partner, weights, lam_eff_u, constant, boxes, outside, out)
-        elif constant and bool((lam_eff_u == 1).all()):
+        elif constant and all(isinstance(self.methods[m], _masks.NoMix) for m in present):
             out = x.clone() if out is None else out
         elif constant:
             out = self._blend(
@@ -718,7 +720,7 @@ def _blend(x: Tensor, partner: Tensor, w: Tensor | float, out: Tensor | None) ->
     gathered = x.index_select(0, partner)
     if not x.is_floating_point():
         mixed = gathered.float().lerp_(x.float(), w if isinstance(w, float) else w.float())
-        mixed = mixed.round_().to(x.dtype)
+        mixed = _to_uint8(mixed)
         if out is None:
             return mixed.contiguous(memory_format=_memory_format(x))
         return out.copy_(mixed)
@@ -729,6 +731,12 @@ def _blend(x: Tensor, partner: Tensor, w: Tensor | float, out: Tensor | None) ->
             gathered = gathered.contiguous(memory_format=_memory_format(x))
         return gathered.lerp_(x, w)
     return out.copy_(gathered.lerp_(x, w))
+
+
+def _to_uint8(values: Tensor) -> Tensor:
+    """Round float pixel values in [0, 255] to uint8 (through int16: PyTorch's direct
+    float → uint8 cast is several times slower on CPU)."""
+    return values.round_().clamp_(0, 255).to(torch.int16).to(torch.uint8)
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:
