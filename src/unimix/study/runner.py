@@ -308,7 +308,7 @@ def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 def run_study(
     cfg: StudyConfig,
     *,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
     after_run: Callable[[StudyRun], None] | None = None,
 ) -> Path:
     """Train and evaluate every run of the study, then write the results and the report.
@@ -320,6 +320,8 @@ def run_study(
 
     from unimix.study.report import write_report
     from unimix.train import train
+
+    log = log or tqdm.write  # above the progress bars
 
     cfg.out.mkdir(parents=True, exist_ok=True)
     runs = plan_runs(cfg)

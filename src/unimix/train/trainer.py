@@ -456,7 +456,9 @@ class _Run:
 
     def log(self, message: str) -> None:
         if self.dist.is_main:
-            print(message, flush=True)
+            from tqdm import tqdm
+
+            tqdm.write(message)  # above any progress bar (the study's, the epoch's), not through it
 
     # -- existing run --------------------------------------------------------------------------
     def _existing(self, resume: bool) -> dict[str, Any] | None:
