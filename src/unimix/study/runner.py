@@ -357,6 +357,10 @@ def run_study(
                 log(f"study: {run.name} done ({finished}/{len(runs)})")
             if after_run is not None:
                 after_run(run)
+    except KeyboardInterrupt:
+        bar.close()
+        log("study: interrupted; run the same command again to continue (finished runs are kept)")
+        raise
     finally:
         bar.close()
     rows = [_row(run, cfg) for run in runs]
