@@ -67,3 +67,25 @@ def test_bad_arguments_exit_with_usage(bench, argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         bench.main(argv)
     assert exit_info.value.code == 2 and "usage" in capsys.readouterr().err
+
+
+def test_theory_benchmark_reports_time_and_memory_per_method():
+    import subprocess
+
+    script = SCRIPT.with_name("bench_theory.py")
+    cmd = [
+        sys.executable,
+        str(script),
+        "--size",
+        "12",
+        "--samples",
+        "8",
+        "--methods",
+        "cutmix",
+        "gmix",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r.split(" | ")[0].strip("| ") for r in rows] == ["cutmix", "gmix"]
+    dense = float(rows[0].split(" | ")[3])
+    assert dense == pytest.approx((12**2) ** 2 * 8 / 2**20, abs=0.5)

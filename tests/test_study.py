@@ -66,7 +66,7 @@ def test_study_end_to_end_writes_every_output_and_report_matches_results(tmp_pat
     for fig in ("curves", "robustness", "reliability", "gallery", "profiles"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000, fig
     for run in ("none-seed0", "hmix-seed0"):
-        for name in ("config.yaml", "metrics.csv", "checkpoint.pt", "eval.json"):
+        for name in ("config.yaml", "metrics.csv", "checkpoint.pt", "evaluation.json"):
             assert (out / "runs" / run / name).is_file(), (run, name)
 
     rows = read_results(out / "results.csv")
@@ -111,7 +111,7 @@ def test_interrupted_study_resumes_to_the_same_results(tmp_path):
     part = _config(tmp_path / "part", methods=("none", "mixup", "cutmix"))
     with pytest.raises(Stop):
         run_study(part, log=lambda s: None, after_run=stop_after_first)
-    assert (tmp_path / "part" / "runs" / "none-seed0" / "eval.json").exists()
+    assert (tmp_path / "part" / "runs" / "none-seed0" / "evaluation.json").exists()
     assert not (tmp_path / "part" / "results.csv").exists()
     logs = []
     run_study(part, log=logs.append)

@@ -1,7 +1,7 @@
 """Run the study: train and evaluate every method × seed on the same data and budget.
 
 Each run lives in ``OUT/runs/<method>-seed<k>/`` (the trainer's run directory, plus
-``eval.json``). A finished run is skipped, an interrupted one resumed, so a study can be stopped
+``evaluation.json``, as ``unimix evaluate`` writes it). A finished run is skipped, an interrupted one resumed, so a study can be stopped
 and started again at any point; ``results.csv`` is rebuilt from the run directories at the end.
 """
 
@@ -138,7 +138,7 @@ class StudyRun:
 
     @property
     def eval_path(self) -> Path:
-        return self.run_dir / "eval.json"
+        return self.run_dir / "evaluation.json"
 
     def done(self) -> bool:
         return self.eval_path.exists()
