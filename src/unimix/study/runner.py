@@ -79,7 +79,9 @@ class StudyConfig:
     recipe: str = "digits"
     overrides: list[str] = field(default_factory=list)
     device: str = "auto"
-    eps_list: list[float] = field(default_factory=lambda: [1 / 255, 2 / 255, 4 / 255, 8 / 255])
+    eps_list: list[float] = field(
+        default_factory=lambda: [1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255]
+    )
     attack_eps: float = 8 / 255
     pgd_steps: int = 10
     occlusion_size: int | None = None

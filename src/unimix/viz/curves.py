@@ -50,7 +50,7 @@ def plot_training_curves(
             sd = np.nanstd(err, 0, ddof=1)
             ax_err.fill_between(
                 epochs,
-                np.nanmean(err, 0) - sd,
+                np.clip(np.nanmean(err, 0) - sd, 0, None),
                 np.nanmean(err, 0) + sd,
                 color=line.get_color(),
                 alpha=0.15,
@@ -69,7 +69,8 @@ def plot_training_curves(
             label=f"{name} train",
         )
     ax_err.set(xlabel="epoch", ylabel="test top-1 error (%)", title="Test error")
-    ax_err.set_yscale("log")
+    ax_err.set_yscale("symlog", linthresh=1.0)  # logarithmic above 1 %, linear down to 0
+    ax_err.set_ylim(bottom=0)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="Loss (train: mixed targets)")
     ax_err.legend(fontsize=8)
     ax_loss.legend(fontsize=7, ncol=2)
