@@ -369,7 +369,9 @@ def test_cutmix_minmax_boxes_follow_timm_and_labels_match_pixels():
         label_smoothing=0.0,
         generator=torch.Generator().manual_seed(0),
     )
-    x = torch.rand(4000, 1, 20, 30)
+    # distinct integer parts: no pixel of a row equals its partner's by chance
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(4000, 1, 20, 30, generator=g) + torch.arange(4000.0).view(-1, 1, 1, 1)
     y = torch.arange(4000) % 2  # row k and its partner 3999 − k have different classes
     original = x.clone()
     _, targets = fn(x, y)
