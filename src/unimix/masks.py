@@ -102,11 +102,23 @@ class MaskSample:
         return f"MaskSample(masks={shape}, lam={self.lam}, constant={self.constant}, binary={self.binary})"
 
 
-def _check_unit(name: str, value: float) -> float:
+def check_unit(name: str, value: float) -> float:
+    """``value`` as a float in ``[0, 1]``, or a TypeError/ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number in [0, 1], got {type(value).__name__}")
     if not (0.0 <= float(value) <= 1.0):  # also rejects NaN
         raise ValueError(f"{name} must lie in [0, 1], got {value}")
+    return float(value)
+
+
+def check_alpha(name: str, value: float) -> float:
+    """``value`` as a finite float > 0 (a Beta parameter), or an error naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number > 0, got {type(value).__name__}")
+    if not 0.0 < float(value) < math.inf:  # also rejects NaN
+        raise ValueError(
+            f"{name} must be a finite number > 0 (the Beta(α, α) parameter), got {value}"
+        )
     return float(value)
 
 
@@ -132,10 +144,7 @@ def sample_lambda(
     ``generator`` (or by PyTorch's global RNG): the result is a pure function of the torch
     generator's state, which advances by one draw.
     """
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-        raise TypeError(f"alpha must be a positive number, got {type(alpha).__name__}")
-    if not alpha > 0 or math.isinf(alpha):
-        raise ValueError(f"alpha must be a finite number > 0, got {alpha}")
+    alpha = check_alpha("alpha", alpha)
     dev = generator.device if generator is not None else "cpu"
     seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=dev))
     lam = np.random.Generator(np.random.SFC64(seed)).beta(alpha, alpha, n)
@@ -145,8 +154,7 @@ def sample_lambda(
 def sample_lambda_one(alpha: float, generator: torch.Generator | None = None) -> float:
     """One ``λ ~ Beta(α, α)`` as a Python number (the engine's ``batch`` mode): like
     :func:`sample_lambda`, a pure function of the torch generator's state, which advances."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < math.inf:
-        raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
+    alpha = check_alpha("alpha", alpha)
     dev = generator.device if generator is not None else "cpu"
     seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=dev))
     return random.Random(seed).betavariate(alpha, alpha)
@@ -480,7 +488,7 @@ class HMix(MaskSampler):
     """
 
     def __init__(self, r: float = 0.5, boundary: Boundary = "clip") -> None:
-        self.r = _check_unit("r", r)
+        self.r = check_unit("r", r)
         self.boundary = _check_boundary(boundary)
 
     def _sample(self, lam, height, width, device, generator):

@@ -197,24 +197,6 @@ def one_hot_targets(
     return targets
 
 
-def _check_unit(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number in [0, 1], got {type(value).__name__}")
-    if not (0.0 <= float(value) <= 1.0):
-        raise ValueError(f"{name} must lie in [0, 1], got {value}")
-    return float(value)
-
-
-def _check_alpha(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number > 0, got {type(value).__name__}")
-    if not float(value) > 0 or float(value) == float("inf"):
-        raise ValueError(
-            f"{name} must be a finite number > 0 (the Beta(α, α) parameter), got {value}"
-        )
-    return float(value)
-
-
 class Mixer:
     """Mix a batch of images and labels with one or several MSDA methods.
 
@@ -270,10 +252,10 @@ class Mixer:
             if unknown:
                 raise ValueError(f"alpha names methods not in methods: {sorted(unknown)}")
             self.alphas = [
-                _check_alpha(f"alpha[{n!r}]", alpha.get(n, 1.0)) for n in self.method_names
+                _masks.check_alpha(f"alpha[{n!r}]", alpha.get(n, 1.0)) for n in self.method_names
             ]
         else:
-            self.alphas = [_check_alpha("alpha", alpha)] * len(self.methods)
+            self.alphas = [_masks.check_alpha("alpha", alpha)] * len(self.methods)
         if mode not in ("batch", "pair", "elem"):
             raise ValueError(f"mode must be 'batch', 'pair' or 'elem', got {mode!r}")
         if partner not in ("flip", "random"):
@@ -285,8 +267,8 @@ class Mixer:
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         self.mode: Mode = mode
-        self.prob = _check_unit("prob", prob)
-        self.label_smoothing = _check_unit("label_smoothing", label_smoothing)
+        self.prob = _masks.check_unit("prob", prob)
+        self.label_smoothing = _masks.check_unit("label_smoothing", label_smoothing)
         self.num_classes = num_classes
         self.partner: Partner = partner
         self.generator = generator
@@ -315,7 +297,7 @@ class Mixer:
         if len(set(map(str, names))) != len(names):
             raise ValueError(f"methods lists a method twice: {names}")
         if switch_prob is not None:
-            switch_prob = _check_unit("switch_prob", switch_prob)
+            switch_prob = _masks.check_unit("switch_prob", switch_prob)
             if len(names) != 2 or isinstance(methods, Mapping):
                 raise ValueError(
                     "switch_prob needs exactly two methods given as a list; use weights otherwise"
@@ -455,7 +437,9 @@ class Mixer:
             x, labels, partner, unit, lam_u, method_u, applied_u, samples, out, context
         )
         lam_col = lam_eff[:, None]
-        mixed_targets = targets.index_select(0, partner).mul_(1.0 - lam_col).addcmul_(targets, lam_col)
+        mixed_targets = (
+            targets.index_select(0, partner).mul_(1.0 - lam_col).addcmul_(targets, lam_col)
+        )
         if not return_info:
             return out, mixed_targets
         masks = None

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from unimix import masks as _masks
+from unimix.masks import check_alpha, check_unit
 
 Weighting = Literal["mask", "label"]
 MethodLike = str | _masks.MaskSampler | Callable[..., Any]
@@ -44,27 +45,11 @@ def _check_positive_int(name: str, value: object, minimum: int = 1) -> int:
 
 
 def _check_alpha(alpha: object) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-        raise TypeError(
-            f"alpha must be a number > 0 (the Beta(α, α) parameter), got {type(alpha).__name__}"
-        )
-    if not float(alpha) > 0 or math.isinf(alpha):
-        raise ValueError(
-            f"alpha must be a finite number > 0 (the Beta(α, α) parameter), got {alpha}"
-        )
-    return float(alpha)
+    return check_alpha("alpha", alpha)  # type: ignore[arg-type]
 
 
 def _check_lam(lam: object) -> float | None:
-    if lam is None:
-        return None
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)):
-        raise TypeError(
-            f"lam must be None (λ ~ Beta(α, α)) or a number in [0, 1], got {type(lam).__name__}"
-        )
-    if not 0.0 <= float(lam) <= 1.0:
-        raise ValueError(f"lam must lie in [0, 1], got {lam}")
-    return float(lam)
+    return None if lam is None else check_unit("lam", lam)  # type: ignore[arg-type]
 
 
 def resolve_sampler(method: MethodLike, **params: Any) -> Callable[..., Any]:
