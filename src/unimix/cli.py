@@ -10,7 +10,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("study", "train", "evaluate", "profile", "gallery", "bench")
+COMMANDS = ("study", "train", "evaluate", "profile", "gallery")
 
 
 def build_parser() -> argparse.ArgumentParser:
