@@ -74,7 +74,7 @@ def test_label_weight_is_mean_of_applied_mask_and_pixels_lie_between_sources(
     xa, xb = x.double(), x[info.partner].double()
     recon = applied.double() * xa + (1 - applied.double()) * xb
     tol = {torch.float16: 2e-3, torch.bfloat16: 1e-2, torch.uint8: 0.5}.get(dtype, 1e-5)
-    assert (out.double() - recon).abs().max() <= tol * (255 if dtype == torch.uint8 else 1) + 1e-9
+    assert (out.double() - recon).abs().max() <= tol + 1e-9  # uint8: rounding to whole levels
     lo, hi = torch.minimum(xa, xb), torch.maximum(xa, xb)
     assert torch.all(out.double() >= lo) and torch.all(out.double() <= hi)
 
