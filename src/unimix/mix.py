@@ -272,6 +272,7 @@ class Mixer:
         self.num_classes = num_classes
         self.partner: Partner = partner
         self.generator = generator
+        self._requires_model = any(getattr(m, "requires_model", False) for m in self.methods)
         self._all_masks = all(isinstance(m, _masks.MaskSampler) for m in self.methods)
         self._cumulative = (self.weights / self.weights.sum()).cumsum(0).tolist()
         self._flip_cache: dict[tuple[int, torch.device], Tensor] = {}
@@ -304,6 +305,11 @@ class Mixer:
                 )
             weights = [1.0 - switch_prob, switch_prob]
         return names, weights
+
+    @property
+    def requires_model(self) -> bool:
+        """Whether a call needs ``model=`` (PuzzleMix's saliency, Manifold Mixup's hook)."""
+        return self._requires_model
 
     def __repr__(self) -> str:
         methods = dict(
@@ -490,24 +496,15 @@ class Mixer:
                 lam_eff = float(weights.float().mean())
 
         out = x if inplace else None
-        if sample is None or (sample.constant and lam_eff == 1.0):
+        if sample is None:
             out = x.clone() if out is None else out
-        elif (
-            sample.boxes is not None
-            and sample.outside is not None
-            and float(sample.outside[0]) == 1.0
-        ):
-            # a CutMix-style binary box: only the box is written, from the partner rows
-            y0, y1, x0, x1 = sample.boxes[0].tolist()
-            out = x.clone() if out is None else out
-            out[:, :, y0:y1, x0:x1] = x[:, :, y0:y1, x0:x1].index_select(0, partner)
-        elif sample.constant:
-            w = lam_eff if x.is_floating_point() else torch.tensor(lam_eff).view(1, 1, 1, 1)
-            out = self._blend(x, partner, w, out)
         else:
-            if weights is None:
-                weights = sample.masks.to(wdtype)
-            out = self._blend(x, partner, weights, out)
+
+            def cast_masks() -> Tensor:
+                return weights if weights is not None else sample.masks.to(wdtype)
+
+            box = _pasted_box(sample.boxes, sample.outside)
+            out = self._mix_batch(x, partner, cast_masks, lam_eff, sample.constant, box, out)
 
         mixed = targets.index_select(0, partner).mul_(1.0 - lam_eff).add_(targets, alpha=lam_eff)
         if not return_info:
@@ -643,7 +640,8 @@ class Mixer:
             )
 
         if self.mode == "batch":
-            out = self._mix_batch(x, partner, weights, lam_eff_u, constant, boxes, outside, out)
+            box = _pasted_box(boxes, outside)
+            out = self._mix_batch(x, partner, weights, float(lam_eff_u[0]), constant, box, out)
         elif constant and all(isinstance(self.methods[m], _masks.NoMix) for m in present):
             out = x.clone() if out is None else out
         elif constant:
@@ -672,26 +670,32 @@ class Mixer:
         x: Tensor,
         partner: Tensor,
         weights: Callable[[], Tensor],
-        lam_eff: Tensor,
+        lam_eff: float,
         constant: bool,
-        boxes: Tensor | None,
-        outside: Tensor | None,
+        box: tuple[int, int, int, int] | None,
         out: Tensor | None,
     ) -> Tensor:
-        if constant and float(lam_eff[0]) == 1.0:
+        """One mask for the whole batch: nothing to do at ``λ̄ = 1``, a binary box pasted from the
+        partner rows (only the box is written), anything else blended."""
+        if constant and lam_eff == 1.0:
             return x.clone() if out is None else out
-        if boxes is not None and outside is not None and bool(outside[0] == 1.0):
-            # CutMix-style binary box: only the box is written, from the partner rows.
-            y0, y1, x0, x1 = boxes[0].tolist()
-            if out is None:
-                out = x.clone()
-            region = x[:, :, y0:y1, x0:x1]
-            out[:, :, y0:y1, x0:x1] = region.index_select(0, partner)
+        if box is not None:
+            y0, y1, x0, x1 = box
+            out = x.clone() if out is None else out
+            out[:, :, y0:y1, x0:x1] = x[:, :, y0:y1, x0:x1].index_select(0, partner)
             return out
         if constant:
-            w = float(lam_eff[0]) if x.is_floating_point() else lam_eff.view(1, 1, 1, 1)
+            w = lam_eff if x.is_floating_point() else torch.tensor(lam_eff).view(1, 1, 1, 1)
             return self._blend(x, partner, w, out)
         return self._blend(x, partner, weights(), out)
+
+
+def _pasted_box(boxes: Tensor | None, outside: Tensor | None) -> tuple[int, int, int, int] | None:
+    """The first mask's box when it is a CutMix-style binary box (1 outside), else ``None``."""
+    if boxes is None or outside is None or float(outside[0]) != 1.0:
+        return None
+    y0, y1, x0, x1 = boxes[0].tolist()
+    return y0, y1, x0, x1
 
 
 def _rows(per_unit: Tensor, unit: Tensor, mode: str) -> Tensor:

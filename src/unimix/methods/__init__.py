@@ -42,7 +42,7 @@ __all__ = [
 
 
 def requires_model(method: object) -> bool:
-    """Whether a method (name, class or instance) needs ``model=`` (and ``labels=``) in its context."""
+    """Whether a method (name, class or instance) needs ``model=`` in the Mixer call."""
     from unimix.mix import _METHODS
 
     target = _METHODS.get(method) if isinstance(method, str) else method

@@ -385,10 +385,6 @@ def _method_params(cfg: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in cfg.method_params.items() if k in taken}
 
 
-def _needs_model(mixer: Any) -> bool:
-    return any(getattr(m, "requires_model", False) for m in mixer.methods)
-
-
 def _build_mixer(cfg: TrainConfig, num_classes: int, seed: int) -> Any:
     from unimix import Mixer
 
@@ -682,7 +678,7 @@ class _Run:
         if mixer is not None and cfg.mix_where == "collate":
             from unimix.compat import MixCollate
 
-            if _needs_model(mixer):
+            if mixer.requires_model:
                 raise ValueError(
                     f"methods {cfg.methods} need the model, which the collate function does not "
                     "have; use mix_where='device'"
@@ -779,7 +775,7 @@ class _Run:
                     t_mix = clock.mark()
                     # PuzzleMix's saliency pass and Manifold Mixup's hook need the (unwrapped)
                     # model; Manifold Mixup mixes in the forward pass right below.
-                    extra = {"model": model} if _needs_model(mixer) else {}
+                    extra = {"model": model} if mixer.requires_model else {}
                     images, targets = mixer(images, labels, **extra)
                     clock.add("mix_ms", t_mix, clock.mark())
                 else:

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from unimix import masks as _masks
+from unimix.methods import requires_model
 from unimix.mix import _METHODS, MixMethod, _build_method
 
 __all__ = ["sample_photographs", "gallery_methods", "plot_mask_gallery"]
@@ -38,7 +39,7 @@ def gallery_methods() -> list[str]:
     """Every registered method that mixes without a model: all mask samplers but ``none``."""
     names = [n for n in _masks.available() if n != "none"]
     core = ["mixup", "cutmix", "hmix", "gmix"]
-    image = sorted(n for n, cls in _METHODS.items() if not getattr(cls, "requires_model", False))
+    image = sorted(n for n in _METHODS if not requires_model(n))
     return [n for n in core if n in names] + [n for n in names if n not in core] + image
 
 
