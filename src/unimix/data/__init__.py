@@ -44,7 +44,7 @@ __all__ = [
 DATA_DIR_ENV = "UNIMIX_DATA_DIR"
 _DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 _OPTIONS = {
-    "digits": {"test_size", "max_shift"},
+    "digits": {"test_size", "max_shift", "train_per_class", "train_fraction", "val_fraction"},
     "cifar10": {"padding", "flip"},
     "cifar100": {"padding", "flip"},
     "imagefolder": {"train_dir", "val_dir"},
@@ -79,7 +79,8 @@ def build_dataset(
             (ImageFolder).
         split_seed: seed of the train/test split (digits; the others come split).
         train_augment: apply the dataset's standard training augmentation to ``train``.
-        options: per dataset: digits ``test_size`` (0.2), ``max_shift``; CIFAR ``padding`` (4),
+        options: per dataset: digits ``test_size`` (0.2), ``max_shift``, ``train_per_class`` /
+            ``train_fraction`` (a low-data regime, the rest as test set), ``val_fraction``; CIFAR ``padding`` (4),
             ``flip`` (True); ImageFolder ``train_dir`` ("train"), ``val_dir`` ("val").
     """
     if not isinstance(name, str):
@@ -87,6 +88,10 @@ def build_dataset(
     key = name.lower().replace("-", "").replace("_", "")
     if key not in _DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(_DATASETS)}")
+    # split keys of a training configuration: None (or a zero val_fraction) means "not used"
+    for opt in ("train_per_class", "train_fraction", "val_fraction"):
+        if opt in options and not options[opt] and key != "digits":
+            del options[opt]
     unknown = sorted(set(options) - _OPTIONS[key])
     if unknown:
         raise TypeError(

@@ -190,6 +190,8 @@ class DataSpec:
     classes: tuple[str, ...] = ()
     root: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    #: Optional validation split carved from the training images (digits ``val_fraction``).
+    val: Dataset | None = None
 
     @property
     def in_memory(self) -> bool:
@@ -207,6 +209,10 @@ class DataSpec:
     def test_tensors(self) -> tuple[Tensor, Tensor] | None:
         """The whole test split as ``(images, labels)``, or ``None`` when not in memory."""
         return self.test.tensors() if isinstance(self.test, TensorImageDataset) else None
+
+    def val_tensors(self) -> tuple[Tensor, Tensor] | None:
+        """The whole validation split as ``(images, labels)``, or ``None`` when there is none."""
+        return self.val.tensors() if isinstance(self.val, TensorImageDataset) else None
 
     def _stats(self, like: Tensor) -> tuple[Tensor, Tensor]:
         mean = torch.tensor(self.mean, dtype=like.dtype, device=like.device).view(-1, 1, 1)

@@ -71,6 +71,9 @@ class TrainConfig:
     data_dir: str | None = None
     image_size: int | list[int] | None = None
     split_seed: int = 0
+    train_per_class: int | None = None  # digits: k training images per class, the rest is test
+    train_fraction: float | None = None  # digits: a stratified fraction for training instead
+    val_fraction: float = 0.0  # digits: share of the training images held out for validation
     train_augment: bool = True
     num_workers: int = 0
     drop_last: bool = True
@@ -162,9 +165,18 @@ class TrainConfig:
                 raise ValueError(f"{key} must be a non-empty name, got {getattr(self, key)!r}")
         _positive_int("batch_size", self.batch_size)
         _positive_int("epochs", self.epochs)
-        for key in ("steps", "eval_batch_size"):
+        for key in ("steps", "eval_batch_size", "train_per_class"):
             if getattr(self, key) is not None:
                 _positive_int(key, getattr(self, key))
+        if self.train_per_class is not None and self.train_fraction is not None:
+            raise ValueError(
+                "train_per_class and train_fraction both set; keep one (e.g. train_fraction=null)"
+            )
+        if self.train_fraction is not None:
+            _number(
+                "train_fraction", self.train_fraction, 0.0, 1.0, low_open=True, high_open=True
+            )
+        _number("val_fraction", self.val_fraction, low=0.0, high=1.0, high_open=True)
         for key in ("split_seed", "seed", "num_workers", "eval_every"):
             _int_at_least(key, getattr(self, key), 0)
         if self.image_size is not None:
@@ -232,6 +244,7 @@ class TrainConfig:
 BOOL_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.type in ("bool",))
 _INT_KEYS = {
     "split_seed",
+    "train_per_class",
     "num_workers",
     "batch_size",
     "eval_batch_size",
@@ -241,6 +254,8 @@ _INT_KEYS = {
     "eval_every",
 }
 _FLOAT_KEYS = {
+    "train_fraction",
+    "val_fraction",
     "lr",
     "momentum",
     "weight_decay",

@@ -365,6 +365,9 @@ def _build_dataset(cfg: TrainConfig) -> Any:
         image_size=cfg.image_size,
         split_seed=cfg.split_seed,
         train_augment=cfg.train_augment,
+        train_per_class=cfg.train_per_class,
+        train_fraction=cfg.train_fraction,
+        val_fraction=cfg.val_fraction,
     )
 
 
