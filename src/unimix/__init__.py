@@ -17,4 +17,16 @@ __all__ = [
     "masks",
     "methods",
 ]
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one source of the version (pyproject.toml reads it)
+
+# Submodules reachable as attributes after ``import unimix`` without importing them up front
+# (``unimix.compat.MixCollate``): loaded on first access, so ``import unimix`` stays light.
+_LAZY_SUBMODULES = frozenset({"compat", "integrations", "theory", "registry", "checks"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"unimix.{name}")
+    raise AttributeError(f"module 'unimix' has no attribute {name!r}")
