@@ -352,3 +352,12 @@ class MixCollate:
 
     def __repr__(self) -> str:
         return f"MixCollate({self.mixer!r}, collate_fn={getattr(self.collate_fn, '__name__', self.collate_fn)!r})"
+
+
+def __getattr__(name: str) -> Any:
+    # FastCollateMixup subclasses timm's class, so it is built on first use (timm stays optional).
+    if name == "FastCollateMixup":
+        from unimix.integrations.timm import FastCollateMixup
+
+        return FastCollateMixup
+    raise AttributeError(f"module 'unimix.compat' has no attribute {name!r}")
