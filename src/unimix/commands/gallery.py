@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "write a PNG gallery of every method's mask and mixed image (two sample photographs)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from unimix.commands._methods import methods_help
+
     parser.add_argument(
-        "--out", default="gallery.png", help="PNG file to write (default: gallery.png)"
+        "--out",
+        default="gallery.png",
+        metavar="FILE|DIR",
+        help="image file to write, or a directory that receives gallery.png (default: gallery.png)",
     )
     parser.add_argument(
-        "--methods", default=None, help="comma-separated methods (default: all that need no model)"
+        "--methods",
+        default=None,
+        help="comma-separated methods (default: all that need no model); "
+        + methods_help(),
     )
     parser.add_argument(
         "--lam", type=float, default=0.65, help="mixing ratio λ (default 0.65, as in the paper)"
@@ -22,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    for module, package in (("matplotlib", "matplotlib"), ("sklearn", "scikit-learn")):
+        if importlib.util.find_spec(module) is None:  # the photographs come from scikit-learn
+            print(f"unimix gallery needs {package}: pip install 'unimix[study]'", file=sys.stderr)
+            return 1
     from unimix.viz.gallery import plot_mask_gallery
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None

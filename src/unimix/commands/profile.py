@@ -54,12 +54,19 @@ def _methods(text: str) -> list[str]:
     return names
 
 
+def _mask_methods_help() -> str:
+    from unimix import masks
+
+    return "mask methods: " + ", ".join(sorted(masks.available()))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--methods",
         type=_methods,
         default="all",
-        help="comma-separated mask methods, or 'all' for every image-independent one (default)",
+        help="comma-separated mask methods, or 'all' for every image-independent one (default); "
+        + _mask_methods_help(),
     )
     parser.add_argument(
         "--size", type=_size, default="32", help="image size N or HxW (default: 32)"

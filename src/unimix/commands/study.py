@@ -15,6 +15,7 @@ def _eps(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from unimix.commands._methods import methods_help
     from unimix.study import PAPER_METHODS
 
     parser.add_argument(
@@ -28,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--methods",
         default=",".join(PAPER_METHODS),
-        help="comma-separated methods (default: %(default)s)",
+        help="comma-separated methods (default: %(default)s); " + methods_help(),
     )
     parser.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
     parser.add_argument(

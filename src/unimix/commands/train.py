@@ -49,7 +49,7 @@ _KEY_HELP = {
     "warmup_epochs": "linear warm-up length in epochs",
     "min_lr": "final learning rate of the cosine schedule",
     "grad_clip": "clip the gradient norm to this value",
-    "methods": "mixing methods: none, mixup, cutmix, hmix, gmix (several: chosen per batch)",
+    "methods": "mixing methods (several: chosen per batch)",
     "alpha": "Beta(alpha, alpha) of the mixing ratio",
     "mode": "batch, pair or elem: one mask per batch, pair or image",
     "mix_prob": "probability of mixing a batch/pair/image",
@@ -103,6 +103,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + key.replace("_", "-")
         dest = f"cfg_{key}"
         helptext = _KEY_HELP.get(key, key)
+        if key == "methods":  # every registered method, from the registry
+            from unimix.commands._methods import methods_help
+
+            helptext = f"{helptext}; {methods_help()}"
         if key in BOOL_KEYS:
             keys.add_argument(
                 flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=helptext

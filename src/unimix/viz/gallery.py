@@ -8,16 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from unimix import masks as _masks
-from unimix.methods import requires_model
-from unimix.mix import _METHODS, MixMethod, _build_method
 
-__all__ = ["sample_photographs", "gallery_methods", "plot_mask_gallery"]
+__all__ = [
+    "sample_photographs",
+    "gallery_methods",
+    "plot_mask_gallery",
+    "resolve_output",
+    "source_mask",
+]
+
+DEFAULT_FILENAME = "gallery.png"
 
 
 def sample_photographs(max_side: int | None = 320) -> Tensor:
@@ -35,27 +42,110 @@ def sample_photographs(max_side: int | None = 320) -> Tensor:
     return x.clamp(0, 1)
 
 
+def _registry() -> Any:
+    """:mod:`unimix.registry` where this engine has it, else ``None``."""
+    try:
+        from unimix import registry
+    except ImportError:
+        return None
+    return registry
+
+
+def _registered(kind: str | None = None) -> set[str]:
+    registry = _registry()
+    return set(registry.available(kind)) if registry is not None else set()
+
+
+def _all_methods() -> list[str]:
+    """Every method name the engine accepts (the registry's, and ``Mixer``'s list)."""
+    import unimix.mix
+
+    legacy = getattr(unimix.mix, "available_methods", None)
+    return sorted(_registered() | set(legacy() if legacy is not None else ()))
+
+
+def _mask_methods() -> list[str]:
+    return sorted(_registered("mask") | set(_masks.available()))
+
+
+def _requires_model(name: str) -> bool:
+    registry = _registry()
+    if registry is not None and name in _registered():
+        return bool(registry.requires_model(name))
+    import unimix.methods
+
+    check = getattr(unimix.methods, "requires_model", None)
+    return bool(check(name)) if check is not None else False
+
+
+def _build(name: str, params: dict[str, Any]) -> Any:
+    """The method registered as ``name``, built with ``params``, through the public API."""
+    registry = _registry()
+    if registry is not None and name in _registered():
+        return registry.get(name, **params)
+    from unimix.mix import Mixer
+
+    return Mixer(name, **params).methods[0]
+
+
 def gallery_methods() -> list[str]:
-    """Every registered method that mixes without a model: all mask samplers but ``none``."""
-    names = [n for n in _masks.available() if n != "none"]
+    """Every registered method that mixes without a model, but ``none``: the four of the paper
+    first, then the other masks, then the image-dependent methods."""
+    everything = _all_methods()
+    mask_names = [n for n in _mask_methods() if n != "none"]
     core = ["mixup", "cutmix", "hmix", "gmix"]
-    image = sorted(n for n in _METHODS if not requires_model(n))
-    return [n for n in core if n in names] + [n for n in names if n not in core] + image
+    image = sorted(
+        n for n in everything if n not in mask_names and n != "none" and not _requires_model(n)
+    )
+    return [n for n in core if n in mask_names] + [n for n in mask_names if n not in core] + image
+
+
+def source_mask(mixed: Tensor, first: Tensor, partner: Tensor, tol: float = 1e-3) -> Tensor:
+    """Where each pixel of ``mixed`` came from, as a mask ``M`` in ``[0, 1]`` (``[H, W]``).
+
+    For images ``[C, H, W]``, ``M(p)`` is the least-squares blend weight of ``first`` in
+    ``mixed(p) ≈ M(p)·first(p) + (1 − M(p))·partner(p)`` (clipped to ``[0, 1]``). A pixel that is
+    no blend of the two at that position — e.g. ResizeMix's pasted, resized partner — came from
+    the partner: ``M(p) = 0``. Where the two images agree (within ``tol``) the pixel counts as
+    ``first``'s. For a mask method this recovers the mask wherever the images differ, so the
+    gallery draws image-dependent methods (ResizeMix, SaliencyMix) like mask methods.
+    """
+    a, b, x = first.double(), partner.double(), mixed.double()
+    diff = a - b
+    norm = (diff * diff).sum(dim=0)
+    same = norm <= tol * tol * a.shape[0]
+    weight = ((x - b) * diff).sum(dim=0) / norm.clamp_min(1e-12)
+    weight = weight.clamp(0, 1)
+    residual = (x - (weight * a + (1 - weight) * b)).abs().amax(dim=0)
+    from_first = (x - a).abs().amax(dim=0) <= tol
+    mask = torch.where(residual > tol, torch.zeros_like(weight), weight)
+    mask = torch.where(same, from_first.double(), mask)
+    return mask.float()
 
 
 def _mix_one(
     name: str, x: Tensor, lam: float, r: float, g: torch.Generator
-) -> tuple[Tensor, Tensor | None, float]:
+) -> tuple[Tensor, Tensor, float, bool]:
+    """Mix ``x[0]`` with ``x[1]`` at ``lam``: the mixed image, its mask (derived from the pixels
+    for image-dependent methods: the last item is then True) and the effective λ."""
     params = {"r": r} if name == "hmix" else {}
-    method = _build_method(name, params)
+    method = _build(name, params)
     lam_t = torch.tensor([lam])
     if isinstance(method, _masks.MaskSampler):
         sample = method(lam_t, x.shape[-2], x.shape[-1], generator=g)
         m = sample.masks[0]
-        return m * x[0] + (1 - m) * x[1], m[0], float(sample.lam[0])
-    assert isinstance(method, MixMethod)
+        return m * x[0] + (1 - m) * x[1], m[0], float(sample.lam[0]), False
     mixed, lam_eff = method.mix(x[:1], x[1:], lam_t, generator=g, context={})
-    return mixed[0], None, float(lam_eff[0])
+    return mixed[0], source_mask(mixed[0], x[0], x[1]), float(lam_eff[0]), True
+
+
+def resolve_output(path: str | Path) -> Path:
+    """The file the gallery is written to: ``path`` itself, or ``path/gallery.png`` when ``path``
+    is an existing directory or has no file extension (``--out DIR``)."""
+    path = Path(path)
+    if path.is_dir() or not path.suffix:
+        return path / DEFAULT_FILENAME
+    return path
 
 
 def plot_mask_gallery(
@@ -71,7 +161,10 @@ def plot_mask_gallery(
 
     ``lam`` is the mixing ratio (weight of the first image) and ``r`` HMix's box-area ratio, as in
     the paper's figure (λ = 0.65, r = 0.5). Methods that need a model (e.g. PuzzleMix) are skipped.
-    The panels wrap after ``max_columns`` columns. ``λ̄`` is each method's effective ratio.
+    The panels wrap after ``max_columns`` columns. ``λ̄`` is each method's effective ratio. The
+    mask row of an image-dependent method is :func:`source_mask` (where each pixel came from).
+    ``path`` is a file, or a directory (existing, or a path without extension) that receives
+    ``gallery.png``; the path actually written is returned.
     """
     import matplotlib
 
@@ -100,21 +193,23 @@ def plot_mask_gallery(
     for row in range(2):
         axes[row, 0].imshow(x[row].permute(1, 2, 0).numpy())
         axes[row, 0].set_title("image A" if row == 0 else "image B", fontsize=10)
-    for slot, (name, mixed, mask, lam_eff) in enumerate(panels, start=1):
+    for slot, (name, mixed, mask, lam_eff, derived) in enumerate(panels, start=1):
         top, col = 2 * (slot // cols), slot % cols
         axes[top, col].imshow(mixed.clamp(0, 1).permute(1, 2, 0).numpy())
         axes[top, col].set_title(f"{name}  λ̄ = {lam_eff:.2f}", fontsize=10)
-        if mask is not None:
-            axes[top + 1, col].imshow(mask.numpy(), cmap="gray", vmin=0, vmax=1)
-            axes[top + 1, col].set_title("mask M (white = A)", fontsize=8)
+        axes[top + 1, col].imshow(mask.numpy(), cmap="gray", vmin=0, vmax=1)
+        label = "mask M (white = A)" if derived is False else "pixel source (white = A)"
+        axes[top + 1, col].set_title(label, fontsize=8)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_visible(False)
+        for spine in ax.spines.values():  # a thin frame, so white masks show their extent
+            spine.set_visible(bool(ax.images))
+            spine.set_color("0.75")
+            spine.set_linewidth(0.6)
     fig.suptitle(f"Mixed sample data augmentation as masks: λ = {lam}, HMix r = {r}", fontsize=11)
     fig.tight_layout()
-    path = Path(path)
+    path = resolve_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
