@@ -1,0 +1,298 @@
+"""A ``torchvision.transforms.v2`` batch transform on unimix's engine.
+
+torchvision mixes whole batches with ``v2.MixUp``/``v2.CutMix``, called after the ``DataLoader``
+collated them (in the loop, or in ``collate_fn``). :class:`MixTransform` is called the same way
+and follows the same conventions, for any unimix method — Mixup, CutMix, HMix, GMix (Park, Yun &
+Chun, "A Unified Analysis of Mixed Sample Data Augmentation: A Loss Function Perspective",
+NeurIPS 2022) and the rest::
+
+    from torchvision.transforms import v2
+    from unimix.integrations.torchvision import GMix, MixTransform
+
+    mix = v2.RandomChoice([MixTransform("hmix", r=0.5, num_classes=10), GMix(num_classes=10)])
+    images, targets = mix(images, labels)          # targets: [B, 10] floats
+    batch = mix({"image": images, "labels": labels, "ids": ids})   # dicts work too
+
+The conventions kept: it is an ``nn.Module`` (a ``v2.Transform``) and composes with ``v2.Compose``
+and ``v2.RandomChoice``; the labels are found by ``labels_getter`` (``"default"``: the second item
+of a tuple/list, or the ``"labels"``-like key of a dict; or a callable); labels are class indices
+``[B]`` (with ``num_classes``) or probabilities ``[B, K]``, and come back as float ``[B, K]``;
+``tv_tensors.Image``/``Video`` stay ``Image``/``Video``; everything else in the sample is passed
+through; PIL images, boxes, masks and keypoints are refused; bad input raises ``ValueError``.
+
+Where unimix differs: the label weight of every row is the mean of the mask actually applied
+(``λ̄``), the partner of row ``k`` is row ``B−1−k`` (torchvision rolls by one), and ``uint8``
+images are mixed too (rounded). Importing this module imports torchvision
+(``pip install 'unimix[vision]'``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from unimix.integrations import require
+from unimix.mix import Mixer
+
+_tv_tensors = require("torchvision.tv_tensors", "vision")
+_v2 = require("torchvision.transforms.v2", "vision")
+
+__all__ = ["MixTransform", "HMix", "GMix"]
+
+LabelsGetter = str | Callable[[Any], Any]
+
+
+def _flatten(tree: Any) -> tuple[list[Any], Callable[[list[Any]], Any]]:
+    """Leaves of nested tuples/lists/dicts, and a function that rebuilds the tree from new leaves."""
+    if isinstance(tree, Mapping):
+        keys = list(tree)
+        parts = [_flatten(tree[k]) for k in keys]
+    elif isinstance(tree, (tuple, list)):
+        keys = None
+        parts = [_flatten(v) for v in tree]
+    else:
+        return [tree], lambda leaves: leaves[0]
+    sizes = [len(leaves) for leaves, _ in parts]
+    flat = [leaf for leaves, _ in parts for leaf in leaves]
+
+    def rebuild(leaves: list[Any]) -> Any:
+        values, start = [], 0
+        for size, (_, build) in zip(sizes, parts, strict=True):
+            values.append(build(leaves[start : start + size]))
+            start += size
+        if keys is not None:
+            return type(tree)(zip(keys, values, strict=True))
+        if hasattr(tree, "_fields"):  # a namedtuple
+            return type(tree)(*values)
+        return type(tree)(values)
+
+    return flat, rebuild
+
+
+def default_labels_getter(inputs: Any) -> Any:
+    """torchvision's ``labels_getter="default"`` rule.
+
+    A tuple/list: its second item, itself the labels (a plain tensor) or a dict holding them. A
+    dict: the value under the key ``"labels"`` (any case), else under the first key containing
+    ``"label"`` (any case).
+    """
+    if isinstance(inputs, (tuple, list)):
+        if len(inputs) < 2:
+            raise ValueError(
+                "labels_getter='default' expects (images, labels) or a dict with a 'labels' key; "
+                f"got a {type(inputs).__name__} of length {len(inputs)}"
+            )
+        inputs = inputs[1]
+    if isinstance(inputs, Tensor) and not isinstance(inputs, _tv_tensors.TVTensor):
+        return inputs
+    if not isinstance(inputs, Mapping):
+        raise ValueError(
+            "labels_getter='default' expects (images, labels), (images, dict) or a dict; got "
+            f"{type(inputs).__name__}. Pass labels_getter=callable to say where the labels are"
+        )
+    keys = [k for k in inputs if isinstance(k, str)]
+    key = next((k for k in keys if k.lower() == "labels"), None)
+    key = key or next((k for k in keys if "label" in k.lower()), None)
+    if key is None:
+        raise ValueError(
+            f"no labels key among {list(inputs)} (looked for 'labels', then any key containing "
+            "'label'); pass labels_getter=callable to say where the labels are"
+        )
+    return inputs[key]
+
+
+def _is_pure_tensor(value: Any) -> bool:
+    return isinstance(value, Tensor) and not isinstance(value, _tv_tensors.TVTensor)
+
+
+class MixTransform(_v2.Transform):
+    """Mix a batch with any unimix method, as a ``torchvision.transforms.v2`` transform.
+
+    Args:
+        methods: a :class:`unimix.Mixer` to use as it is, or what :class:`~unimix.Mixer` takes as
+            ``methods`` (``"mixup"``, ``"cutmix"``, ``"hmix"``, ``"gmix"``, a list, ``{name:
+            weight}``); then ``alpha``, ``mode``, ``generator`` and ``**method_params`` (e.g.
+            ``r=0.5`` for HMix) build it. ``mode="batch"`` (the default) draws one ``λ ~ Beta(α,
+            α)`` and one mask per batch, as torchvision's MixUp and CutMix do.
+        num_classes: ``K``, needed when the labels are class indices ``[B]``.
+        labels_getter: ``"default"`` (see :func:`default_labels_getter`) or a callable taking the
+            transform's input and returning the labels tensor.
+
+    ``forward`` takes ``(images, labels)``, or one tuple/list/dict holding them, and returns the
+    same structure with the images mixed and the labels replaced by float targets ``[B, K]``,
+    ``ỹ_k = λ̄_k y_k + (1 − λ̄_k) y_{B−1−k}`` where ``λ̄_k`` is the mean of row ``k``'s mask. The
+    images are a ``tv_tensors.Image`` ``[B, C, H, W]``, a ``tv_tensors.Video`` ``[B, T, C, H, W]``
+    (one mask for all frames) or, when there is neither, the first plain tensor; only one is mixed.
+    """
+
+    def __init__(
+        self,
+        methods: Mixer | str | Sequence[str] | Mapping[str, float] = "mixup",
+        *,
+        alpha: float | Mapping[str, float] = 1.0,
+        mode: str = "batch",
+        num_classes: int | None = None,
+        labels_getter: LabelsGetter = "default",
+        generator: torch.Generator | None = None,
+        **method_params: Any,
+    ) -> None:
+        super().__init__()
+        if isinstance(methods, Mixer):
+            if method_params or generator is not None or mode != "batch" or alpha != 1.0:
+                raise TypeError(
+                    "methods is already a Mixer: set alpha, mode, generator and method parameters "
+                    "on the Mixer, not on MixTransform"
+                )
+            self.mixer = methods
+        else:
+            self.mixer = Mixer(
+                methods, alpha=alpha, mode=mode, generator=generator, **method_params
+            )  # type: ignore[arg-type]
+        if num_classes is not None and (
+            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+        ):
+            raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
+        self.num_classes = num_classes if num_classes is not None else self.mixer.num_classes
+        if labels_getter == "default":
+            self._labels_getter: Callable[[Any], Any] = default_labels_getter
+        elif callable(labels_getter):
+            self._labels_getter = labels_getter
+        else:
+            raise ValueError(
+                f"labels_getter must be 'default' or a callable, got {labels_getter!r}"
+            )
+        self.labels_getter = labels_getter
+
+    def extra_repr(self) -> str:
+        return f"mixer={self.mixer!r}, num_classes={self.num_classes}"
+
+    def forward(self, *inputs: Any) -> Any:
+        sample = inputs if len(inputs) > 1 else inputs[0]
+        flat, rebuild = _flatten(sample)
+        refused = (_tv_tensors.BoundingBoxes, _tv_tensors.Mask, _tv_tensors.KeyPoints)
+        if any(isinstance(v, refused) or type(v).__module__.startswith("PIL.") for v in flat):
+            raise ValueError(
+                f"{type(self).__name__} mixes batched image/video tensors; it does not support PIL "
+                "images, bounding boxes, keypoints or masks"
+            )
+        labels = self._labels_getter(sample)
+        targets = self._targets(labels)
+        index = self._image_index(flat, labels)
+        images = flat[index]
+        expected = 5 if isinstance(images, _tv_tensors.Video) else 4
+        if images.dim() != expected:
+            raise ValueError(
+                f"{type(self).__name__} expects a batch: a {expected}-dim "
+                f"{'video [B, T, C, H, W]' if expected == 5 else 'image [B, C, H, W]'} tensor, "
+                f"got shape {tuple(images.shape)}"
+            )
+        if images.shape[0] != targets.shape[0]:
+            raise ValueError(
+                f"the images hold {images.shape[0]} samples but the labels {targets.shape[0]}; "
+                "pass one label per image"
+            )
+        plain = images.as_subclass(Tensor)
+        batch, height, width = plain.shape[0], plain.shape[-2], plain.shape[-1]
+        mixed, mixed_targets = self.mixer(plain.reshape(batch, -1, height, width), targets)
+        mixed = mixed.reshape(plain.shape)
+        if isinstance(images, _tv_tensors.TVTensor):
+            mixed = _tv_tensors.wrap(mixed, like=images)
+        out = list(flat)
+        out[index] = mixed
+        where = [i for i, v in enumerate(flat) if v is labels]
+        if not where:
+            raise ValueError("labels_getter must return the labels tensor found in the input")
+        out[where[0]] = mixed_targets
+        return rebuild(out)
+
+    def _targets(self, labels: Any) -> Tensor:
+        """Float ``[B, K]`` targets from torchvision-style labels, checked as torchvision does."""
+        if not isinstance(labels, Tensor):
+            raise ValueError(f"the labels must be a tensor, got {type(labels).__name__}")
+        if labels.dim() == 1:
+            if self.num_classes is None:
+                raise ValueError(
+                    "num_classes is needed when the labels are class indices [B]; pass "
+                    "num_classes=K (or probabilities [B, K])"
+                )
+            if labels.is_floating_point() or labels.dtype == torch.bool:
+                raise ValueError(
+                    f"class-index labels must be integers, got {labels.dtype}; pass probabilities "
+                    "as [B, K]"
+                )
+            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+                raise ValueError(
+                    f"labels must lie in [0, num_classes={self.num_classes}), got range "
+                    f"[{int(labels.min())}, {int(labels.max())}]"
+                )
+            return F.one_hot(labels.long(), self.num_classes).float()
+        if labels.dim() == 2:
+            if self.num_classes is not None and labels.shape[1] != self.num_classes:
+                raise ValueError(
+                    f"labels [B, K] have K={labels.shape[1]} but num_classes={self.num_classes}; "
+                    "leave num_classes=None for probability labels"
+                )
+            return labels if labels.is_floating_point() else labels.float()
+        raise ValueError(
+            "labels must be class indices [B] or probabilities [B, num_classes], got shape "
+            f"{tuple(labels.shape)}"
+        )
+
+    @staticmethod
+    def _image_index(flat: list[Any], labels: Tensor) -> int:
+        visual = [
+            i for i, v in enumerate(flat) if isinstance(v, (_tv_tensors.Image, _tv_tensors.Video))
+        ]
+        if not visual:
+            visual = [i for i, v in enumerate(flat) if _is_pure_tensor(v) and v is not labels][:1]
+        if not visual:
+            raise ValueError("no image or video tensor found in the input to mix")
+        if len(visual) > 1:
+            raise ValueError(
+                f"found {len(visual)} image/video tensors; MixTransform mixes one per call"
+            )
+        return visual[0]
+
+
+class HMix(MixTransform):
+    """HMix(r) (Park, Yun & Chun, NeurIPS 2022) as a v2 transform: a CutMix box of side ratio
+    ``√(r(1−λ))`` with Mixup outside it; ``r = 0`` is Mixup, ``r = 1`` CutMix.
+    See :class:`MixTransform` for the call."""
+
+    def __init__(
+        self,
+        *,
+        alpha: float = 1.0,
+        r: float = 0.5,
+        num_classes: int | None = None,
+        labels_getter: LabelsGetter = "default",
+        mode: str = "batch",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(
+            "hmix", alpha=alpha, mode=mode, num_classes=num_classes,
+            labels_getter=labels_getter, generator=generator, r=r,
+        )  # fmt: skip
+
+
+class GMix(MixTransform):
+    """GMix (Park, Yun & Chun, NeurIPS 2022) as a v2 transform: a Gaussian patch of area
+    ``min(λ, 1−λ)·HW`` centred uniformly over the image. See :class:`MixTransform` for the call."""
+
+    def __init__(
+        self,
+        *,
+        alpha: float = 1.0,
+        num_classes: int | None = None,
+        labels_getter: LabelsGetter = "default",
+        mode: str = "batch",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(
+            "gmix", alpha=alpha, mode=mode, num_classes=num_classes,
+            labels_getter=labels_getter, generator=generator,
+        )  # fmt: skip
