@@ -281,9 +281,11 @@ def test_collate_mixing(tmp_path):
     result = train(cfg, tmp_path / "collate", progress=False)
     row = result.final
     assert 0 < row["mix_ms"] < row["step_ms"] and math.isfinite(row["train_loss"])
-    # the same mixer on the same batches: the loader's collate mixes what the device would
+    # the same mixer on the same batches; the collate function draws a stream per batch (so that
+    # loader workers and resumes are exact, tests/test_train_reliability.py), the device one
+    # stream per run: the same training objective, other draws
     device = train(cfg.replace(mix_where="device"), tmp_path / "device", progress=False)
-    assert row["train_loss"] == pytest.approx(device.final["train_loss"], rel=1e-4)
+    assert row["train_loss"] == pytest.approx(device.final["train_loss"], rel=0.05)
 
 
 def test_method_params_routed_to_the_methods_that_take_them(tmp_path):

@@ -28,6 +28,7 @@ from unimix.train.trainer import (
     load_result,
     load_run,
     lr_factor,
+    start_fingerprint,
     train,
 )
 
@@ -49,6 +50,7 @@ __all__ = [
     "read_metrics",
     "resolve_config",
     "save_checkpoint",
+    "start_fingerprint",
     "state_digest",
     "train",
 ]

@@ -13,6 +13,7 @@ A checkpoint is one ``torch.save`` file holding a mapping::
     partial     the current epoch's running sums (mid-epoch checkpoints only)
     history     every epoch's metrics row so far (metrics.csv is rebuilt from it on resume)
     wall_s      training wall time so far, over every session
+    checksum    SHA-256 of everything above (:func:`content_digest`), verified on every load
 
 Everything in it is tensors, numbers, strings and containers, so it loads with
 ``torch.load(weights_only=True)``: a checkpoint cannot execute code when read.
@@ -42,10 +43,13 @@ __all__ = [
     "capture_rng_state",
     "restore_rng_state",
     "state_digest",
+    "content_digest",
 ]
 
 CHECKPOINT_FORMAT = "unimix-train-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+#: Versions this unimix reads; version 1 predates the checksum (read without verification).
+_READABLE = (1, 2)
 
 
 class CheckpointError(ValueError):
@@ -56,7 +60,12 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> N
     """Write ``state`` to ``path`` atomically: a temporary file in the same directory, flushed to
     disk, then renamed over ``path`` (``os.replace``), so a kill at any moment leaves either the
     previous checkpoint or the new one, never a torn file."""
-    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
+    payload = {
+        **{k: v for k, v in state.items() if k != "checksum"},
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+    }
+    payload["checksum"] = content_digest(payload)
     with atomic_open(path, "wb") as fh:
         torch.save(payload, fh)
 
@@ -68,8 +77,9 @@ def load_checkpoint(
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        CheckpointError: the file is truncated or corrupt, or is not a unimix training checkpoint,
-            or was written by an incompatible version.
+        CheckpointError: the file is truncated or corrupt (including bytes changed inside a tensor:
+            the stored checksum no longer matches), or is not a unimix training checkpoint, or was
+            written by an incompatible version.
     """
     path = Path(path)
     if not path.is_file():
@@ -94,11 +104,20 @@ def load_checkpoint(
         ) from err
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a unimix training checkpoint")
-    if state.get("version") != CHECKPOINT_VERSION:
+    if state.get("version") not in _READABLE:
         raise CheckpointError(
             f"checkpoint {str(path)!r} has format version {state.get('version')!r}, this unimix "
-            f"reads version {CHECKPOINT_VERSION}"
+            f"reads versions {', '.join(map(str, _READABLE))}"
         )
+    if state["version"] >= 2:
+        stored = state.get("checksum")
+        actual = content_digest({k: v for k, v in state.items() if k != "checksum"})
+        if stored != actual:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} fails its checksum (stored {str(stored)[:12]}…, contents "
+                f"{actual[:12]}…): its bytes were damaged after it was written. Restore a good "
+                "copy, or delete the run directory to start the run again"
+            )
     missing = {"config", "model", "epoch", "step", "finished"} - set(state)
     if missing:
         raise CheckpointError(f"checkpoint {str(path)!r} lacks {sorted(missing)}; it is incomplete")
@@ -161,4 +180,35 @@ def state_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
         t = tensor.detach().to("cpu").contiguous()
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _feed(h: Any, obj: Any) -> None:
+    """Hash ``obj`` into ``h`` by structure: type tags, sorted mapping keys, tensor bytes."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().to("cpu").contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)};".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, Mapping):
+        h.update(f"D{len(obj)};".encode())
+        for key in sorted(obj, key=repr):
+            h.update(f"{key!r}:".encode())
+            _feed(h, obj[key])
+    elif isinstance(obj, (list, tuple)):  # a tuple may come back as a list: one tag for both
+        h.update(f"L{len(obj)};".encode())
+        for item in obj:
+            _feed(h, item)
+    else:
+        h.update(f"{type(obj).__name__}:{obj!r};".encode())
+
+
+def content_digest(obj: Any) -> str:
+    """SHA-256 of a checkpoint's contents: every tensor's dtype, shape and exact bytes, and every
+    number, string and container around them (mapping keys in sorted order). Equal digests mean
+    equal contents, so a changed byte anywhere, inside a tensor or in the metadata, is found."""
+    import hashlib
+
+    h = hashlib.sha256()
+    _feed(h, obj)
     return h.hexdigest()

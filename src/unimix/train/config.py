@@ -104,6 +104,7 @@ class TrainConfig:
     switch_prob: float | None = None
     label_smoothing: float = 0.0
     partner: str = "flip"
+    label_weight: str = "effective"  # "nominal": labels weighted by the drawn λ (issue 12)
     method_params: dict[str, Any] = field(default_factory=dict)
     mix_where: str = "device"
     # performance and reproducibility
@@ -223,6 +224,7 @@ class TrainConfig:
             _number("switch_prob", self.switch_prob, low=0.0, high=1.0)
         _number("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
         _choice("partner", self.partner, _PARTNERS)
+        _choice("label_weight", self.label_weight, ("effective", "nominal"))
         _choice("mix_where", self.mix_where, _MIX_WHERE)
         _choice("amp", self.amp, _AMP)
         for key in ("model_kwargs", "method_params"):
@@ -274,6 +276,7 @@ _STR_KEYS = {
     "schedule",
     "mode",
     "partner",
+    "label_weight",
     "mix_where",
     "amp",
     "device",
@@ -463,6 +466,7 @@ def load_recipe(recipe: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(
             f"{where} must be a YAML mapping of configuration keys, got {type(data).__name__}"
         )
+    data.pop("study", None)  # the study's own section (regimes, seeds): not a training key
     _check_keys(data)
     return data
 

@@ -24,6 +24,8 @@ __all__ = [
     "all_gather_objects",
     "barrier",
     "any_rank",
+    "max_over_ranks",
+    "broadcast_buffers",
 ]
 
 
@@ -145,3 +147,21 @@ def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def max_over_ranks(value: float, info: DistInfo) -> float:
+    """The largest ``value`` over ranks, on every rank; ``value`` itself on one process."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
+def broadcast_buffers(model: torch.nn.Module, info: DistInfo) -> None:
+    """Give every rank rank 0's buffers (BatchNorm statistics): DDP broadcasts them before each
+    forward, so after the last step of an epoch the ranks' copies differ by that step alone."""
+    if not info.enabled:
+        return
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)

@@ -4,13 +4,17 @@ torn one, whatever moment the writer is killed at."""
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_open", "atomic_write_text"]
+__all__ = ["atomic_open", "atomic_write_text", "remove_stale_temporaries"]
+
+# .<name>.<pid>.<8 hex digits>.tmp, as atomic_open names its temporary files
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
 
 
 @contextmanager
@@ -40,3 +44,33 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Replace ``path`` by ``text`` atomically (see :func:`atomic_open`)."""
     with atomic_open(path, "w") as fh:
         fh.write(text)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def remove_stale_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that interrupted :func:`atomic_open` writes left in
+    ``directory`` (those whose writing process no longer exists); returns the paths removed.
+
+    A kill at the wrong moment (``SIGKILL``, power loss) leaves ``.<name>.<pid>.<hex>.tmp``
+    behind, since no ``except`` block runs; the next run in the directory calls this.
+    """
+    directory = Path(directory)
+    removed: list[Path] = []
+    if not directory.is_dir():
+        return removed
+    for entry in directory.iterdir():
+        match = _TMP.match(entry.name)
+        if match is None or not entry.is_file() or _pid_alive(int(match["pid"])):
+            continue
+        entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
