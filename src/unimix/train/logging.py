@@ -13,13 +13,25 @@ import json
 import math
 import sys
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from unimix.train.fileio import atomic_write_text
 
-__all__ = ["MetricsLogger", "EpochProgress", "read_metrics", "format_epoch_line"]
+__all__ = [
+    "MetricsLogger",
+    "EpochProgress",
+    "TensorBoardMissingWarning",
+    "read_metrics",
+    "format_epoch_line",
+]
+
+
+class TensorBoardMissingWarning(UserWarning):
+    """TensorBoard logging was asked for, but the ``tensorboard`` package is not installed."""
+
 
 METRICS_CSV = "metrics.csv"
 METRICS_JSONL = "metrics.jsonl"
@@ -55,8 +67,15 @@ class MetricsLogger:
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is optional
+            except ImportError:  # tensorboard is optional: say so, once per run, and go on
                 SummaryWriter = None  # noqa: N806
+                warnings.warn(
+                    "TensorBoard logging was asked for (tensorboard: true) but the tensorboard "
+                    "package is not installed; metrics go to metrics.csv and metrics.jsonl only. "
+                    "pip install tensorboard, or set tensorboard: false (--no-tensorboard)",
+                    TensorBoardMissingWarning,
+                    stacklevel=3,
+                )
             if SummaryWriter is not None:
                 self._tb = SummaryWriter(log_dir=str(self.out_dir / "tensorboard"))
 
