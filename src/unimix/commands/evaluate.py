@@ -105,6 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from unimix.commands._progress import StageProgress
     from unimix.evaluate import evaluate_run, format_table
 
     run_dir: Path = args.run_dir
@@ -122,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
         if value < low:
             print(f"error: {name} must be >= {low}, got {value}", file=sys.stderr)
             return 2
+    attacks = f"clean, FGSM and PGD-{args.pgd_steps} at {len(args.eps)} ε"
+    occlusion = ", occlusion" if args.occlusion_size else ""
+    bar = StageProgress("evaluate", f"{attacks}{occlusion} on", unit="images")
     result = evaluate_run(
         run_dir,
         device=args.device,
@@ -134,7 +138,9 @@ def run(args: argparse.Namespace) -> int:
         attack_loss=args.attack_loss,
         occlusion_size=args.occlusion_size or None,
         max_batches=args.max_batches,
+        progress=bar.update,
     )
+    bar.close()
     out = args.out or run_dir / "evaluation.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     result.to_json(str(out))

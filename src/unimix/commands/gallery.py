@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 HELP = "write a PNG gallery of every method's mask and mixed image (two sample photographs)"
 
@@ -31,12 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import importlib.util
-
-    for module, package in (("matplotlib", "matplotlib"), ("sklearn", "scikit-learn")):
-        if importlib.util.find_spec(module) is None:  # the photographs come from scikit-learn
-            print(f"unimix gallery needs {package}: pip install 'unimix[study]'", file=sys.stderr)
-            return 1
     from unimix.viz.gallery import plot_mask_gallery
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None

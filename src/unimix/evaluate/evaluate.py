@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -166,6 +166,19 @@ def _batches(
         yield batch[0], batch[1]
 
 
+def _count_images(data: Any, batch_size: int, max_batches: int | None) -> int | None:
+    """How many images :func:`evaluate_model` will see, when that is known without iterating."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
+        n = data[0].shape[0]
+    else:
+        try:
+            n = len(data.dataset)  # a DataLoader
+            batch_size = data.batch_size or batch_size
+        except (AttributeError, TypeError):
+            return None
+    return n if max_batches is None else min(n, max_batches * batch_size)
+
+
 def _model_device(model: nn.Module) -> torch.device:
     for tensor in model.parameters():
         return tensor.device
@@ -207,6 +220,7 @@ def evaluate_model(
     batch_size: int = 256,
     generator: torch.Generator | None = None,
     max_batches: int | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on ``data``: error, NLL, ECE, FGSM/PGD and occlusion accuracy, speed.
 
@@ -231,6 +245,8 @@ def evaluate_model(
         generator: random source of PGD starts and occlusion positions; ``None`` for a CPU
             generator seeded with 0, so evaluation is deterministic.
         max_batches: evaluate at most this many batches (a quick look at a large test set).
+        progress: called after each batch with ``(images evaluated so far, total or None)``
+            (``unimix evaluate`` draws its progress bar with it); ``None`` for silence.
 
     Returns:
         An :class:`EvalResult`.
@@ -279,6 +295,8 @@ def evaluate_model(
     num_classes = 0
     t_start = time.perf_counter()
 
+    total = _count_images(data, batch_size, max_batches) if progress is not None else None
+    done = 0
     with frozen_eval(model):
         for index, (images, labels) in enumerate(_batches(data, batch_size)):
             if max_batches is not None and index >= max_batches:
@@ -331,6 +349,9 @@ def evaluate_model(
             if occlusion_size is not None:
                 occluded = random_occlusion(images, occlusion_size, fill=0.0, generator=generator)
                 occ_hits += _count_correct(model, occluded, labels)
+            if progress is not None:
+                done += images.shape[0]
+                progress(done, total)
 
     if not top_hits:
         raise ValueError("data yielded no batches: nothing to evaluate")
