@@ -176,20 +176,27 @@ def test_timm_bbox_with_correct_lam_passes_the_same_consistency_check():
     )
 
 
-def test_correct_lam_false_warns_and_still_labels_the_pixels():
-    with pytest.warns(UserWarning, match="correct_lam"):
+def test_correct_lam_false_labels_with_the_drawn_lambda_without_a_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         fn = TimmMixup(
             mixup_alpha=0.0, cutmix_alpha=1.0, mode="elem", correct_lam=False, label_smoothing=0.0,
             num_classes=K, generator=torch.Generator().manual_seed(0),
         )  # fmt: skip
+    assert fn.mixer.label_weight == "nominal"
+    twin = TimmMixup(
+        mixup_alpha=0.0, cutmix_alpha=1.0, mode="elem", label_smoothing=0.0, num_classes=K,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
     labels = torch.arange(16)
     out, targets = fn(halves(16, 12, 12), labels)
+    out_eff, targets_eff = twin(halves(16, 12, 12), labels)
+    assert torch.equal(out, out_eff), "the pixels do not depend on the label weighting"
     torch.testing.assert_close(
-        label_lambda(targets, labels, 0.0), pixel_lambda(out), atol=1e-6, rtol=0
+        label_lambda(targets_eff, labels, 0.0), pixel_lambda(out), atol=1e-6, rtol=0
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        TimmMixup(mixup_alpha=1.0, cutmix_alpha=0.0, correct_lam=False)  # no box, nothing to warn
+    # clipped boxes paste less than 1 − λ: the nominal labels differ from the pixels somewhere
+    assert (label_lambda(targets, labels, 0.0) - pixel_lambda(out)).abs().max() > 0.01
 
 
 def test_cutmix_modes_select_the_papers_masks():

@@ -5,35 +5,76 @@ import torch
 import torch.nn.functional as F
 
 import unimix
-from unimix import masks, mix
+from unimix import masks, mix, registry
 
 
-@pytest.fixture
-def custom_methods():
-    # ---- the README example, exactly ----------------------------------------------------------
-    import torch
+@pytest.fixture(params=["registry", "pre-0.2 names"])
+def custom_methods(request):
+    if request.param == "registry":
+        # ---- the README example, exactly ------------------------------------------------------
+        import torch
 
-    from unimix.masks import MaskSample, MaskSampler, register
-    from unimix.mix import MixMethod, register_method
+        from unimix import MixMethod, registry
+        from unimix.masks import MaskSample, MaskSampler
 
-    @register("stripes")  # a mask: the first image on the left λ of the columns
-    class Stripes(MaskSampler):
-        def _sample(self, lam, height, width, device, generator):
-            keep = torch.arange(width, device=device) < (lam.to(device) * width).round()[:, None]
-            masks = keep[:, None, None, :].expand(-1, 1, height, width).float()
-            return MaskSample(masks, masks.mean(dim=(1, 2, 3)))
+        @registry.register("stripes")  # a mask: the first image on the left λ of the columns
+        class Stripes(MaskSampler):
+            def sample(self, lam, height, width, device, generator):
+                cols = torch.arange(width, device=device)
+                keep = cols < (lam.to(device) * width).round()[:, None]
+                masks = keep[:, None, None, :].expand(-1, 1, height, width).float()
+                return MaskSample(masks, masks.mean(dim=(1, 2, 3)))
 
-    @register_method("mirrormix")  # an image method: Mixup with the partner mirrored
-    class MirrorMix(MixMethod):
-        def mix(self, images, partners, lam, *, generator, context):
-            w = lam.view(-1, 1, 1, 1)
-            return w * images + (1 - w) * partners.flip(-1), lam
+        @registry.register("mirrormix")  # an image method: Mixup with the partner mirrored
+        class MirrorMix(MixMethod):
+            def mix(self, images, partners, lam, *, generator, context):
+                w = lam.view(-1, 1, 1, 1)
+                return w * images + (1 - w) * partners.flip(-1), lam
 
-    # mixer = unimix.Mixer({"stripes": 0.5, "mirrormix": 0.5}, num_classes=10)
-    # ---- end of the example -------------------------------------------------------------------
+        # mixer = unimix.Mixer({"stripes": 0.5, "mirrormix": 0.5}, num_classes=10)
+        # ---- end of the example ---------------------------------------------------------------
+    else:  # the decorators and override point of unimix 0.1 keep working
+        import torch
+
+        from unimix import registry
+        from unimix.masks import MaskSample, MaskSampler, register
+        from unimix.mix import MixMethod, register_method
+
+        @register("stripes")
+        class Stripes(MaskSampler):
+            def _sample(self, lam, height, width, device, generator):
+                cols = torch.arange(width, device=device)
+                keep = cols < (lam.to(device) * width).round()[:, None]
+                masks = keep[:, None, None, :].expand(-1, 1, height, width).float()
+                return MaskSample(masks, masks.mean(dim=(1, 2, 3)))
+
+        @register_method("mirrormix")
+        class MirrorMix(MixMethod):
+            def mix(self, images, partners, lam, *, generator, context):
+                w = lam.view(-1, 1, 1, 1)
+                return w * images + (1 - w) * partners.flip(-1), lam
+
     yield Stripes, MirrorMix
-    del masks._REGISTRY["stripes"]
-    del mix._METHODS["mirrormix"]
+    registry.unregister("stripes")
+    registry.unregister("mirrormix")
+
+
+def test_registry_rejects_clashes_across_kinds(custom_methods):
+    from unimix.masks import MaskSampler
+
+    with pytest.raises(ValueError, match="already registered"):
+
+        @registry.register("resizemix")  # an image method's name, taken by a mask
+        class Clash(MaskSampler):
+            def sample(self, lam, height, width, device, generator):
+                raise AssertionError
+
+    with pytest.raises(TypeError, match="expected a image method"):
+        mix.register_method("stripes2")(custom_methods[0])
+    assert registry.kind("stripes") == "mask" and registry.kind("mirrormix") == "image"
+    assert "mirrormix" not in masks.available()
+    with pytest.raises(ValueError, match="unknown mask method"):
+        masks.get("mirrormix")
 
 
 def test_custom_mask_sampler_is_a_method_like_the_others(custom_methods):

@@ -295,7 +295,7 @@ def test_custom_sampler_callable():
 
 
 def test_image_dependent_methods_are_refused(monkeypatch):
-    import unimix.mix
+    import unimix.registry
 
     class Saliency(MixMethod):
         def mix(self, images, partners, lam, *, generator, context):
@@ -303,9 +303,12 @@ def test_image_dependent_methods_are_refused(monkeypatch):
 
     with pytest.raises(TypeError, match="images"):
         distance_profile(Saliency(), 4, 4, samples=4)
-    monkeypatch.setitem(unimix.mix._METHODS, "saliency", Saliency)
-    with pytest.raises(TypeError, match="images"):
-        pairwise_coefficients("saliency", 4, 4, samples=4)
+    unimix.registry.register("saliency")(Saliency)
+    try:
+        with pytest.raises(TypeError, match="images"):
+            pairwise_coefficients("saliency", 4, 4, samples=4)
+    finally:
+        unimix.registry.unregister("saliency")
     with pytest.raises(TypeError, match="signature"):
         distance_profile(lambda images, labels, model: None, 4, 4, samples=4)
 

@@ -6,12 +6,15 @@ Mixup, CutMix, HMix and GMix (Park, Yun & Chun, NeurIPS 2022) and more, in one v
 """
 
 # importing methods registers fmix, smoothmix, gridmix, resizemix, saliencymix, puzzlemix, manifold
-from unimix import masks, methods
-from unimix.mix import Mixer, MixInfo, SoftTargetCrossEntropy, soft_target_cross_entropy
+from unimix import masks, methods, registry
+from unimix.mix import Mixer, MixInfo, MixMethod, MixPlan, SoftTargetCrossEntropy, soft_target_cross_entropy
 
 __all__ = [
     "Mixer",
     "MixInfo",
+    "MixPlan",
+    "MixMethod",
+    "registry",
     "SoftTargetCrossEntropy",
     "soft_target_cross_entropy",
     "masks",

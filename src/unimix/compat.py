@@ -21,7 +21,6 @@ Both only translate arguments and target formats: every mask and every mix is
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -110,9 +109,10 @@ class TimmMixup:
 
     Differences from timm, all deliberate:
 
-    * Labels always use the effective ``λ̄ = mean(M)`` of the mask applied. ``correct_lam=True``
-      (timm's default) is the same thing; ``correct_lam=False``, which in timm labels a clipped box
-      with the nominal λ, is accepted with a warning and has no effect.
+    * ``correct_lam=True`` (timm's default) labels each mix with the effective ``λ̄ = mean(M)`` of
+      the mask applied, clipped boxes and GMix's truncated Gaussian included;
+      ``correct_lam=False`` labels it with the drawn λ (``Mixer(label_weight="nominal")``), as
+      timm does for clipped boxes and the paper's reference code does for GMix.
     * CutMix box sides are ``round(√(1−λ)·H)`` rather than timm's ``int(...)``: boxes differ by at
       most one pixel per side; their position rule (centre uniform over pixels, clipped) is timm's.
     * Odd batches work in ``"batch"`` and ``"elem"`` modes (the middle row is its own partner);
@@ -181,14 +181,6 @@ class TimmMixup:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
         cut = _CUT_METHODS[cutmix_mode] if cutmix_minmax is None else "cutmix_minmax"
-        if not correct_lam and cutmix_alpha > 0:
-            warnings.warn(
-                "correct_lam=False is ignored: unimix labels every mix with the effective λ "
-                "(the mean of the mask applied, clipped boxes included), as correct_lam=True does",
-                UserWarning,
-                stacklevel=2,
-            )
-
         alphas = {"mixup": float(mixup_alpha), cut: float(cutmix_alpha)}
         methods = [m for m in ("mixup", cut) if alphas[m] > 0]
         self.mixer = Mixer(
@@ -198,6 +190,7 @@ class TimmMixup:
             prob=prob,
             switch_prob=switch_prob if len(methods) == 2 else None,
             generator=generator,
+            label_weight="effective" if correct_lam else "nominal",
             **({"r": float(hmix_ratio)} if cut == "hmix" and "hmix" in methods else {}),
             **({"minmax": tuple(cutmix_minmax)} if cutmix_minmax is not None else {}),
         )
@@ -236,14 +229,13 @@ class TimmMixup:
             )
         if not self.mixup_enabled:
             return x, _mix_targets(y1, 1.0)
-        # The targets are timm's arithmetic on y1; the engine only needs a placeholder label column.
-        placeholder = torch.ones(x.shape[0], 1, device=x.device)
-        _, _, info = self.mixer(x, placeholder, inplace=True, return_info=True)
-        lam: float | Tensor
+        plan = self.mixer.sample(x.shape[0], x.shape[2], x.shape[3], device=x.device)
+        self.mixer.apply(x, plan, inplace=True)
+        lam: float | Tensor = plan.label_weights
         if self.mode == "batch":
-            lam = float(info.lam_effective[0])
+            lam = float(lam[0])
         else:
-            lam = info.lam_effective.to(torch.promote_types(torch.float32, _float_or(x.dtype)))
+            lam = lam.to(torch.promote_types(torch.float32, _float_or(x.dtype)))
         return x, _mix_targets(y1, lam)
 
     def __repr__(self) -> str:

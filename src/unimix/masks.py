@@ -32,6 +32,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from unimix import registry
+from unimix.checks import check_alpha, check_choice, check_unit
+
 __all__ = [
     "MaskSample",
     "MaskSampler",
@@ -102,30 +105,8 @@ class MaskSample:
         return f"MaskSample(masks={shape}, lam={self.lam}, constant={self.constant}, binary={self.binary})"
 
 
-def check_unit(name: str, value: float) -> float:
-    """``value`` as a float in ``[0, 1]``, or a TypeError/ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number in [0, 1], got {type(value).__name__}")
-    if not (0.0 <= float(value) <= 1.0):  # also rejects NaN
-        raise ValueError(f"{name} must lie in [0, 1], got {value}")
-    return float(value)
-
-
-def check_alpha(name: str, value: float) -> float:
-    """``value`` as a finite float > 0 (a Beta parameter), or an error naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number > 0, got {type(value).__name__}")
-    if not 0.0 < float(value) < math.inf:  # also rejects NaN
-        raise ValueError(
-            f"{name} must be a finite number > 0 (the Beta(α, α) parameter), got {value}"
-        )
-    return float(value)
-
-
 def _check_boundary(boundary: str) -> Boundary:
-    if boundary not in ("clip", "wrap"):
-        raise ValueError(f"boundary must be 'clip' or 'wrap', got {boundary!r}")
-    return boundary  # type: ignore[return-value]
+    return check_choice("boundary", boundary, ("clip", "wrap"))  # type: ignore[return-value]
 
 
 def _random_device(generator: torch.Generator | None) -> torch.device:
@@ -184,12 +165,23 @@ def sample_boxes(
 
 
 class MaskSampler:
-    """Base class of mask samplers; subclasses implement :meth:`_sample`.
+    """Base class of mask samplers (the ``"mask"`` kind of :mod:`unimix.registry`).
 
-    Call as ``sampler(lam, height, width, device=None, generator=None) -> MaskSample``.
+    Call as ``sampler(lam, height, width, device=None, generator=None) -> MaskSample``; the call
+    checks its arguments and hands them to :meth:`sample`, which a subclass implements.
     """
 
+    kind: ClassVar[str] = "mask"
     name: ClassVar[str] = ""
+    #: True when the masks do not depend on λ (e.g. ``cutmix_minmax``): the drawn λ then plays no
+    #: role, and the engine's nominal label weight is the effective one.
+    ignores_lam: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # samplers written before `sample` was public override `_sample`: keep them working
+        if "_sample" in cls.__dict__ and "sample" not in cls.__dict__:
+            cls.sample = cls.__dict__["_sample"]  # type: ignore[method-assign]
 
     def __call__(
         self,
@@ -204,9 +196,11 @@ class MaskSampler:
         for arg, value in (("height", height), ("width", width)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{arg} must be a positive int, got {value!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         device = torch.device(device) if device is not None else lam.device
         lam = lam.to(device=_random_device(generator), dtype=torch.float32)
-        return self._sample(lam, height, width, device, generator)
+        return self.sample(lam, height, width, device, generator)
 
     @staticmethod
     def _check_lam(lam: Tensor) -> Tensor:
@@ -224,7 +218,7 @@ class MaskSampler:
             )
         return lam
 
-    def _sample(
+    def sample(
         self,
         lam: Tensor,
         height: int,
@@ -232,7 +226,12 @@ class MaskSampler:
         device: torch.device,
         generator: torch.Generator | None,
     ) -> MaskSample:
-        raise NotImplementedError
+        """The override point: masks for checked ``lam`` ``[N]`` (float32, on the generator's
+        device), built on ``device``; every random draw from ``generator``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement sample()")
+
+    def _sample(self, lam, height, width, device, generator):  # the pre-0.2 name of `sample`
+        return self.sample(lam, height, width, device, generator)
 
     def sample_one(
         self,
@@ -244,48 +243,39 @@ class MaskSampler:
     ) -> MaskSample:
         """One mask ``[1, 1, H, W]`` for a Python ``λ`` (the engine's ``batch`` mode).
 
-        Same distribution as :meth:`_sample`; samplers may override it with a path that draws
-        its few parameters as Python numbers, which is what costs time for a single mask.
+        Same draws as :meth:`sample` with ``N = 1`` (the same generator state gives the same
+        mask); samplers may override it with a path that draws its few parameters as Python
+        numbers, which is what costs time for a single mask.
         """
         lam_t = torch.tensor([lam], dtype=torch.float32, device=_random_device(generator))
-        return self._sample(lam_t, height, width, device, generator)
+        return self.sample(lam_t, height, width, device, generator)
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({params})"
 
 
-_REGISTRY: dict[str, Callable[..., MaskSampler]] = {}
-
-
 def register(name: str) -> Callable[[type[MaskSampler]], type[MaskSampler]]:
-    """Class decorator: make a sampler available to :func:`get` (and so to ``Mixer``) by name."""
-
-    def wrap(cls: type[MaskSampler]) -> type[MaskSampler]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"a mask sampler named {name!r} is already registered")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
+    """Class decorator: register a :class:`MaskSampler` under ``name`` in :mod:`unimix.registry`
+    (so ``get``, ``Mixer``, the theory and the CLI find it). Names are unique across all kinds."""
+    return registry.register(name, kind="mask")
 
 
 def available() -> list[str]:
     """Names of the registered mask samplers."""
-    return sorted(_REGISTRY)
+    return registry.available("mask")
 
 
-def get(name: str, **params: object) -> MaskSampler:
+def get(name: str | MaskSampler, **params: object) -> MaskSampler:
     """Look a sampler up by name and build it with ``params`` (e.g. ``get("hmix", r=0.5)``)."""
     if isinstance(name, MaskSampler):
         if params:
             raise TypeError("parameters cannot be given with a sampler instance")
         return name
-    if not isinstance(name, str) or name not in _REGISTRY:
+    if not isinstance(name, str) or name not in registry.available("mask"):
         raise ValueError(f"unknown mask method {name!r}; known methods: {', '.join(available())}")
     try:
-        return _REGISTRY[name](**params)
+        return registry.get(name, "mask", **params)
     except TypeError as err:
         raise TypeError(f"bad parameters for mask method {name!r}: {err}") from None
 
@@ -298,7 +288,7 @@ def _constant_masks(value: Tensor, height: int, width: int, device: torch.device
 class NoMix(MaskSampler):
     """No mixing: ``M ≡ 1`` (the baseline every MSDA method is compared with)."""
 
-    def _sample(self, lam, height, width, device, generator):
+    def sample(self, lam, height, width, device, generator):
         ones = torch.ones_like(lam)
         masks = _constant_masks(ones, height, width, device)
         return MaskSample(masks, ones.to(device), constant=True, binary=True)
@@ -308,7 +298,7 @@ class NoMix(MaskSampler):
 class Mixup(MaskSampler):
     """Mixup (Zhang et al., ICLR 2018): ``M ≡ λ``, the same weight at every pixel."""
 
-    def _sample(self, lam, height, width, device, generator):
+    def sample(self, lam, height, width, device, generator):
         return MaskSample(
             _constant_masks(lam, height, width, device), lam.to(device), constant=True
         )
@@ -372,12 +362,9 @@ def _one_box(
     side = math.sqrt(min(max(area, 0.0), 1.0))
     box_h = min(round(side * height), height)
     box_w = min(round(side * width), width)
-    centre = int(
-        torch.randint(
-            0, height * width, (1,), generator=generator, device=_random_device(generator)
-        )
-    )
-    cy, cx = divmod(centre, width)
+    dev = _random_device(generator)  # two draws, as sample_boxes: the same stream, the same box
+    cy = int(torch.randint(0, height, (1,), generator=generator, device=dev))
+    cx = int(torch.randint(0, width, (1,), generator=generator, device=dev))
     y0, x0 = cy - box_h // 2, cx - box_w // 2
     y1, x1 = min(max(y0 + box_h, 0), height), min(max(x0 + box_w, 0), width)
     return max(y0, 0), y1, max(x0, 0), x1
@@ -422,7 +409,7 @@ class CutMix(MaskSampler):
     def __init__(self, boundary: Boundary = "clip") -> None:
         self.boundary = _check_boundary(boundary)
 
-    def _sample(self, lam, height, width, device, generator):
+    def sample(self, lam, height, width, device, generator):
         y0, x0, bh, bw = sample_boxes(1 - lam, height, width, generator, self.boundary)
         inbox, area, boxes = _box_masks(y0, x0, bh, bw, height, width, device, self.boundary)
         eff = 1 - area.float() / (height * width)
@@ -452,12 +439,14 @@ class CutMixMinMax(MaskSampler):
     area actually kept, so labels match pixels.
     """
 
+    ignores_lam = True
+
     def __init__(self, minmax: tuple[float, float] = (0.2, 0.8)) -> None:
         if len(minmax) != 2 or not 0.0 <= float(minmax[0]) <= float(minmax[1]) <= 1.0:
             raise ValueError(f"minmax must be (min, max) with 0 <= min <= max <= 1, got {minmax!r}")
         self.minmax = (float(minmax[0]), float(minmax[1]))
 
-    def _sample(self, lam, height, width, device, generator):
+    def sample(self, lam, height, width, device, generator):
         n, lo, hi = lam.shape[0], *self.minmax
         u = torch.rand(n, 4, generator=generator, device=lam.device)
         sides = torch.tensor([height, width], device=lam.device)
@@ -491,7 +480,7 @@ class HMix(MaskSampler):
         self.r = check_unit("r", r)
         self.boundary = _check_boundary(boundary)
 
-    def _sample(self, lam, height, width, device, generator):
+    def sample(self, lam, height, width, device, generator):
         y0, x0, bh, bw = sample_boxes(self.r * (1 - lam), height, width, generator, self.boundary)
         inbox, area, boxes = _box_masks(y0, x0, bh, bw, height, width, device, self.boundary)
         lam_c = 1 - area.float() / (height * width)
@@ -530,7 +519,7 @@ class GMix(MaskSampler):
     def __init__(self, boundary: Boundary = "clip") -> None:
         self.boundary = _check_boundary(boundary)
 
-    def _sample(self, lam, height, width, device, generator):
+    def sample(self, lam, height, width, device, generator):
         n = lam.shape[0]
         cy = torch.randint(0, height, (n,), generator=generator, device=lam.device).to(device)
         cx = torch.randint(0, width, (n,), generator=generator, device=lam.device).to(device)

@@ -6,7 +6,12 @@ For a batch ``x`` with labels ``y``, each row ``k`` is mixed with a partner row 
 
 where ``M_k`` comes from a mask sampler of :mod:`unimix.masks` given ``λ ~ Beta(α, α)``
 (Park, Yun & Chun, NeurIPS 2022, section 2). The label weight is the *effective* ratio: the mean
-of the mask actually applied, after clipping and rounding, in the images' dtype.
+of the mask actually applied, after clipping and rounding, in the images' dtype
+(``label_weight="nominal"`` weights by the drawn λ instead, as the paper's reference code does).
+
+The flow is **sample → plan → apply**: :meth:`Mixer.sample` draws everything random into a frozen
+:class:`~unimix.plan.MixPlan`; :meth:`Mixer.apply` and :meth:`Mixer.targets` are pure functions
+of it; ``mixer(images, labels)`` is those three calls.
 
 Modes follow timm's ``Mixup``: ``"batch"`` draws one λ and one mask for the whole batch,
 ``"pair"`` one per pair of rows (each row of a pair gets the same mask), ``"elem"`` one per row.
@@ -19,19 +24,35 @@ No mode loops over the batch in Python, and no mode needs an even batch except `
 
 from __future__ import annotations
 
-import inspect
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unimix import masks as _masks
+from unimix import registry
+from unimix.blend import blend, paste_box, select, to_uint8
+from unimix.checks import (
+    check_alpha,
+    check_choice,
+    check_positive_int,
+    check_probability_weights,
+    check_unit,
+)
+from unimix.mixmethod import MixMethod
+from unimix.plan import MixInfo, MixPlan, unit_masks
+from unimix.targets import (
+    SoftTargetCrossEntropy,
+    mix_targets,
+    one_hot_targets,
+    soft_target_cross_entropy,
+)
 
 __all__ = [
     "Mixer",
+    "MixPlan",
     "MixInfo",
     "MixMethod",
     "register_method",
@@ -44,157 +65,36 @@ __all__ = [
 
 Mode = Literal["batch", "pair", "elem"]
 Partner = Literal["flip", "random"]
-
-
-class MixMethod:
-    """Extension point for methods whose mix depends on the images or the model.
-
-    Mask methods (Mixup, CutMix, HMix, GMix, …) are :class:`unimix.masks.MaskSampler`\\ s and need
-    nothing else. A method that must look at the images (e.g. SaliencyMix) or transform the
-    partner (e.g. ResizeMix) subclasses this, registers with :func:`register_method`, and is then
-    usable by name in :class:`Mixer` like any other. :meth:`mix` receives the rows it has to mix,
-    their partners already gathered, and one λ per row; it returns the mixed rows (a new tensor,
-    float32 or the input dtype) and the effective λ of each row: the weight of the row's *own*
-    label. ``context`` holds the keyword arguments given to ``Mixer.__call__`` (e.g. ``model=``)
-    and ``labels`` (the whole batch's), ``rows`` (the batch indices of the rows given) and
-    ``partner_rows`` (their partners' indices).
-    """
-
-    name: ClassVar[str] = ""
-    #: True when the method needs ``model=`` in the Mixer call (e.g. PuzzleMix's saliency).
-    requires_model: ClassVar[bool] = False
-
-    def mix(
-        self,
-        images: Tensor,
-        partners: Tensor,
-        lam: Tensor,
-        *,
-        generator: torch.Generator | None,
-        context: Mapping[str, Any],
-    ) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
-        return f"{type(self).__name__}({params})"
-
-
-_METHODS: dict[str, Callable[..., MixMethod]] = {}
+LabelWeight = Literal["effective", "nominal"]
+Method = _masks.MaskSampler | MixMethod
 
 
 def register_method(name: str) -> Callable[[type[MixMethod]], type[MixMethod]]:
-    """Class decorator: make an image-dependent :class:`MixMethod` usable in :class:`Mixer`."""
-
-    def wrap(cls: type[MixMethod]) -> type[MixMethod]:
-        if name in _masks.available() or (name in _METHODS and _METHODS[name] is not cls):
-            raise ValueError(f"a mixing method named {name!r} is already registered")
-        cls.name = name
-        _METHODS[name] = cls
-        return cls
-
-    return wrap
+    """Class decorator: register an image-dependent :class:`MixMethod` under ``name`` in
+    :mod:`unimix.registry` (names are unique across mask samplers and image methods)."""
+    return registry.register(name, kind="image")
 
 
 def available_methods() -> list[str]:
     """Every method name :class:`Mixer` accepts: mask samplers and image-dependent methods."""
-    return sorted({*_masks.available(), *_METHODS})
-
-
-def _build_method(
-    name: str | _masks.MaskSampler | MixMethod, params: Mapping[str, Any]
-) -> _masks.MaskSampler | MixMethod:
-    if isinstance(name, (_masks.MaskSampler, MixMethod)):
-        return name
-    if isinstance(name, str) and name in _METHODS:
-        return _METHODS[name](**params)
-    if isinstance(name, str) and name in _masks.available():
-        return _masks.get(name, **params)
-    raise ValueError(
-        f"unknown mixing method {name!r} in methods; known methods: {', '.join(available_methods())}"
-    )
+    return registry.available()
 
 
 def method_parameters(name: object) -> set[str]:
     """Names of the parameters that the method registered as ``name`` takes (e.g. ``{"r",
     "boundary"}`` for HMix); empty for unknown names and instances."""
-    if not isinstance(name, str):
-        return set()
-    factory = _METHODS.get(name) or _masks._REGISTRY.get(name)
-    if factory is None:
-        return set()
-    return set(inspect.signature(factory).parameters)
+    return registry.parameters(name)
 
 
-@dataclass(frozen=True)
-class MixInfo:
-    """What a :class:`Mixer` call drew, for analysis (``return_info=True``).
-
-    Attributes:
-        lam: ``[B]`` λ drawn for each row (1 where mixing was not applied).
-        lam_effective: ``[B]`` weight of the row's own label = mean of the mask applied to it.
-        masks: ``[B or 1, 1, H, W]`` weight of the row's own image (``None`` for image-dependent
-            methods that are no mask mix).
-        partner: ``[B]`` index of the row each row was mixed with.
-        method: ``[B]`` index into ``Mixer.method_names`` of the method used for each row.
-        applied: ``[B]`` whether mixing was applied to the row (``prob``).
-    """
-
-    lam: Tensor
-    lam_effective: Tensor
-    masks: Tensor | None
-    partner: Tensor
-    method: Tensor
-    applied: Tensor
-
-
-def one_hot_targets(
-    labels: Tensor,
-    num_classes: int | None,
-    batch_size: int,
-    smoothing: float = 0.0,
-    device: torch.device | None = None,
-) -> Tensor:
-    """Soft targets ``[B, K]`` from class indices ``[B]`` or one-hot/soft targets ``[B, K]``.
-
-    Label smoothing as timm defines it: ``y (1 − ε) + ε / K`` (for one-hot ``y``: the true class
-    gets ``1 − ε + ε/K``, every other ``ε/K``).
-    """
-    if not isinstance(labels, Tensor):
-        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
-    device = device or labels.device
-    if labels.shape[:1] != (batch_size,):
+def _build_method(name: str | Method, params: Mapping[str, Any]) -> Method:
+    if isinstance(name, (_masks.MaskSampler, MixMethod)):
+        return name
+    if not isinstance(name, str) or name not in registry.available():
         raise ValueError(
-            f"labels has batch size {labels.shape[0] if labels.dim() else 'none'} but images has "
-            f"{batch_size}; pass one label (or one row of targets) per image"
+            f"unknown mixing method {name!r} in methods; known methods: "
+            f"{', '.join(available_methods())}"
         )
-    if labels.dim() == 1:
-        if labels.is_floating_point() or labels.dtype == torch.bool:
-            raise TypeError(
-                "class-index labels must be an integer tensor; soft targets must be [B, K]"
-            )
-        if num_classes is None:
-            raise ValueError(
-                "num_classes is required when labels are class indices; pass num_classes=K"
-            )
-        try:  # one_hot checks the range itself; re-raise its error as ours
-            targets = F.one_hot(labels.to(device).long(), num_classes).float()
-        except RuntimeError:
-            raise ValueError(
-                f"labels must lie in [0, num_classes={num_classes}), got range "
-                f"[{int(labels.min())}, {int(labels.max())}]; check num_classes"
-            ) from None
-    elif labels.dim() == 2:
-        if num_classes is not None and labels.shape[1] != num_classes:
-            raise ValueError(f"labels has {labels.shape[1]} columns but num_classes={num_classes}")
-        targets = labels.to(device=device, dtype=torch.float32)
-    else:
-        raise ValueError(
-            f"labels must be [B] class indices or [B, K] targets, got shape {tuple(labels.shape)}"
-        )
-    if smoothing:
-        targets = targets * (1.0 - smoothing) + smoothing / targets.shape[1]
-    return targets
+    return registry.get(name, **params)
 
 
 class Mixer:
@@ -214,10 +114,17 @@ class Mixer:
         partner: ``"flip"`` pairs row ``k`` with row ``B−1−k`` (timm's rule); ``"random"`` draws a
             random permutation (a random pairing in ``"pair"`` mode).
         generator: a :class:`torch.Generator` for every random draw (``None``: PyTorch's global RNG).
+        label_weight: ``"effective"`` (default) weights the own label by ``λ̄ = mean(M)``, the mask
+            actually applied; ``"nominal"`` by the drawn λ (the paper's reference code for GMix,
+            timm's ``correct_lam=False``). The pixels are the same either way.
         **method_params: parameters routed to every method that takes them (e.g. ``r=0.5`` for
             HMix, ``boundary="wrap"``).
 
-    Call ``mixer(images, labels)`` → ``(mixed images, soft targets [B, K])``.
+    ``mixer(images, labels)`` → ``(mixed images, soft targets [B, K])``; it is
+    ``plan = mixer.sample(B, H, W)``, ``mixer.apply(images, plan)``, ``mixer.targets(labels, plan)``.
+
+    Thread safety: one Mixer may be called from several threads, in place or not; each draw is
+    atomic (a lock around :meth:`sample`) and each thread mixes in its own workspace.
     """
 
     def __init__(
@@ -231,6 +138,7 @@ class Mixer:
         num_classes: int | None = None,
         partner: Partner = "flip",
         generator: torch.Generator | None = None,
+        label_weight: LabelWeight = "effective",
         **method_params: Any,
     ) -> None:
         names, weights = self._parse_methods(methods, switch_prob)
@@ -244,50 +152,45 @@ class Mixer:
             for n in names
         ]
         self.method_names = [
-            n if isinstance(n, str) else m.name for n, m in zip(names, self.methods, strict=False)
+            n if isinstance(n, str) else m.name for n, m in zip(names, self.methods, strict=True)
         ]
         self.weights = torch.tensor(weights, dtype=torch.float64)
-        if isinstance(alpha, Mapping):
-            unknown = set(alpha) - set(self.method_names)
-            if unknown:
-                raise ValueError(f"alpha names methods not in methods: {sorted(unknown)}")
-            self.alphas = [
-                _masks.check_alpha(f"alpha[{n!r}]", alpha.get(n, 1.0)) for n in self.method_names
-            ]
-        else:
-            self.alphas = [_masks.check_alpha("alpha", alpha)] * len(self.methods)
-        if mode not in ("batch", "pair", "elem"):
-            raise ValueError(f"mode must be 'batch', 'pair' or 'elem', got {mode!r}")
-        if partner not in ("flip", "random"):
-            raise ValueError(f"partner must be 'flip' or 'random', got {partner!r}")
-        if num_classes is not None and (
-            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-        ):
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        self.alphas = self._parse_alpha(alpha)
+        self.mode: Mode = check_choice("mode", mode, ("batch", "pair", "elem"))
+        self.partner: Partner = check_choice("partner", partner, ("flip", "random"))
+        self.label_weight: LabelWeight = check_choice(
+            "label_weight", label_weight, ("effective", "nominal")
+        )
+        if num_classes is not None:
+            num_classes = check_positive_int("num_classes", num_classes)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-        self.mode: Mode = mode
-        self.prob = _masks.check_unit("prob", prob)
-        self.label_smoothing = _masks.check_unit("label_smoothing", label_smoothing)
+        self.prob = check_unit("prob", prob)
+        self.label_smoothing = check_unit("label_smoothing", label_smoothing)
         self.num_classes = num_classes
-        self.partner: Partner = partner
         self.generator = generator
-        self._requires_model = any(getattr(m, "requires_model", False) for m in self.methods)
+        self._requires_model = any(registry.requires_model(m) for m in self.methods)
         self._all_masks = all(isinstance(m, _masks.MaskSampler) for m in self.methods)
         self._cumulative = (self.weights / self.weights.sum()).cumsum(0).tolist()
         self._flip_cache: dict[tuple[int, torch.device], Tensor] = {}
-        self._workspace: Tensor | None = None
+        self._draw_lock = threading.Lock()
+        self._local = threading.local()  # per-thread workspace of in-place mixing
+
+    def _parse_alpha(self, alpha: float | Mapping[str, float]) -> list[float]:
+        if not isinstance(alpha, Mapping):
+            return [check_alpha("alpha", alpha)] * len(self.methods)
+        unknown = set(alpha) - set(self.method_names)
+        if unknown:
+            raise ValueError(f"alpha names methods not in methods: {sorted(unknown)}")
+        return [check_alpha(f"alpha[{n!r}]", alpha.get(n, 1.0)) for n in self.method_names]
 
     @staticmethod
     def _parse_methods(methods: object, switch_prob: float | None) -> tuple[list[Any], list[float]]:
         if isinstance(methods, (str, _masks.MaskSampler, MixMethod)):
             names, weights = [methods], [1.0]
         elif isinstance(methods, Mapping):
-            names, weights = list(methods), [float(w) for w in methods.values()]
-            if any(not w >= 0 for w in weights) or sum(weights) <= 0:
-                raise ValueError(
-                    f"method weights must be >= 0 with a positive sum, got {dict(methods)}"
-                )
+            parsed = check_probability_weights("methods", methods)
+            names, weights = list(parsed), list(parsed.values())
         elif isinstance(methods, Sequence) and len(methods) > 0:
             names, weights = list(methods), [1.0] * len(methods)
         else:
@@ -298,7 +201,7 @@ class Mixer:
         if len(set(map(str, names))) != len(names):
             raise ValueError(f"methods lists a method twice: {names}")
         if switch_prob is not None:
-            switch_prob = _masks.check_unit("switch_prob", switch_prob)
+            switch_prob = check_unit("switch_prob", switch_prob)
             if len(names) != 2 or isinstance(methods, Mapping):
                 raise ValueError(
                     "switch_prob needs exactly two methods given as a list; use weights otherwise"
@@ -312,17 +215,29 @@ class Mixer:
         return self._requires_model
 
     def __repr__(self) -> str:
-        methods = dict(
-            zip(
-                self.method_names,
-                (float(w) for w in self.weights / self.weights.sum()),
-                strict=False,
-            )
-        )
+        shares = (float(w) for w in self.weights / self.weights.sum())
+        methods = dict(zip(self.method_names, shares, strict=True))
         return (
             f"Mixer(methods={methods}, alpha={self.alphas}, mode={self.mode!r}, prob={self.prob}, "
-            f"label_smoothing={self.label_smoothing}, num_classes={self.num_classes}, partner={self.partner!r})"
+            f"label_smoothing={self.label_smoothing}, num_classes={self.num_classes}, "
+            f"partner={self.partner!r}, label_weight={self.label_weight!r})"
         )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_draw_lock"], state["_local"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._draw_lock = threading.Lock()
+        self._local = threading.local()
+
+    def __copy__(self) -> Mixer:
+        new = Mixer.__new__(Mixer)
+        new.__setstate__(self.__getstate__())
+        new._flip_cache = {}
+        return new
 
     # ---- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -330,32 +245,107 @@ class Mixer:
         return {"generator": None if self.generator is None else self.generator.get_state()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state.get("generator") is not None:
-            if self.generator is None:
-                raise ValueError("the state has a generator state but this Mixer has no generator")
-            self.generator.set_state(state["generator"])
+        """Restore :meth:`state_dict`'s output (exactly the key ``"generator"``)."""
+        if not isinstance(state, Mapping) or set(state) != {"generator"}:
+            keys = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+            raise ValueError(
+                f"state must be a Mixer.state_dict() mapping with the key 'generator', got {keys}"
+            )
+        value = state["generator"]
+        if value is None:
+            return
+        if not isinstance(value, Tensor) or value.dtype != torch.uint8:
+            raise TypeError("state['generator'] must be a uint8 tensor from Generator.get_state()")
+        if self.generator is None:
+            raise ValueError("the state has a generator state but this Mixer has no generator")
+        self.generator.set_state(value)
 
-    # ---- drawing ------------------------------------------------------------------------------
+    # ---- sample -------------------------------------------------------------------------------
+    def sample(
+        self, batch_size: int, height: int, width: int, *, device: torch.device | str | None = None
+    ) -> MixPlan:
+        """Draw partners, λ, method and applied flag per unit, and the masks, for a batch of
+        ``batch_size`` images of ``height × width`` on ``device`` (default: the generator's).
+
+        A batch of one has no partner: its plan leaves the image unmixed.
+        """
+        batch_size = check_positive_int("batch_size", batch_size)
+        height = check_positive_int("height", height)
+        width = check_positive_int("width", width)
+        if self.mode == "pair" and batch_size % 2:
+            raise ValueError(
+                f"mode='pair' needs an even batch, got {batch_size}; use mode='elem' or "
+                "drop_last=True"
+            )
+        device = torch.device(device) if device is not None else self._rand_device()
+        with self._draw_lock:
+            if self.mode == "batch" and self._all_masks:
+                return self._sample_batch(batch_size, height, width, device)
+            return self._sample_units(batch_size, height, width, device)
+
     def _rand_device(self) -> torch.device:
         return self.generator.device if self.generator is not None else torch.device("cpu")
 
     def _flip(self, batch: int, device: torch.device) -> Tensor:
         key = (batch, device)
-        if key not in self._flip_cache:
-            self._flip_cache = {key: torch.arange(batch - 1, -1, -1, device=device)}
-        return self._flip_cache[key]
+        cached = self._flip_cache.get(key)
+        if cached is None:
+            cached = torch.arange(batch - 1, -1, -1, device=device)
+            self._flip_cache = {key: cached}
+        return cached
 
-    def _draw_partner(self, batch: int) -> Tensor:
-        dev = self._rand_device()
-        if self.partner == "flip":
-            return self._flip(batch, dev)
-        perm = torch.randperm(batch, generator=self.generator, device=dev)
-        if self.mode != "pair":
-            return perm
-        partner = torch.empty_like(perm)
-        partner[perm[0::2]] = perm[1::2]
-        partner[perm[1::2]] = perm[0::2]
-        return partner
+    def _draw_partner(self, batch: int, device: torch.device) -> Tensor:
+        if self.partner == "flip" or batch == 1:
+            return self._flip(batch, device)
+        perm = torch.randperm(batch, generator=self.generator, device=self._rand_device())
+        if self.mode == "pair":  # a random pairing: consecutive entries of perm are partners
+            partner = torch.empty_like(perm)
+            partner[perm[0::2]] = perm[1::2]
+            partner[perm[1::2]] = perm[0::2]
+            perm = partner
+        return perm.to(device)
+
+    def _sample_batch(self, batch: int, height: int, width: int, device: torch.device) -> MixPlan:
+        """``batch`` mode with mask methods: one λ, one mask, drawn as Python numbers."""
+        g = self.generator
+        applied, m = batch > 1, 0
+        if applied and (self.prob < 1.0 or len(self.methods) > 1):
+            u_apply, u_method = torch.rand(2, generator=g, device=self._rand_device()).tolist()
+            applied = u_apply < self.prob
+            m = next(
+                (i for i, c in enumerate(self._cumulative) if u_method < c), len(self.methods) - 1
+            )
+        partner = self._draw_partner(batch, device)
+        samples: list[_masks.MaskSample | None] = [None] * len(self.methods)
+        lam = lam_eff = 1.0
+        if applied:
+            sampler: _masks.MaskSampler = self.methods[m]  # type: ignore[assignment]
+            lam = _masks.sample_lambda_one(self.alphas[m], g)
+            samples[m] = sample = sampler.sample_one(lam, height, width, device, g)
+            lam_eff = float(sample.lam[0])
+            if sampler.ignores_lam:
+                lam = lam_eff
+        return MixPlan(
+            batch, height, width, "batch", partner, None, lam, lam_eff, m, applied,
+            tuple(samples), tuple(self.method_names), self.label_weight,
+        )  # fmt: skip
+
+    def _sample_units(self, batch: int, height: int, width: int, device: torch.device) -> MixPlan:
+        partner = self._draw_partner(batch, device)
+        unit = self._unit_of_row(batch, partner)
+        if batch > 1:
+            n_units = {"batch": 1, "pair": batch // 2, "elem": batch}[self.mode]
+            lam, method, applied, samples = self._draw_units(n_units, height, width, device)
+        else:  # a single image has no partner: returned unmixed with its own target
+            lam, method = torch.ones(1), torch.zeros(1, dtype=torch.long)
+            applied, samples = torch.zeros(1, dtype=torch.bool), [None] * len(self.methods)
+        lam, method, applied = (t.to(device) for t in (lam, method, applied))
+        lam_eff = self._unit_lam_effective(lam, method, applied, samples)
+        return MixPlan(
+            batch, height, width, self.mode, partner, None if self.mode == "batch" else unit,
+            lam, lam_eff, method, applied, tuple(samples), tuple(self.method_names),
+            self.label_weight,
+        )  # fmt: skip
 
     def _unit_of_row(self, batch: int, partner: Tensor) -> Tensor:
         rows = torch.arange(batch, device=partner.device)
@@ -381,27 +371,304 @@ class Mixer:
             method = torch.zeros(n, dtype=torch.long, device=dev)
         else:
             method = torch.multinomial(self.weights.to(dev), n, replacement=True, generator=g)
-        # λ comes from Beta(α, α) on the generator's device: samplers need not re-validate it
         if len(self.methods) == 1 and self.prob == 1.0:
             lam = _masks.sample_lambda(self.alphas[0], n, g, dev)
-            method_obj = self.methods[0]
-            if isinstance(method_obj, _masks.MaskSampler):
-                return lam, method, applied, [method_obj._sample(lam, height, width, device, g)]
-            return lam, method, applied, [None]
+            only = self.methods[0]
+            if not isinstance(only, _masks.MaskSampler):
+                return lam, method, applied, [None]
+            sample = only.sample(lam, height, width, device, g)
+            if only.ignores_lam:
+                lam = sample.lam.to(dev)
+            return lam, method, applied, [sample]
         lam = torch.ones(n, device=dev)
         samples: list[_masks.MaskSample | None] = []
-        for m, (method_obj, alpha) in enumerate(zip(self.methods, self.alphas, strict=False)):
+        for m, (obj, alpha) in enumerate(zip(self.methods, self.alphas, strict=True)):
             sel = (method == m) & applied
             count = int(sel.sum())
             sample = None
             if count:
                 lam[sel] = _masks.sample_lambda(alpha, count, g, dev)
-                if isinstance(method_obj, _masks.MaskSampler):
-                    sample = method_obj._sample(lam[sel], height, width, device, g)
+                if isinstance(obj, _masks.MaskSampler):
+                    sample = obj.sample(lam[sel], height, width, device, g)
+                    if obj.ignores_lam:
+                        lam[sel] = sample.lam.to(dev)
             samples.append(sample)
         return lam, method, applied, samples
 
-    # ---- mixing -------------------------------------------------------------------------------
+    def _unit_lam_effective(
+        self,
+        lam: Tensor,
+        method: Tensor,
+        applied: Tensor,
+        samples: Sequence[_masks.MaskSample | None],
+    ) -> Tensor:
+        """λ̄ per unit from the samples: 1 where not mixed, NaN where an image method mixes."""
+        present = [m for m, s in enumerate(samples) if s is not None]
+        if len(present) == 1 and samples[present[0]].lam.shape[0] == lam.shape[0]:  # type: ignore[union-attr]
+            return samples[present[0]].lam.to(lam.device)  # type: ignore[union-attr]
+        lam_eff = torch.ones_like(lam)
+        for m, obj in enumerate(self.methods):
+            sel = (method == m) & applied
+            sample = samples[m]
+            if sample is not None:
+                lam_eff[sel] = sample.lam.to(lam.device)
+            elif isinstance(obj, MixMethod):
+                lam_eff[sel] = float("nan")
+        return lam_eff
+
+    # ---- apply --------------------------------------------------------------------------------
+    def apply(
+        self,
+        images: Tensor,
+        plan: MixPlan,
+        *,
+        inplace: bool = False,
+        model: nn.Module | None = None,
+        labels: Tensor | None = None,
+    ) -> Tensor:
+        """Mix ``images`` ``[B, C, H, W]`` by ``plan``: ``x̃ = M ⊙ x + (1 − M) ⊙ x[partner]``.
+
+        Any tensor of the plan's batch size and size mixes the same way (e.g. images and their
+        segmentation maps). ``inplace=True`` writes into ``images``. ``model`` (and ``labels``)
+        are for the methods that need them (PuzzleMix, Manifold Mixup). Records on the plan the
+        λ̄ actually applied (for half-precision images and image-dependent methods).
+        """
+        x = self._check_images(images)
+        if not isinstance(plan, MixPlan):
+            raise TypeError(f"plan must be a MixPlan from Mixer.sample, got {type(plan).__name__}")
+        if (x.shape[0], *x.shape[2:]) != (plan.batch_size, plan.height, plan.width):
+            raise ValueError(
+                f"images has shape {tuple(x.shape)} but the plan was drawn for batch_size="
+                f"{plan.batch_size}, height={plan.height}, width={plan.width}"
+            )
+        if inplace and x.requires_grad and torch.is_grad_enabled():
+            raise ValueError(
+                "inplace=True cannot mix a tensor that requires grad; pass inplace=False "
+                "(or mix before the tensor enters the graph)"
+            )
+        if torch.compiler.is_compiling() and not isinstance(plan.unit_method, Tensor):
+            out, lam_eff = self._apply_traceable(x, plan, inplace)
+        elif not isinstance(plan.unit_method, Tensor):
+            out, lam_eff = self._apply_batch(x, plan, inplace)
+        else:
+            out, lam_eff = self._apply_units(x, plan, inplace, model, labels)
+        plan.outcome["lam_effective"] = lam_eff
+        return out
+
+    def _workspace(self, x: Tensor) -> Tensor:
+        """This thread's reusable gather buffer for in-place mixing (no fresh allocation)."""
+        ws = getattr(self._local, "workspace", None)
+        if (
+            ws is None
+            or ws.shape != x.shape
+            or ws.dtype != x.dtype
+            or ws.device != x.device
+            or ws.stride() != x.stride()
+        ):
+            ws = self._local.workspace = torch.empty_like(x)
+        return ws
+
+    def _blend(self, x: Tensor, partner: Tensor, w: Tensor | float, out: Tensor | None) -> Tensor:
+        in_place = out is x and x.is_floating_point()
+        return blend(x, partner, w, out, self._workspace(x) if in_place else None)
+
+    def _apply_batch(
+        self, x: Tensor, plan: MixPlan, inplace: bool
+    ) -> tuple[Tensor, Tensor | float]:
+        """One mask for the whole batch: nothing to do at ``λ̄ = 1``, a binary box pasted from the
+        partner rows (only the box is written), anything else blended."""
+        out = x if inplace else None
+        sample = plan.samples[plan.unit_method] if plan.unit_applied else None  # type: ignore[index]
+        lam_eff: float = plan.unit_lam_effective  # type: ignore[assignment]
+        if sample is None:
+            return (x.clone() if out is None else out), lam_eff
+        wdtype = x.dtype if x.is_floating_point() else torch.float32
+        weights: Tensor | None = None
+        if wdtype not in (torch.float32, torch.float64):
+            # the label must weigh the mask actually applied: its values in the images' dtype
+            if sample.constant:
+                lam_eff = float(torch.tensor(lam_eff).to(wdtype))
+            else:
+                weights = sample.masks.to(wdtype)
+                lam_eff = float(weights.float().mean())
+                plan.outcome["masks"] = weights
+        partner = plan.partner
+        if sample.constant and lam_eff == 1.0:
+            return (x.clone() if out is None else out), lam_eff
+        box = _pasted_box(sample)
+        if box is not None:
+            return paste_box(x, partner, box, out), lam_eff
+        if sample.constant:
+            w = lam_eff if x.is_floating_point() else torch.tensor(lam_eff).view(1, 1, 1, 1)
+            return self._blend(x, partner, w, out), lam_eff
+        if sample.binary:
+            return select(x, partner, sample.masks.bool(), out), lam_eff
+        masks = weights if weights is not None else sample.masks.to(wdtype)
+        return self._blend(x, partner, masks, out), lam_eff
+
+    def _apply_traceable(self, x: Tensor, plan: MixPlan, inplace: bool) -> tuple[Tensor, Tensor]:
+        """``batch`` mode under ``torch.compile``: tensors only, no Python numbers (a new λ or box
+        is new data, not a new graph)."""
+        masks, lam_eff = _traceable_tensors(plan)
+        wdtype = x.dtype if x.is_floating_point() else torch.float32
+        weights = masks.to(device=x.device, dtype=wdtype)
+        if wdtype not in (torch.float32, torch.float64):
+            lam_eff = weights.float().mean().reshape(1)
+        gathered = x.index_select(0, plan.partner)
+        if x.is_floating_point():
+            mixed = torch.lerp(gathered, x, weights)
+        else:
+            mixed = to_uint8(torch.lerp(gathered.float(), x.float(), weights))
+        out = x.copy_(mixed) if inplace else mixed
+        return out, lam_eff.to(x.device)
+
+    def _apply_units(
+        self,
+        x: Tensor,
+        plan: MixPlan,
+        inplace: bool,
+        model: nn.Module | None,
+        labels: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
+        """Per-unit masks (``pair``/``elem`` modes, or image-dependent methods): returns the mixed
+        batch and the λ̄ applied to each row."""
+        wdtype = x.dtype if x.is_floating_point() else torch.float32
+        image_results = self._run_image_methods(x, plan, model, labels)
+        # units of image methods are blended with weight 1 here and overwritten afterwards
+        lam_eff_u = plan.unit_lam_effective.nan_to_num(1.0)  # type: ignore[union-attr]
+        present = [(m, s) for m, s in enumerate(plan.samples) if s is not None]
+        constant = all(s.constant for _, s in present)
+        weights_u = None if constant else _units_masks(plan, wdtype, lam_eff_u)
+        if wdtype not in (torch.float32, torch.float64):
+            # the label must weigh the mask actually applied: its values in the images' dtype
+            if weights_u is None:
+                lam_eff_u = lam_eff_u.to(wdtype).float()
+            else:
+                lam_eff_u = weights_u.float().mean(dim=(1, 2, 3))
+                plan.outcome["masks"] = _spread(weights_u, plan)
+        exact_rows = self._copied_rows(plan)
+        kept = x.index_select(0, exact_rows) if exact_rows is not None and inplace else None
+        out = x if inplace else None
+        if plan.mode == "batch":
+            out = self._apply_one_unit(x, plan, weights_u, lam_eff_u, out)
+        elif constant and all(isinstance(self.methods[m], _masks.NoMix) for m, _ in present):
+            out = x.clone() if out is None else out  # nothing is mixed
+        elif constant:
+            w = _spread(lam_eff_u.to(wdtype).view(-1, 1, 1, 1), plan)
+            out = self._blend(x, plan.partner, w, out)
+        elif all(s.binary for _, s in present):
+            out = select(x, plan.partner, _spread(weights_u, plan).bool(), out)  # type: ignore[arg-type]
+        else:
+            out = self._blend(x, plan.partner, _spread(weights_u, plan), out)  # type: ignore[arg-type]
+        if exact_rows is not None:  # unmixed rows are copies, never arithmetic (NaN stays put)
+            out.index_copy_(
+                0, exact_rows, kept if kept is not None else x.index_select(0, exact_rows)
+            )
+        lam_rows = _spread(lam_eff_u, plan)
+        if image_results:
+            lam_rows = lam_rows.clone()
+            for rows, mixed, lam_rows_m in image_results:
+                out[rows] = mixed
+                lam_rows[rows] = lam_rows_m
+        return out, lam_rows
+
+    def _copied_rows(self, plan: MixPlan) -> Tensor | None:
+        """Rows left unmixed (``prob < 1``, or the ``none`` method) in a blend, or ``None``."""
+        no_mix = [m for m, obj in enumerate(self.methods) if isinstance(obj, _masks.NoMix)]
+        if self.prob == 1.0 and not no_mix:
+            return None
+        exact = ~plan.applied
+        for m in no_mix:
+            exact |= plan.method == m
+        rows = exact.nonzero().squeeze(1)
+        return rows if rows.numel() else None
+
+    def _apply_one_unit(
+        self,
+        x: Tensor,
+        plan: MixPlan,
+        weights_u: Tensor | None,
+        lam_eff_u: Tensor,
+        out: Tensor | None,
+    ) -> Tensor:
+        """``batch`` mode drawn per unit (image methods in the mix, one unit)."""
+        lam_eff = float(lam_eff_u[0])
+        if weights_u is None:
+            if lam_eff == 1.0 or lam_eff != lam_eff:
+                return x.clone() if out is None else out
+            w = lam_eff if x.is_floating_point() else torch.tensor(lam_eff).view(1, 1, 1, 1)
+            return self._blend(x, plan.partner, w, out)
+        return self._blend(x, plan.partner, weights_u, out)
+
+    def _run_image_methods(
+        self, x: Tensor, plan: MixPlan, model: nn.Module | None, labels: Tensor | None
+    ) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Rows mixed by image-dependent methods: ``(rows, mixed rows, λ̄ of the rows)`` each.
+        They read the original rows, so they run before any in-place mix."""
+        if self._all_masks or not plan.needs_images:
+            return []
+        results = []
+        unit = (
+            plan.unit_of_row
+            if plan.unit_of_row is not None
+            else torch.zeros(plan.batch_size, dtype=torch.long, device=x.device)
+        )
+        method_rows = plan.method
+        applied_rows = plan.applied
+        context: dict[str, Any] = {"model": model}
+        if labels is not None:
+            context["labels"] = labels
+        for m, obj in enumerate(self.methods):
+            if not isinstance(obj, MixMethod):
+                continue
+            rows = ((method_rows == m) & applied_rows).nonzero().squeeze(1)
+            if rows.numel() == 0:
+                continue
+            partner_rows = plan.partner[rows]
+            lam_units: Tensor = plan.unit_lam  # type: ignore[assignment]
+            mixed, lam_rows = obj.mix(
+                x.index_select(0, rows),
+                x.index_select(0, partner_rows),
+                lam_units[unit[rows]],
+                generator=self.generator,
+                context={**context, "rows": rows, "partner_rows": partner_rows},
+            )
+            if not x.is_floating_point():
+                mixed = to_uint8(mixed.float())
+            lam_rows = lam_rows.to(device=x.device, dtype=torch.float32)
+            results.append((rows, mixed.to(x.dtype), lam_rows))
+        return results
+
+    # ---- targets ------------------------------------------------------------------------------
+    def targets(self, labels: Tensor, plan: MixPlan) -> Tensor:
+        """Soft targets ``[B, K]``: ``w ⊙ y + (1 − w) ⊙ y[partner]`` with ``w`` the plan's label
+        weight per row (``λ̄``, or the drawn λ under ``label_weight="nominal"``); ``labels`` are
+        class indices ``[B]`` or targets ``[B, K]``, smoothed first if ``label_smoothing``."""
+        if not isinstance(plan, MixPlan):
+            raise TypeError(f"plan must be a MixPlan from Mixer.sample, got {type(plan).__name__}")
+        device = plan.partner.device
+        onehot = one_hot_targets(
+            labels, self.num_classes, plan.batch_size, self.label_smoothing, device
+        )
+        return mix_targets(onehot, plan.partner, self._label_weight(plan))
+
+    def _label_weight(self, plan: MixPlan) -> Tensor | float:
+        if plan.label_weight == "nominal":
+            lam = plan.outcome.get("lam_nominal", plan.unit_lam)
+            return _spread(lam, plan) if isinstance(lam, Tensor) else lam
+        lam_eff = plan.outcome.get("lam_effective")  # per row, or one number
+        if lam_eff is None:
+            if plan.needs_images:
+                raise ValueError(
+                    "this plan uses an image-dependent method, whose λ̄ depends on the images: "
+                    "call Mixer.apply(images, plan) before Mixer.targets(labels, plan)"
+                )
+            lam_eff = plan.unit_lam_effective
+            if isinstance(lam_eff, Tensor):
+                return _spread(lam_eff, plan)
+        return lam_eff
+
+    # ---- the call -----------------------------------------------------------------------------
     def __call__(
         self,
         images: Tensor,
@@ -409,135 +676,26 @@ class Mixer:
         *,
         inplace: bool = False,
         return_info: bool = False,
-        **context: Any,
-    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, MixInfo]:
+        model: nn.Module | None = None,
+        batch_labels: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, MixPlan]:
+        """``plan = sample(...)``, ``apply(images, plan)``, ``targets(labels, plan)``; returns the
+        mixed images and targets (and the plan with ``return_info=True``). ``batch_labels`` is
+        accepted for older PuzzleMix code and ignored (``labels`` are passed on)."""
         x = self._check_images(images)
         batch, _, height, width = x.shape
-        device = x.device
-        targets = one_hot_targets(labels, self.num_classes, batch, self.label_smoothing, device)
+        onehot = one_hot_targets(labels, self.num_classes, batch, self.label_smoothing, x.device)
         if batch == 0:
             raise ValueError("images is an empty batch")
-        if self.mode == "pair" and batch % 2:
-            raise ValueError(
-                f"mode='pair' needs an even batch, got {batch}; use mode='elem' or drop_last=True"
-            )
-
-        if self.mode == "batch" and self._all_masks:
-            return self._call_batch(x, targets, inplace, return_info)
-
-        rows = torch.arange(batch, device=device)
-        partner = self._draw_partner(batch).to(device) if batch > 1 else rows
-        unit = self._unit_of_row(batch, partner)
-        n_units = {"batch": 1, "pair": batch // 2, "elem": batch}[self.mode] if batch > 1 else 1
-        if batch > 1:
-            lam_u, method_u, applied_u, samples = self._draw_units(n_units, height, width, device)
-        else:  # a single image has no partner: returned unmixed with its own target
-            lam_u = torch.ones(1)
-            method_u = torch.zeros(1, dtype=torch.long)
-            applied_u = torch.zeros(1, dtype=torch.bool)
-            samples = [None] * len(self.methods)
-        lam_u, method_u, applied_u = (t.to(device) for t in (lam_u, method_u, applied_u))
-
-        out = x if inplace else None
-        weights_u, lam_eff, out = self._mix(
-            x, labels, partner, unit, lam_u, method_u, applied_u, samples, out, context
-        )
-        lam_col = lam_eff[:, None]
-        mixed_targets = (
-            targets.index_select(0, partner).mul_(1.0 - lam_col).addcmul_(targets, lam_col)
-        )
-        if not return_info:
-            return out, mixed_targets
-        masks = None
-        if weights_u is not None:
-            masks = weights_u() if self.mode == "batch" else weights_u()[unit]
-        info = MixInfo(
-            lam=lam_u[unit],
-            lam_effective=lam_eff,
-            masks=masks,
-            partner=partner,
-            method=method_u[unit],
-            applied=applied_u[unit],
-        )
-        return out, mixed_targets, info
-
-    def _call_batch(
-        self, x: Tensor, targets: Tensor, inplace: bool, return_info: bool
-    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, MixInfo]:
-        """``batch`` mode with mask methods: one λ, one mask, drawn as Python numbers."""
-        batch, _, height, width = x.shape
-        device, g = x.device, self.generator
-        applied, m = batch > 1, 0
-        if applied and (self.prob < 1.0 or len(self.methods) > 1):
-            u_apply, u_method = torch.rand(2, generator=g, device=self._rand_device()).tolist()
-            applied = u_apply < self.prob
-            m = next(
-                (i for i, c in enumerate(self._cumulative) if u_method < c), len(self.methods) - 1
-            )
-        partner = (
-            self._flip(batch, device)
-            if self.partner == "flip" or batch == 1
-            else (self._draw_partner(batch).to(device))
-        )
-        sample: _masks.MaskSample | None = None
-        lam = lam_eff = 1.0
-        if applied:
-            lam = _masks.sample_lambda_one(self.alphas[m], g)
-            sample = self.methods[m].sample_one(lam, height, width, device, g)
-            lam_eff = float(sample.lam[0])
-        wdtype = x.dtype if x.is_floating_point() else torch.float32
-        weights: Tensor | None = None
-        if sample is not None and wdtype not in (torch.float32, torch.float64):
-            # the label must weigh the mask actually applied: its values in the images' dtype
-            if sample.constant:
-                lam_eff = float(torch.tensor(lam_eff).to(wdtype))
-            else:
-                weights = sample.masks.to(wdtype)
-                lam_eff = float(weights.float().mean())
-
-        out = x if inplace else None
-        if sample is None:
-            out = x.clone() if out is None else out
+        if height == 0 or width == 0:
+            raise ValueError(f"images has an empty image size {height}×{width}")
+        if torch.compiler.is_compiling() and self.mode == "batch" and self._all_masks:
+            plan = _sample_outside_graph(self, batch, height, width, x.device)
         else:
-
-            def cast_masks() -> Tensor:
-                return weights if weights is not None else sample.masks.to(wdtype)
-
-            box = _pasted_box(sample.boxes, sample.outside)
-            out = self._mix_batch(x, partner, cast_masks, lam_eff, sample.constant, box, out)
-
-        mixed = targets.index_select(0, partner).mul_(1.0 - lam_eff).add_(targets, alpha=lam_eff)
-        if not return_info:
-            return out, mixed
-        if sample is None:
-            masks = torch.ones(1, 1, height, width, device=device)
-        else:
-            masks = weights if weights is not None else sample.masks
-        info = MixInfo(
-            lam=torch.full((batch,), lam, device=device),
-            lam_effective=torch.full((batch,), lam_eff, device=device),
-            masks=masks,
-            partner=partner,
-            method=torch.full((batch,), m, dtype=torch.long, device=device),
-            applied=torch.full((batch,), applied, dtype=torch.bool, device=device),
-        )
-        return out, mixed, info
-
-    def _blend(self, x: Tensor, partner: Tensor, w: Tensor | float, out: Tensor | None) -> Tensor:
-        """``_blend`` with a reusable gather buffer when mixing in place (no fresh allocation)."""
-        if out is not x or not x.is_floating_point():
-            return _blend(x, partner, w, out)
-        ws = self._workspace
-        if (
-            ws is None
-            or ws.shape != x.shape
-            or ws.dtype != x.dtype
-            or ws.device != x.device
-            or (ws.stride() != x.stride())
-        ):
-            ws = self._workspace = torch.empty_like(x)
-        torch.index_select(x, 0, partner, out=ws)
-        return torch.lerp(ws, x, w, out=x)
+            plan = self.sample(batch, height, width, device=x.device)
+        out = self.apply(x, plan, inplace=inplace, model=model, labels=labels)
+        targets = mix_targets(onehot, plan.partner, self._label_weight(plan))
+        return (out, targets, plan) if return_info else (out, targets)
 
     @staticmethod
     def _check_images(images: Tensor) -> Tensor:
@@ -549,218 +707,56 @@ class Mixer:
             raise TypeError(f"images must be a floating-point or uint8 tensor, got {images.dtype}")
         return images
 
-    def _mix(
-        self,
-        x: Tensor,
-        labels: Tensor,
-        partner: Tensor,
-        unit: Tensor,
-        lam_u: Tensor,
-        method_u: Tensor,
-        applied_u: Tensor,
-        samples: list[_masks.MaskSample | None],
-        out: Tensor | None,
-        context: Mapping[str, Any],
-    ) -> tuple[Callable[[], Tensor] | None, Tensor, Tensor]:
-        """Mix ``x`` into ``out`` (``None``: a new tensor); returns a function giving the per-unit
-        weights (``None`` when an image-dependent method was used), the per-row λ̄, and ``out``."""
-        n_units = lam_u.shape[0]
-        _, _, height, width = x.shape
-        device = x.device
-        wdtype = x.dtype if x.is_floating_point() else torch.float32
-        present = [m for m, s in enumerate(samples) if s is not None]
-        image_units = None
-        if not self._all_masks:
-            image_units = torch.zeros(n_units, dtype=torch.bool, device=device)
-            for m, obj in enumerate(self.methods):
-                if isinstance(obj, MixMethod):
-                    image_units |= (method_u == m) & applied_u
 
-        # Image-dependent methods read the original rows, so they run before any in-place mix.
-        image_results: list[tuple[Tensor, Tensor, Tensor]] = []
-        if image_units is not None and bool(image_units.any()):
-            image_rows = image_units[unit].nonzero().squeeze(1)
-            for m, obj in enumerate(self.methods):
-                if not isinstance(obj, MixMethod):
-                    continue
-                sel = image_rows[method_u[unit[image_rows]] == m]
-                if sel.numel() == 0:
-                    continue
-                partner_rows = partner[sel]
-                ctx = {**context, "labels": labels, "rows": sel, "partner_rows": partner_rows}
-                mixed, lam_rows = obj.mix(
-                    x.index_select(0, sel),
-                    x.index_select(0, partner_rows),
-                    lam_u[unit[sel]],
-                    generator=self.generator,
-                    context=ctx,
-                )
-                if not x.is_floating_point():
-                    mixed = _to_uint8(mixed.float())
-                image_results.append(
-                    (sel, mixed.to(x.dtype), lam_rows.to(device=device, dtype=torch.float32))
-                )
-
-        # Per-unit weights of the row's own image and their exact means.
-        only = samples[present[0]] if len(present) == 1 else None
-        weights_u: Tensor | None
-        if only is not None and only.lam.shape[0] == n_units:
-            weights_u, lam_eff_u = None, only.lam.to(device)  # masks made only when needed
-            constant, boxes, outside = only.constant, only.boxes, only.outside
-        else:
-            only = None
-            lam_eff_u = torch.ones(n_units, device=device)
-            constant = all(samples[m].constant for m in present)  # type: ignore[union-attr]
-            weights_u = None if constant else torch.ones(n_units, 1, height, width, device=device)
-            for m in present:
-                sample = samples[m]
-                assert sample is not None
-                sel = ((method_u == m) & applied_u).nonzero().squeeze(1)
-                lam_eff_u[sel] = sample.lam.to(device)
-                if weights_u is not None:
-                    weights_u[sel] = sample.masks
-            if weights_u is None:
-                weights_u = lam_eff_u.view(-1, 1, 1, 1).expand(-1, 1, height, width)
-            boxes = outside = None
-
-        def weights() -> Tensor:
-            """The per-unit masks in the images' dtype, made on first use."""
-            nonlocal weights_u
-            if weights_u is None:
-                assert only is not None
-                weights_u = only.masks
-            if weights_u.dtype != wdtype:
-                weights_u = weights_u.to(wdtype)
-            return weights_u
-
-        if wdtype not in (torch.float32, torch.float64):
-            # the label must weigh the mask actually applied: its values in the images' dtype
-            lam_eff_u = (
-                lam_eff_u.to(wdtype).float() if constant else weights().float().mean(dim=(1, 2, 3))
-            )
-
-        if self.mode == "batch":
-            box = _pasted_box(boxes, outside)
-            out = self._mix_batch(x, partner, weights, float(lam_eff_u[0]), constant, box, out)
-        elif constant and all(isinstance(self.methods[m], _masks.NoMix) for m in present):
-            out = x.clone() if out is None else out
-        elif constant:
-            out = self._blend(
-                x, partner, _rows(lam_eff_u.to(wdtype).view(-1, 1, 1, 1), unit, self.mode), out
-            )
-        else:
-            # lerp with 0/1 weights copies exactly, so binary masks need no separate select
-            out = self._blend(x, partner, _rows(weights(), unit, self.mode), out)
-
-        lam_eff = (
-            lam_eff_u.expand(x.shape[0])
-            if self.mode == "batch"
-            else _rows(lam_eff_u, unit, self.mode)
-        )
-        if image_results:
-            lam_eff = lam_eff.clone()
-            for sel, mixed, lam_rows in image_results:
-                out[sel] = mixed
-                lam_eff[sel] = lam_rows
-            return None, lam_eff, out
-        return weights, lam_eff, out
-
-    def _mix_batch(
-        self,
-        x: Tensor,
-        partner: Tensor,
-        weights: Callable[[], Tensor],
-        lam_eff: float,
-        constant: bool,
-        box: tuple[int, int, int, int] | None,
-        out: Tensor | None,
-    ) -> Tensor:
-        """One mask for the whole batch: nothing to do at ``λ̄ = 1``, a binary box pasted from the
-        partner rows (only the box is written), anything else blended."""
-        if constant and lam_eff == 1.0:
-            return x.clone() if out is None else out
-        if box is not None:
-            y0, y1, x0, x1 = box
-            out = x.clone() if out is None else out
-            out[:, :, y0:y1, x0:x1] = x[:, :, y0:y1, x0:x1].index_select(0, partner)
-            return out
-        if constant:
-            w = lam_eff if x.is_floating_point() else torch.tensor(lam_eff).view(1, 1, 1, 1)
-            return self._blend(x, partner, w, out)
-        return self._blend(x, partner, weights(), out)
+@torch.compiler.disable
+def _sample_outside_graph(
+    mixer: Mixer, batch: int, height: int, width: int, device: torch.device
+) -> MixPlan:
+    """The draw of a compiled call: run eagerly, its masks and λ made tensors for the graph."""
+    plan = mixer.sample(batch, height, width, device=device)
+    masks, lam_eff = _traceable_tensors(plan)
+    plan.outcome["traceable"] = (masks.contiguous(), lam_eff)
+    if plan.label_weight == "nominal":
+        plan.outcome["lam_nominal"] = torch.tensor([float(plan.unit_lam)], device=device)
+    return plan
 
 
-def _pasted_box(boxes: Tensor | None, outside: Tensor | None) -> tuple[int, int, int, int] | None:
-    """The first mask's box when it is a CutMix-style binary box (1 outside), else ``None``."""
-    if boxes is None or outside is None or float(outside[0]) != 1.0:
+def _traceable_tensors(plan: MixPlan) -> tuple[Tensor, Tensor]:
+    """``[1, 1, H, W]`` mask and ``[1]`` λ̄ of a ``batch``-mode plan, as tensors."""
+    ready = plan.outcome.get("traceable")
+    if ready is not None:
+        return ready
+    masks = unit_masks(plan, torch.float32)
+    assert masks is not None
+    lam_eff = torch.tensor([float(plan.unit_lam_effective)], device=masks.device)
+    return masks, lam_eff
+
+
+def _pasted_box(sample: _masks.MaskSample) -> tuple[int, int, int, int] | None:
+    """The mask's box when it is a CutMix-style binary box (1 outside), else ``None``."""
+    if sample.boxes is None or sample.outside is None or float(sample.outside[0]) != 1.0:
         return None
-    y0, y1, x0, x1 = boxes[0].tolist()
+    y0, y1, x0, x1 = sample.boxes[0].tolist()
     return y0, y1, x0, x1
 
 
-def _rows(per_unit: Tensor, unit: Tensor, mode: str) -> Tensor:
+def _spread(per_unit: Tensor, plan: MixPlan) -> Tensor:
     """Per-unit values spread to the rows (``elem``: one unit per row already)."""
-    return per_unit if mode == "elem" else per_unit.index_select(0, unit)
+    if plan.unit_of_row is None:
+        return per_unit.expand(plan.batch_size, *per_unit.shape[1:])
+    return per_unit if plan.mode == "elem" else per_unit.index_select(0, plan.unit_of_row)
 
 
-def _blend(x: Tensor, partner: Tensor, w: Tensor | float, out: Tensor | None) -> Tensor:
-    """``out = w ⊙ x + (1 − w) ⊙ x[partner]`` without touching ``x`` unless ``out is x``."""
-    gathered = x.index_select(0, partner)
-    if not x.is_floating_point():
-        mixed = gathered.float().lerp_(x.float(), w if isinstance(w, float) else w.float())
-        mixed = _to_uint8(mixed)
-        if out is None:
-            return mixed.contiguous(memory_format=_memory_format(x))
-        return out.copy_(mixed)
-    if out is x:  # Mixer._blend gathers into a reusable buffer instead
-        return torch.lerp(gathered, x, w, out=x)
-    if out is None:
-        if not gathered.is_contiguous(memory_format=_memory_format(x)):
-            gathered = gathered.contiguous(memory_format=_memory_format(x))
-        return gathered.lerp_(x, w)
-    return out.copy_(gathered.lerp_(x, w))
-
-
-def _to_uint8(values: Tensor) -> Tensor:
-    """Round float pixel values in [0, 255] to uint8 (through int16: PyTorch's direct
-    float → uint8 cast is several times slower on CPU)."""
-    return values.round_().clamp_(0, 255).to(torch.int16).to(torch.uint8)
-
-
-def _memory_format(x: Tensor) -> torch.memory_format:
-    if (
-        x.dim() == 4
-        and x.is_contiguous(memory_format=torch.channels_last)
-        and not x.is_contiguous()
-    ):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-def soft_target_cross_entropy(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
-    """Cross-entropy with soft targets: ``−Σ_k ỹ_k log softmax(z)_k``, averaged over the batch."""
-    if logits.shape != targets.shape:
-        raise ValueError(
-            f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} must have the same shape"
-        )
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()  # a softmax in half precision loses the small probabilities
-    loss = -(targets.to(logits.dtype) * F.log_softmax(logits, dim=-1)).sum(dim=-1)
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "none":
-        return loss
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-
-
-class SoftTargetCrossEntropy(nn.Module):
-    """Module form of :func:`soft_target_cross_entropy`, for the targets a :class:`Mixer` returns."""
-
-    def __init__(self, reduction: str = "mean") -> None:
-        super().__init__()
-        self.reduction = reduction
-
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        return soft_target_cross_entropy(logits, targets, self.reduction)
+def _units_masks(plan: MixPlan, dtype: torch.dtype, lam_eff_u: Tensor) -> Tensor:
+    """Per-unit masks for blending; units of image methods get ones (overwritten afterwards)."""
+    if not plan.needs_images:
+        masks = unit_masks(plan, dtype)
+        assert masks is not None
+        return masks
+    n_units = lam_eff_u.shape[0]
+    out = torch.ones(n_units, 1, plan.height, plan.width, device=plan.partner.device, dtype=dtype)
+    for m, sample in enumerate(plan.samples):
+        if sample is not None:
+            sel = ((plan.unit_method == m) & plan.unit_applied).nonzero().squeeze(1)  # type: ignore[operator]
+            out[sel] = sample.masks.to(dtype)
+    return out

@@ -20,6 +20,7 @@ Model methods need ``mixer(images, labels, model=model, batch_labels=labels)``; 
 ``requires_model = True``. :class:`ManifoldMixup` wraps a model for Manifold Mixup in one call.
 """
 
+from unimix import registry
 from unimix.methods.fmix import FMix
 from unimix.methods.gridmix import GridMix
 from unimix.methods.manifold import ManifoldMix, ManifoldMixup
@@ -43,7 +44,4 @@ __all__ = [
 
 def requires_model(method: object) -> bool:
     """Whether a method (name, class or instance) needs ``model=`` in the Mixer call."""
-    from unimix.mix import _METHODS
-
-    target = _METHODS.get(method) if isinstance(method, str) else method
-    return bool(getattr(target, "requires_model", False))
+    return registry.requires_model(method)

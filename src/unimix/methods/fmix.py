@@ -99,7 +99,7 @@ class FMix(MaskSampler):
         self.decay_power = float(decay_power)
         self.max_soft = float(max_soft)
 
-    def _sample(self, lam, height, width, device, generator):
+    def sample(self, lam, height, width, device, generator):
         n, area = lam.shape[0], height * width
         field = low_frequency_noise(n, height, width, self.decay_power, device, generator)
         # k = number of pixels of the first image: stochastic rounding of λ·HW

@@ -47,7 +47,7 @@ class GridMix(MaskSampler):
             raise ValueError(f"grid must satisfy 1 <= N_min <= N_max, got {grid!r}")
         self.grid = (lo, hi) if lo != hi else lo
 
-    def _sample(self, lam, height, width, device, generator):
+    def sample(self, lam, height, width, device, generator):
         n = lam.shape[0]
         lo, hi = (self.grid, self.grid) if isinstance(self.grid, int) else self.grid
         cells = torch.randint(lo, hi + 1, (n,), generator=generator, device=lam.device)

@@ -60,7 +60,7 @@ class SmoothMix(MaskSampler):
         self.sigma = (lo, hi)
         self.boundary = boundary
 
-    def _sample(self, lam, height, width, device, generator):
+    def sample(self, lam, height, width, device, generator):
         n = lam.shape[0]
         cy = torch.randint(0, height, (n,), generator=generator, device=lam.device).to(device)
         cx = torch.randint(0, width, (n,), generator=generator, device=lam.device).to(device)

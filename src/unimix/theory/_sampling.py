@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from unimix import masks as _masks
-from unimix.masks import check_alpha, check_unit
+from unimix.checks import check_alpha, check_unit
 
 Weighting = Literal["mask", "label"]
 MethodLike = str | _masks.MaskSampler | Callable[..., Any]

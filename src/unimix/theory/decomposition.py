@@ -242,7 +242,7 @@ def loss_decomposition(
             "the mixer smooths labels (label_smoothing > 0); the decomposition is of the "
             "label-mixed loss without smoothing: pass a Mixer with label_smoothing=0"
         )
-    if not callable(mixer):
+    if not (callable(getattr(mixer, "sample", None)) and callable(getattr(mixer, "apply", None))):
         raise TypeError(f"mixer must be a unimix.Mixer, got {type(mixer).__name__}")
     loss_fn = _per_sample_loss(loss)
     net = _frozen_copy(model, dtype)
@@ -252,11 +252,10 @@ def loss_decomposition(
     batch = x.shape[0]
     rows = torch.arange(batch, device=device)
 
-    # the mixer's targets are not used: placeholder soft targets of the width it expects
-    placeholder = torch.zeros(batch, getattr(mixer, "num_classes", None) or 1, device=device)
     anchor, delta, weight, msda = [], [], [], []
     for _ in range(draws):
-        mixed, _, info = mixer(x, placeholder, return_info=True)
+        info = mixer.sample(batch, x.shape[2], x.shape[3], device=device)
+        mixed = mixer.apply(x, info)
         if info.masks is None:
             raise ValueError(
                 "the mixer used an image-dependent method (no mask); the decomposition needs "
@@ -264,7 +263,7 @@ def loss_decomposition(
             )
         m = info.masks.to(device=device, dtype=dtype).expand(batch, 1, *x.shape[2:])
         partner = info.partner.to(device)
-        lam = info.lam_effective.to(device=device, dtype=dtype)
+        lam = info.label_weights.to(device=device, dtype=dtype)  # λ̄, or λ if "nominal"
         expected = m * x + (1 - m) * x[partner]
         if not torch.allclose(mixed.to(dtype), expected, rtol=1e-5, atol=1e-5):
             raise RuntimeError("the mixer's images do not match the masks and partners it reported")

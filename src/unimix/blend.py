@@ -1,0 +1,80 @@
+"""Pixel kernels of the engine: blend a batch with its partner rows, paste a box, round to uint8.
+
+``x̃ = M ⊙ x + (1 − M) ⊙ x[partner]`` is computed as ``lerp(x[partner], x, M)``; a binary mask
+selects instead (``where``), so a pixel copied from one image never reads the other one — a NaN
+or ±inf in one image cannot reach a pixel that does not come from it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["blend", "select", "paste_box", "to_uint8", "memory_format"]
+
+
+def blend(
+    x: Tensor,
+    partner: Tensor,
+    w: Tensor | float,
+    out: Tensor | None,
+    workspace: Tensor | None = None,
+) -> Tensor:
+    """``out = w ⊙ x + (1 − w) ⊙ x[partner]`` without touching ``x`` unless ``out is x``.
+
+    ``workspace`` (same shape, dtype and strides as ``x``) receives the gathered partners when
+    mixing in place, so no fresh tensor is allocated.
+    """
+    if not x.is_floating_point():
+        gathered = x.index_select(0, partner)
+        mixed = gathered.float().lerp_(x.float(), w if isinstance(w, float) else w.float())
+        mixed = to_uint8(mixed)
+        if out is None:
+            return mixed.contiguous(memory_format=memory_format(x))
+        return out.copy_(mixed)
+    if out is x:
+        if workspace is not None:
+            torch.index_select(x, 0, partner, out=workspace)
+            return torch.lerp(workspace, x, w, out=x)
+        return torch.lerp(x.index_select(0, partner), x, w, out=x)
+    gathered = x.index_select(0, partner)
+    if out is None:
+        if not gathered.is_contiguous(memory_format=memory_format(x)):
+            gathered = gathered.contiguous(memory_format=memory_format(x))
+        return gathered.lerp_(x, w)
+    return out.copy_(gathered.lerp_(x, w))
+
+
+def select(x: Tensor, partner: Tensor, keep: Tensor, out: Tensor | None) -> Tensor:
+    """Binary masks: ``x`` where ``keep`` (bool, broadcastable), ``x[partner]`` elsewhere."""
+    mixed = torch.where(keep, x, x.index_select(0, partner))
+    if out is None:
+        return mixed.contiguous(memory_format=memory_format(x))
+    return out.copy_(mixed)
+
+
+def paste_box(
+    x: Tensor, partner: Tensor, box: tuple[int, int, int, int], out: Tensor | None
+) -> Tensor:
+    """One box ``(y0, y1, x0, x1)`` for the whole batch: only the box is written from the partners."""
+    y0, y1, x0, x1 = box
+    out = x.clone() if out is None else out
+    out[:, :, y0:y1, x0:x1] = x[:, :, y0:y1, x0:x1].index_select(0, partner)
+    return out
+
+
+def to_uint8(values: Tensor) -> Tensor:
+    """Round float pixel values in [0, 255] to uint8 (through int16: PyTorch's direct
+    float → uint8 cast is several times slower on CPU)."""
+    return values.round_().clamp_(0, 255).to(torch.int16).to(torch.uint8)
+
+
+def memory_format(x: Tensor) -> torch.memory_format:
+    """``channels_last`` for a 4-D tensor stored that way, else the contiguous format."""
+    if (
+        x.dim() == 4
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and not x.is_contiguous()
+    ):
+        return torch.channels_last
+    return torch.contiguous_format

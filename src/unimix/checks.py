@@ -1,0 +1,118 @@
+"""Argument checks: the one home of every range and type rule of unimix's public API.
+
+Each check returns the value (converted to its canonical type) or raises a ``TypeError`` (wrong
+kind of value) or ``ValueError`` (right kind, wrong range) whose message names the argument and
+says what would be accepted. The engine, the samplers, the compat facades and the training
+configuration all call these, so one rule is written once and reads the same everywhere.
+
+    >>> check_unit("prob", 0.5)
+    0.5
+    >>> check_unit("prob", 1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: prob must lie in [0, 1], got 1.5
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+__all__ = [
+    "check_unit",
+    "check_alpha",
+    "check_positive",
+    "check_positive_int",
+    "check_nonneg_int",
+    "check_choice",
+    "check_probability_weights",
+    "check_bool",
+]
+
+T = TypeVar("T")
+
+
+def _is_number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def check_unit(name: str, value: float) -> float:
+    """``value`` as a float in ``[0, 1]`` (probabilities, ratios, label smoothing)."""
+    if not _is_number(value):
+        raise TypeError(f"{name} must be a number in [0, 1], got {type(value).__name__}")
+    if not (0.0 <= float(value) <= 1.0):  # also rejects NaN
+        raise ValueError(f"{name} must lie in [0, 1], got {value}")
+    return float(value)
+
+
+def check_alpha(name: str, value: float) -> float:
+    """``value`` as a finite float > 0: the parameter α of ``λ ~ Beta(α, α)``."""
+    if not _is_number(value):
+        raise TypeError(f"{name} must be a number > 0, got {type(value).__name__}")
+    if not 0.0 < float(value) < math.inf:  # also rejects NaN
+        raise ValueError(
+            f"{name} must be a finite number > 0 (the Beta(α, α) parameter), got {value}"
+        )
+    return float(value)
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
+    """``value`` as a finite float > 0 (``>= 0`` with ``allow_zero``)."""
+    bound = "≥ 0" if allow_zero else "> 0"
+    if not _is_number(value):
+        raise TypeError(f"{name} must be a number {bound}, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a finite number {bound}, got {value}")
+    return v
+
+
+def check_positive_int(name: str, value: int) -> int:
+    """``value`` as an int ≥ 1 (sizes, counts, class numbers)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+    return int(value)
+
+
+def check_nonneg_int(name: str, value: int) -> int:
+    """``value`` as an int ≥ 0 (seeds, epochs already done, worker counts)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int ≥ 0, got {type(value).__name__} {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be an int ≥ 0, got {value}")
+    return int(value)
+
+
+def check_bool(name: str, value: bool) -> bool:
+    """``value`` as a bool (no truthy strings or numbers)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_choice(name: str, value: T, choices: Iterable[T]) -> T:
+    """``value`` if it is one of ``choices``, else a ValueError listing them."""
+    options = tuple(choices)
+    if value not in options:
+        listed = ", ".join(repr(c) for c in options)
+        raise ValueError(f"{name} must be one of {listed}; got {value!r}")
+    return value
+
+
+def check_probability_weights(name: str, weights: Mapping[Any, float]) -> dict[Any, float]:
+    """A mapping key → weight with finite weights ≥ 0 and a positive sum (normalised later)."""
+    out: dict[Any, float] = {}
+    for key, weight in weights.items():
+        if not _is_number(weight):
+            raise TypeError(
+                f"{name}[{key!r}] must be a number ≥ 0, got {type(weight).__name__} {weight!r}"
+            )
+        if not (0.0 <= float(weight) < math.inf):  # rejects NaN and ±inf
+            raise ValueError(f"{name}[{key!r}] must be a finite number ≥ 0, got {weight}")
+        out[key] = float(weight)
+    if not out or sum(out.values()) <= 0:
+        raise ValueError(f"{name} must have weights ≥ 0 with a positive sum, got {dict(weights)}")
+    return out
