@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import os
+import types
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -28,6 +29,8 @@ from typing import Any
 
 import yaml
 
+from unimix import checks
+from unimix.mix import LabelWeight, Mode, Partner
 from unimix.train.fileio import atomic_write_text
 
 __all__ = [
@@ -40,6 +43,8 @@ __all__ = [
     "apply_overrides",
     "config_differences",
     "write_yaml",
+    "BOOL_KEYS",
+    "LIST_KEYS",
 ]
 
 #: Keys that may change when a run is resumed: they change where or how fast it runs, not what
@@ -49,8 +54,10 @@ RESUME_MUTABLE = frozenset(
 )
 
 _SCHEDULES = ("cosine", "step", "constant")
-_MODES = ("batch", "pair", "elem")
-_PARTNERS = ("flip", "random")
+# the Mixer's own choices (unimix.mix), never restated here
+_MODES: tuple[str, ...] = typing.get_args(Mode)
+_PARTNERS: tuple[str, ...] = typing.get_args(Partner)
+_LABEL_WEIGHTS: tuple[str, ...] = typing.get_args(LabelWeight)
 _MIX_WHERE = ("device", "collate")
 _AMP = ("none", "bf16", "fp16")
 
@@ -160,26 +167,46 @@ class TrainConfig:
         return self.methods != ["none"]
 
     def validate(self) -> None:
-        """Check every key; raise ValueError/TypeError naming the key and the fix."""
+        """Check every key; raise ValueError/TypeError naming the key and the fix.
+
+        The mixing keys obey the very rules of :class:`unimix.Mixer` (both call
+        :mod:`unimix.checks`), so a configuration is valid exactly when its Mixer can be built.
+        """
+        self._validate_data()
+        self._validate_optimisation()
+        self._validate_mixing()
+        for key in ("model_kwargs", "method_params"):
+            value = getattr(self, key)
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                raise ValueError(f"{key} must be a mapping of names to values, got {value!r}")
+        if not isinstance(self.device, str) or not self.device:
+            raise ValueError(
+                f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
+            )
+        _choice("amp", self.amp, _AMP)
+        for key in BOOL_KEYS:
+            if not isinstance(getattr(self, key), bool):
+                raise TypeError(f"{key} must be true or false, got {getattr(self, key)!r}")
+
+    def _validate_data(self) -> None:
         for key in ("dataset", "model"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise ValueError(f"{key} must be a non-empty name, got {getattr(self, key)!r}")
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("epochs", self.epochs)
+        for key in ("batch_size", "epochs"):
+            checks.check_positive_int(key, getattr(self, key))
         for key in ("steps", "eval_batch_size", "train_per_class"):
-            if getattr(self, key) is not None:
-                _positive_int(key, getattr(self, key))
+            if getattr(self, key, None) is not None:
+                checks.check_positive_int(key, getattr(self, key))
+        for key in ("split_seed", "seed", "num_workers", "eval_every"):
+            checks.check_nonneg_int(key, getattr(self, key))
         if self.train_per_class is not None and self.train_fraction is not None:
             raise ValueError(
                 "train_per_class and train_fraction both set; keep one (e.g. train_fraction=null)"
             )
         if self.train_fraction is not None:
-            _number(
-                "train_fraction", self.train_fraction, 0.0, 1.0, low_open=True, high_open=True
-            )
-        _number("val_fraction", self.val_fraction, low=0.0, high=1.0, high_open=True)
-        for key in ("split_seed", "seed", "num_workers", "eval_every"):
-            _int_at_least(key, getattr(self, key), 0)
+            _open_unit("train_fraction", self.train_fraction)
+        if checks.check_unit("val_fraction", self.val_fraction) == 1.0:
+            raise ValueError("val_fraction must be < 1: some training images must remain")
         if self.image_size is not None:
             size = self.image_size if isinstance(self.image_size, list) else [self.image_size]
             if len(size) not in (1, 2) or any(
@@ -188,16 +215,18 @@ class TrainConfig:
                 raise ValueError(
                     f"image_size must be a positive int or [H, W], got {self.image_size!r}"
                 )
-        _number("lr", self.lr, low=0.0, low_open=True)
-        _number("momentum", self.momentum, low=0.0, high=1.0)
-        _number("weight_decay", self.weight_decay, low=0.0)
-        _number("gamma", self.gamma, low=0.0, high=1.0, low_open=True)
-        _number("warmup_epochs", self.warmup_epochs, low=0.0)
-        _number("min_lr", self.min_lr, low=0.0)
+
+    def _validate_optimisation(self) -> None:
+        checks.check_positive("lr", self.lr)
+        checks.check_unit("momentum", self.momentum)
+        for key in ("weight_decay", "warmup_epochs", "min_lr"):
+            checks.check_positive(key, getattr(self, key), allow_zero=True)
+        if checks.check_unit("gamma", self.gamma) == 0.0:
+            raise ValueError("gamma must lie in (0, 1]: the factor of the step schedule, got 0")
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
         if self.grad_clip is not None:
-            _number("grad_clip", self.grad_clip, low=0.0, low_open=True)
+            checks.check_positive("grad_clip", self.grad_clip)
         if self.nesterov and self.momentum == 0:
             raise ValueError(
                 "nesterov=True needs momentum > 0; set momentum (e.g. 0.9) or nesterov=false"
@@ -213,74 +242,55 @@ class TrainConfig:
             )
         if sorted(self.milestones) != list(self.milestones):
             raise ValueError(f"milestones must be increasing, got {self.milestones}")
+
+    def _validate_mixing(self) -> None:
+        """The Mixer's own rules (:mod:`unimix.checks`), named by the configuration's keys."""
         if isinstance(self.alpha, dict):
             for name, a in self.alpha.items():
-                _number(f"alpha[{name!r}]", a, low=0.0, low_open=True)
+                checks.check_alpha(f"alpha[{name!r}]", a)
         else:
-            _number("alpha", self.alpha, low=0.0, low_open=True)
-        _choice("mode", self.mode, _MODES)
-        _number("mix_prob", self.mix_prob, low=0.0, high=1.0)
+            checks.check_alpha("alpha", self.alpha)
+        if isinstance(self.methods, dict):
+            checks.check_probability_weights("methods", self.methods)
+        checks.check_unit("mix_prob", self.mix_prob)
         if self.switch_prob is not None:
-            _number("switch_prob", self.switch_prob, low=0.0, high=1.0)
-        _number("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
+            checks.check_unit("switch_prob", self.switch_prob)
+        checks.check_unit("label_smoothing", self.label_smoothing)
+        _choice("mode", self.mode, _MODES)
         _choice("partner", self.partner, _PARTNERS)
-        _choice("label_weight", self.label_weight, ("effective", "nominal"))
+        _choice("label_weight", self.label_weight, _LABEL_WEIGHTS)
         _choice("mix_where", self.mix_where, _MIX_WHERE)
-        _choice("amp", self.amp, _AMP)
-        for key in ("model_kwargs", "method_params"):
-            value = getattr(self, key)
-            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-                raise ValueError(f"{key} must be a mapping of names to values, got {value!r}")
-        if not isinstance(self.device, str) or not self.device:
-            raise ValueError(
-                f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
-            )
-        for key in BOOL_KEYS:
-            if not isinstance(getattr(self, key), bool):
-                raise TypeError(f"{key} must be true or false, got {getattr(self, key)!r}")
 
 
 # ---- coercion and checks ---------------------------------------------------------------------
 
+def _kinds(hint: Any) -> tuple[set[type], type | None, Any]:
+    """``(scalar types, container type or None, element/value type)`` of a field's type hint,
+    ``None`` left out: ``int | list[int] | None`` → ``({int}, list, int)``."""
+    scalars: set[type] = set()
+    container, element = None, None
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    for arg in typing.get_args(hint) if union else (hint,):
+        origin = typing.get_origin(arg)
+        if origin in (list, dict):
+            container = origin
+            element = typing.get_args(arg)[-1]
+        elif arg is not type(None):
+            scalars.add(arg)
+    return scalars, container, element
+
+
+#: Each key's type, from the dataclass annotations: the one declaration coercion follows.
+_HINTS: dict[str, Any] = typing.get_type_hints(TrainConfig)
+_KINDS = {key: _kinds(hint) for key, hint in _HINTS.items()}
 #: The keys that hold true/false.
-BOOL_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.type in ("bool",))
-_INT_KEYS = {
-    "split_seed",
-    "train_per_class",
-    "num_workers",
-    "batch_size",
-    "eval_batch_size",
-    "epochs",
-    "steps",
-    "seed",
-    "eval_every",
-}
-_FLOAT_KEYS = {
-    "train_fraction",
-    "val_fraction",
-    "lr",
-    "momentum",
-    "weight_decay",
-    "gamma",
-    "warmup_epochs",
-    "min_lr",
-    "grad_clip",
-    "mix_prob",
-    "switch_prob",
-    "label_smoothing",
-}
-_STR_KEYS = {
-    "dataset",
-    "data_dir",
-    "model",
-    "schedule",
-    "mode",
-    "partner",
-    "label_weight",
-    "mix_where",
-    "amp",
-    "device",
-}
+BOOL_KEYS = frozenset(k for k, (sc, _, _) in _KINDS.items() if bool in sc)
+#: The keys that take a list (``--milestones 30 60``, ``--image-size 32 48``, ``--methods a b``).
+LIST_KEYS = frozenset(k for k, (_, c, _) in _KINDS.items() if c is list)
+#: Keys with their own normalisation instead of the generic coercion.
+_CUSTOM = {"methods"}
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True,
+               "false": False, "no": False, "off": False, "0": False}
 
 
 def _check_keys(keys: Iterable[str]) -> None:
@@ -293,65 +303,74 @@ def _check_keys(keys: Iterable[str]) -> None:
 
 
 def _coerce(key: str, value: Any) -> Any:
-    """Light coercion of values from YAML or the command line to the key's type."""
+    """Coerce a value from YAML or the command line to the key's declared type.
+
+    Strings become the key's scalar type (``"0.1"`` → 0.1, ``"on"`` → True) or, for list keys,
+    a list (``"30,60"`` → [30.0, 60.0], ``"32x48"`` → [32, 48]); ints become floats for float
+    keys and integral floats ints for int keys; ``null``/``~`` is None. A one-element
+    ``image_size`` list is its int.
+    """
     if value is None or (isinstance(value, str) and value.lower() in ("null", "~")):
         return None
-    if key in BOOL_KEYS and isinstance(value, str):
-        lowered = value.lower()
-        if lowered in ("true", "yes", "on", "1"):
-            return True
-        if lowered in ("false", "no", "off", "0"):
-            return False
-        raise ValueError(f"{key} must be true or false, got {value!r}")
-    if key in _INT_KEYS and not isinstance(value, bool):
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
+    if key in _CUSTOM or key not in _KINDS:
+        return value
+    scalars, container, element = _KINDS[key]
+    if isinstance(value, str):
+        value = _from_string(key, value, scalars, container, element)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = _from_number(value, scalars, container, element)
+    elif isinstance(value, (list, tuple)) and container is list:
+        value = [_element(key, v, element) for v in value]
+    elif isinstance(value, Mapping) and container is dict:
+        value = {str(k): (_element(key, v, element) if element is float else v)
+                 for k, v in value.items()}
+    if key == "image_size" and isinstance(value, list) and len(value) == 1:
+        return value[0]
+    return value
+
+
+def _element(key: str, value: Any, element: Any) -> Any:
+    """One element of a list key, or one value of a mapping key, as its declared number type."""
+    if element not in (int, float) or isinstance(value, bool):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} takes numbers, got {value!r}") from None
+    if element is int:
+        return int(number) if number.is_integer() else value  # validate() names the bad value
+    return number
+
+
+def _from_string(
+    key: str, text: str, scalars: set[type], container: type | None, element: Any
+) -> Any:
+    if bool in scalars:
+        if text.lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[text.lower()]
+        raise ValueError(f"{key} must be true or false, got {text!r}")
+    for kind, word in ((int, "an integer"), (float, "a number")):
+        if kind in scalars:
             try:
-                return int(value)
+                return kind(text)
             except ValueError:
-                raise ValueError(f"{key} must be an integer, got {value!r}") from None
-    if key in _FLOAT_KEYS and not isinstance(value, bool):
-        if isinstance(value, int):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise ValueError(f"{key} must be a number, got {value!r}") from None
-    if key in _STR_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool):
+                if container is not list:
+                    raise ValueError(f"{key} must be {word}, got {text!r}") from None
+    if container is list:
+        parts = [p for p in text.replace("x", " ").replace(",", " ").split() if p]
+        return [_element(key, p, element) for p in parts]
+    return text
+
+
+def _from_number(value: float, scalars: set[type], container: type | None, element: Any) -> Any:
+    if int in scalars and float not in scalars and isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if float in scalars:
+        return float(value)
+    if str in scalars and not scalars & {int, float}:
         return str(value)
-    if key == "milestones":
-        if isinstance(value, str):
-            value = [v for v in value.replace(",", " ").split() if v]
-        if isinstance(value, (int, float)):
-            value = [value]
-        if isinstance(value, (list, tuple)):
-            try:
-                return [float(v) for v in value]
-            except (TypeError, ValueError):
-                raise ValueError(f"milestones must be a list of epochs, got {value!r}") from None
-    if key == "image_size":
-        if isinstance(value, str):
-            parts = [p for p in value.replace("x", " ").replace(",", " ").split() if p]
-            try:
-                value = [int(p) for p in parts]
-            except ValueError:
-                raise ValueError(f"image_size must be an int or 'HxW', got {value!r}") from None
-        if isinstance(value, (list, tuple)):
-            value = list(value)
-            return value[0] if len(value) == 1 else value
-    if key in ("alpha",) and isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            raise ValueError(
-                f"alpha must be a number or a mapping method → α, got {value!r}"
-            ) from None
-    if key == "alpha" and isinstance(value, Mapping):
-        return {str(k): float(v) for k, v in value.items()}
-    if key in ("model_kwargs", "method_params") and isinstance(value, Mapping):
-        return dict(value)
+    if container is list and element in (int, float):
+        return [element(value)]
     return value
 
 
@@ -380,34 +399,15 @@ def _normalise_methods(methods: Any) -> list[str] | dict[str, float]:
     )
 
 
-def _positive_int(key: str, value: Any) -> None:
-    _int_at_least(key, value, 1)
-
-
-def _int_at_least(key: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{key} must be an integer, got {value!r}")
-    if value < low:
-        raise ValueError(f"{key} must be >= {low}, got {value}")
-
-
-def _number(
-    key: str,
-    value: Any,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise TypeError(f"{key} must be a number, got {value!r}")
-    if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"{key} must be {'>' if low_open else '>='} {low}, got {value}")
-    if high is not None and (value > high or (high_open and value == high)):
-        raise ValueError(f"{key} must be {'<' if high_open else '<='} {high}, got {value}")
+def _open_unit(key: str, value: Any) -> float:
+    """A number strictly between 0 and 1."""
+    if checks.check_unit(key, value) in (0.0, 1.0):
+        raise ValueError(f"{key} must lie strictly between 0 and 1, got {value}")
+    return float(value)
 
 
 def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    """:func:`unimix.checks.check_choice` with the choices written as YAML would take them."""
     if value not in choices:
         raise ValueError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
 
