@@ -748,6 +748,7 @@ def test_cli_evaluate(digits: Digits, tmp_path: Path, monkeypatch, capsys) -> No
     command.add_arguments(parser)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
+    (run_dir / "checkpoint.pt").touch()  # a run directory (load_run is stood in for)
     out = tmp_path / "out" / "eval.json"
     args = parser.parse_args(
         [
@@ -779,7 +780,10 @@ def test_cli_evaluate(digits: Digits, tmp_path: Path, monkeypatch, capsys) -> No
     # Default output next to the run; a missing directory is an error, not a traceback.
     assert command.run(parser.parse_args([str(run_dir), "--eps", "0", "--pgd-steps", "0"])) == 0
     assert EvalResult.from_json(str(run_dir / "evaluation.json")).eps == [0.0]
-    assert command.run(parser.parse_args([str(tmp_path / "missing")])) == 2
+    from unimix.errors import UsageError
+
+    with pytest.raises(UsageError, match="does not exist"):  # cli.main prints it as one line
+        command.run(parser.parse_args([str(tmp_path / "missing")]))
     assert command.parse_eps_list("1/255, 0.5") == [1 / 255, 0.5]
     with pytest.raises(SystemExit):
         parser.parse_args([str(run_dir), "--eps", "abc"])

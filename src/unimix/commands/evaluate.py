@@ -9,7 +9,6 @@ and prints the table; the result goes to ``RUN_DIR/evaluation.json`` (or ``--out
 from __future__ import annotations
 
 import argparse
-import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -104,31 +103,59 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_run_dir(run_dir: Path) -> None:
+    """Refuse a path that is not a run directory of ``unimix train``, naming what is missing."""
+    from unimix.errors import UsageError
+
+    if not run_dir.exists():
+        raise UsageError(f"{run_dir} does not exist (expected a run directory of unimix train)")
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir} is not a directory (expected a run directory of unimix train)")
+    if not (run_dir / "checkpoint.pt").is_file():
+        found = (
+            "an empty folder" if not any(run_dir.iterdir()) else "a folder without checkpoint.pt"
+        )
+        raise UsageError(
+            f"{run_dir} is {found}, not a run directory of unimix train "
+            "(expected config.yaml and checkpoint.pt)"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
-    from unimix.commands._progress import StageProgress
-    from unimix.evaluate import evaluate_run, format_table
+    from unimix.errors import UsageError, check_device, check_output_file, removed_on_failure
 
     run_dir: Path = args.run_dir
-    if not run_dir.is_dir():
-        print(
-            f"error: {run_dir} is not a directory (expected a run directory of unimix train)",
-            file=sys.stderr,
-        )
-        return 2
+    _check_run_dir(run_dir)
     for name, value, low in (
         ("--pgd-steps", args.pgd_steps, 0),
         ("--occlusion-size", args.occlusion_size, 0),
         ("--batch-size", args.batch_size, 1),
+        ("--max-batches", 1 if args.max_batches is None else args.max_batches, 1),
     ):
         if value < low:
-            print(f"error: {name} must be >= {low}, got {value}", file=sys.stderr)
-            return 2
+            raise UsageError(f"{name} must be >= {low}, got {value}")
+    device = check_device(args.device) if args.device is not None else None
+    # every output is checked writable before a second of evaluation is spent
+    out = check_output_file(args.out or run_dir / "evaluation.json")
+    if args.plots:
+        for name in ("reliability", "robustness"):
+            check_output_file(out.with_name(f"{out.stem}_{name}.png"), "--plots")
+        import unimix.viz.reliability  # noqa: F401  (a missing extra stops us before computing)
+        import unimix.viz.robustness  # noqa: F401
+    with removed_on_failure(out.parent, keep=(out.name,)):
+        return _evaluate(args, run_dir, out, None if device == "auto" else device)
+
+
+def _evaluate(args: argparse.Namespace, run_dir: Path, out: Path, device: str | None) -> int:
+    from unimix.commands._progress import StageProgress
+    from unimix.evaluate import evaluate_run, format_table
+
     attacks = f"clean, FGSM and PGD-{args.pgd_steps} at {len(args.eps)} ε"
     occlusion = ", occlusion" if args.occlusion_size else ""
     bar = StageProgress("evaluate", f"{attacks}{occlusion} on", unit="images")
     result = evaluate_run(
         run_dir,
-        device=args.device,
+        device=device,
         batch_size=args.batch_size,
         seed=args.seed,
         eps_list=args.eps,
@@ -141,7 +168,6 @@ def run(args: argparse.Namespace) -> int:
         progress=bar.update,
     )
     bar.close()
-    out = args.out or run_dir / "evaluation.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     result.to_json(str(out))
     print(format_table(result))

@@ -111,26 +111,36 @@ def _params(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from unimix.theory import CLOSED_FORMS, closed_form, distance_profile, pairwise_coefficients
-    from unimix.viz.profiles import plot_heatmaps, plot_radial_profiles
+    import unimix.theory  # noqa: F401  (a missing extra stops us before anything is written)
+    import unimix.viz.profiles  # noqa: F401
+    from unimix.errors import UsageError, check_device, check_output_dir, removed_on_failure
 
     if args.samples < 2:
-        print("--samples must be at least 2", file=sys.stderr)
-        return 2
+        raise UsageError(f"--samples must be at least 2, got {args.samples}")
     if not args.alpha > 0:
-        print("--alpha must be > 0", file=sys.stderr)
-        return 2
+        raise UsageError(f"--alpha must be > 0, got {args.alpha}")
+    if not 0 <= args.r <= 1:
+        raise UsageError(f"--r must lie in [0, 1], got {args.r}")
+    device = check_device(args.device)
+    out: Path = check_output_dir(args.out)
     if args.closed_form and args.boundary == "clip":
         print(
             "note: the closed forms are exact for --boundary wrap (a torus); clipped masks "
             "differ from them, most at large distances",
             file=sys.stderr,
         )
+    with removed_on_failure(out, keep=()):
+        out.mkdir(parents=True, exist_ok=True)
+        return _profile(args, out, "cpu" if device == "auto" else device)
+
+
+def _profile(args: argparse.Namespace, out: Path, device: str) -> int:
+    import torch
+
+    from unimix.theory import CLOSED_FORMS, closed_form, distance_profile, pairwise_coefficients
+    from unimix.viz.profiles import plot_heatmaps, plot_radial_profiles
+
     height, width = args.size
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     centre = (height // 2, width // 2)
     progress = not args.no_progress and sys.stderr.isatty()
     profiles, heatmaps, exact = {}, {}, {}
@@ -146,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
             args.samples,
             g,
             weighting=args.weighting,
-            device=args.device,
+            device=device,
             progress=progress,
             **params,
         )
@@ -160,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
             g,
             weighting=args.weighting,
             pixels=[centre],
-            device=args.device,
+            device=device,
             progress=progress,
             **params,
         )

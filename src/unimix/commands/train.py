@@ -18,9 +18,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from unimix.train.config import BOOL_KEYS
+from unimix.errors import (
+    UsageError,
+    check_device,
+    check_output_dir,
+    one_line,
+    removed_on_failure,
+)
 
 HELP = "Train a classifier with a mixing method (recipes, resume, several GPUs through torchrun)."
 
@@ -72,7 +76,7 @@ _LIST_KEYS = {"methods", "milestones", "image_size"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from unimix.train.config import TrainConfig
+    from unimix.train.config import BOOL_KEYS, TrainConfig
 
     run = parser.add_argument_group("run")
     run.add_argument(
@@ -97,6 +101,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--list-recipes", action="store_true", help="list the packaged recipes and exit"
     )
+    run.add_argument(
+        "--check-data",
+        action="store_true",
+        help="read every image of the dataset once before training and name each bad file",
+    )
 
     keys = parser.add_argument_group("configuration (each overrides the recipe)")
     for key in TrainConfig.keys():
@@ -119,6 +128,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The configuration keys given as flags, values read as YAML scalars."""
+    import yaml
+
+    from unimix.train.config import BOOL_KEYS
+
     out: dict[str, Any] = {}
     for name, value in vars(args).items():
         if not name.startswith("cfg_") or value is None:
@@ -155,7 +168,52 @@ def _error(message: str) -> int:
     return 2
 
 
+def _check_methods(cfg: Any) -> None:
+    """Refuse an unknown method name before anything is created, listing the known ones."""
+    from unimix.commands._methods import method_names
+
+    known = method_names()
+    names = list(cfg.methods) if not isinstance(cfg.methods, str) else [cfg.methods]
+    unknown = [str(n) for n in names if n not in known]
+    if unknown:
+        raise UsageError(
+            f"unknown method{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+            f"in --methods; known methods: {', '.join(known)}"
+        )
+
+
+def check_data(cfg: Any) -> None:
+    """Build ``cfg``'s dataset and read every file of it once (``--check-data``)."""
+    from unimix.data import build_dataset
+    from unimix.data.base import check_dataset
+
+    spec = build_dataset(cfg.dataset, cfg.data_dir, cfg.image_size, cfg.split_seed, False)
+    count = check_dataset(spec)
+    print(f"check-data: {spec.name}: {count} files read, all good", file=sys.stderr)
+
+
+def _read_saved_config(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(err, "problem", None) or one_line(err)
+        raise UsageError(f"{path} is not valid YAML{where}: {problem}; fix or remove it") from None
+    if saved is None:
+        return {}
+    if not isinstance(saved, dict):
+        raise UsageError(
+            f"{path} must hold a mapping of configuration keys, found {type(saved).__name__}"
+        )
+    return saved
+
+
 def run(args: argparse.Namespace) -> int:
+    import yaml
+
     from unimix.train import TrainingInterrupted, train
     from unimix.train.checkpoint import CheckpointError, load_checkpoint
     from unimix.train.config import (
@@ -176,8 +234,12 @@ def run(args: argparse.Namespace) -> int:
                 return _error("--resume takes the run's own configuration; drop --recipe")
             if args.out is not None and Path(args.out).resolve() != run_dir.resolve():
                 return _error("--resume DIR continues the run in DIR; drop --out or make it DIR")
+            if not run_dir.is_dir():
+                return _error(
+                    f"--resume {run_dir} is not a directory (a run directory of unimix train)"
+                )
             if (run_dir / CONFIG_FILE).is_file():
-                saved = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
+                saved = _read_saved_config(run_dir / CONFIG_FILE)
             elif (run_dir / CHECKPOINT_FILE).is_file():
                 saved = load_checkpoint(run_dir / CHECKPOINT_FILE)["config"]
             else:
@@ -201,10 +263,16 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if out is None:
             return _error("--out DIR is required (or --resume DIR)")
+        _check_methods(cfg)
+        check_device(cfg.device)
+        out = check_output_dir(out, "--resume" if resume else "--out")
     except (CheckpointError, FileNotFoundError, ValueError, TypeError) as err:
         return _error(str(err))  # a bad recipe, flag or run directory
+    if getattr(args, "check_data", False):
+        check_data(cfg)
     try:
-        result = train(cfg, out, resume=resume, progress=not args.no_progress)
+        with removed_on_failure(out, keep=(CHECKPOINT_FILE,)):
+            result = train(cfg, out, resume=resume, progress=not args.no_progress)
     except TrainingInterrupted as stop:
         return 128 + int(getattr(stop, "signum", signal.SIGINT))
     except (CheckpointError, FileExistsError) as err:

@@ -38,7 +38,14 @@ import torch
 from unimix.data.base import DatasetFormatError, DataSpec, TensorImageDataset, as_size
 from unimix.data.transforms import RandomShiftFlip
 
-__all__ = ["CIFAR_LAYOUTS", "CifarLayout", "build_cifar", "read_cifar"]
+__all__ = ["CIFAR_LAYOUTS", "MAX_MEMBER_BYTES", "CifarLayout", "build_cifar", "read_cifar"]
+
+#: Largest file (archive member or file on disk) read as a CIFAR batch: 512 MiB, over three times
+#: the largest real one (CIFAR-100 ``train``, 155 MB). Checked from the tar header or the file's
+#: size BEFORE a byte is read, so a size bomb is refused without filling memory. Override with
+#: the ``max_member_bytes`` argument or the ``UNIMIX_MAX_MEMBER_BYTES`` environment variable.
+MAX_MEMBER_BYTES = 512 * 1024 * 1024
+MAX_MEMBER_BYTES_ENV = "UNIMIX_MAX_MEMBER_BYTES"
 
 
 @dataclass(frozen=True)
@@ -155,8 +162,40 @@ def _locate(root: Path, layout: CifarLayout) -> tuple[str, Path]:
     )
 
 
-def _read_tar(path: Path, layout: CifarLayout, wanted: tuple[str, ...]) -> dict[str, bytes]:
-    """The bytes of the ``wanted`` files in the archive, read in one sequential pass."""
+def _max_member_bytes(value: int | None) -> int:
+    """The size limit: ``value``, else ``$UNIMIX_MAX_MEMBER_BYTES``, else :data:`MAX_MEMBER_BYTES`."""
+    if value is None:
+        env = os.environ.get(MAX_MEMBER_BYTES_ENV)
+        if not env:
+            return MAX_MEMBER_BYTES
+        try:
+            value = int(env)
+        except ValueError:
+            raise ValueError(
+                f"{MAX_MEMBER_BYTES_ENV} must be a number of bytes, got {env!r}"
+            ) from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_member_bytes must be a positive number of bytes, got {value!r}")
+    return value
+
+
+def _check_size(where: str, size: int, limit: int) -> None:
+    if size > limit:
+        raise DatasetFormatError(
+            f"'{where}' is {size} bytes, over the limit of {limit} bytes for one CIFAR file "
+            f"(the largest real one is about 155 MB); refusing to read it. Raise the limit with "
+            f"{MAX_MEMBER_BYTES_ENV} if the file is genuine"
+        )
+
+
+def _read_tar(
+    path: Path,
+    layout: CifarLayout,
+    wanted: tuple[str, ...],
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+) -> dict[str, bytes]:
+    """The bytes of the ``wanted`` files in the archive, read in one sequential pass; each
+    member's size is checked from its header before it is read."""
     found: dict[str, tuple[bool, bytes]] = {}
     with tarfile.open(path, "r:*") as tar:
         for member in tar:
@@ -166,33 +205,43 @@ def _read_tar(path: Path, layout: CifarLayout, wanted: tuple[str, ...]) -> dict[
             standard = p.parent.name == layout.folder
             if p.name in found and (found[p.name][0] or not standard):
                 continue  # the copy in the standard folder wins over strays elsewhere
+            _check_size(f"{path}:{member.name}", member.size, max_member_bytes)
             f = tar.extractfile(member)
             if f is not None:
-                found[p.name] = (standard, f.read())
+                data = f.read(max_member_bytes + 1)  # never more than the limit, whatever it says
+                _check_size(f"{path}:{member.name}", len(data), max_member_bytes)
+                found[p.name] = (standard, data)
     return {name: data for name, (_, data) in found.items()}
 
 
 def read_cifar(
-    name: str, data_dir: str | os.PathLike
+    name: str, data_dir: str | os.PathLike, max_member_bytes: int | None = None
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor], tuple[str, ...]]:
     """Read ``((train_x, train_y), (test_x, test_y), class_names)`` of ``name`` from disk.
 
     Images are uint8 ``[N, 3, 32, 32]``, labels int64 ``[N]``. Raises FileNotFoundError when
     nothing is found at ``data_dir`` and :class:`DatasetFormatError` (a ValueError) when what is
-    found is incomplete or malformed; both name the path and the expected layout.
+    found is incomplete or malformed; both name the path and the expected layout. A file (or
+    archive member) larger than ``max_member_bytes`` (default :data:`MAX_MEMBER_BYTES`, or
+    ``$UNIMIX_MAX_MEMBER_BYTES``) is refused before it is read.
     """
+    limit = _max_member_bytes(max_member_bytes)
     layout = CIFAR_LAYOUTS[name]
     kind, where = _locate(Path(data_dir).expanduser(), layout)
     wanted = layout.train + layout.test + (layout.meta,)
     if kind == "tar":
         try:
-            files = _read_tar(where, layout, wanted)
+            files = _read_tar(where, layout, wanted, limit)
         except (tarfile.TarError, OSError, EOFError) as err:
             raise DatasetFormatError(
                 f"cannot read the archive '{where}': {err}; expected {layout.describe()}"
             ) from err
     else:
-        files = {f: (where / f).read_bytes() for f in wanted if (where / f).is_file()}
+        files = {}
+        for f in wanted:
+            if (where / f).is_file():
+                _check_size(str(where / f), (where / f).stat().st_size, limit)
+                files[f] = (where / f).read_bytes()
     missing = [f for f in layout.train + layout.test if f not in files]
     if missing:
         raise DatasetFormatError(

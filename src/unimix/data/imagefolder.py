@@ -21,12 +21,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from unimix.data.base import DatasetFormatError, DataSpec, as_size
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "build_imagefolder", "imagenet_transforms"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "build_imagefolder",
+    "imagenet_transforms",
+    "load_image",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -49,6 +56,27 @@ def _torchvision():
             "ImageFolder datasets need torchvision: pip install 'unimix[vision]'"
         ) from err
     return torchvision, v2
+
+
+def load_image(path: str | os.PathLike) -> Any:
+    """The image file at ``path`` as an RGB PIL image, decoded in full.
+
+    Decoding happens here (not lazily in a transform), so a truncated or corrupt file raises
+    :class:`DatasetFormatError` naming ``path``, in the worker that read it, instead of a bare
+    PIL error in the middle of an epoch. ``unimix train --check-data`` reads every file up front.
+    """
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as fh:
+            image = Image.open(fh)
+            image.load()
+            return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise DatasetFormatError(
+            f"cannot read image '{path}': {err}; replace or remove the file "
+            "(unimix train --check-data lists every bad file)"
+        ) from err
 
 
 def imagenet_transforms(
@@ -100,7 +128,9 @@ def build_imagefolder(
     splits = []
     for split, tf in ((train_dir, train_tf), (val_dir, test_tf)):
         try:
-            splits.append(torchvision.datasets.ImageFolder(str(root / split), transform=tf))
+            splits.append(
+                torchvision.datasets.ImageFolder(str(root / split), transform=tf, loader=load_image)
+            )
         except (FileNotFoundError, RuntimeError) as err:
             raise DatasetFormatError(
                 f"'{root / split}' is not a usable split ({err}): expected {layout}"
