@@ -6,7 +6,7 @@ import pytest
 
 from unimix.cli import main
 from unimix.study import RESULT_COLUMNS, TIMING_COLUMNS, StudyConfig, read_results, run_study
-from unimix.study.report import METRICS, fmt
+from unimix.study.report import fmt, shown_metrics
 
 TINY = [
     "image_size=8",
@@ -23,6 +23,7 @@ def _config(out, methods=("none", "hmix"), seeds=1):
         out=out,
         methods=list(methods),
         seeds=seeds,
+        regimes=["low"],
         overrides=list(TINY),
         device="cpu",
         pgd_steps=2,
@@ -50,6 +51,8 @@ def test_study_end_to_end_writes_every_output_and_report_matches_results(tmp_pat
             "none,hmix",
             "--seeds",
             "1",
+            "--regimes",
+            "low",
             "--out",
             str(out),
             "--device",
@@ -61,11 +64,18 @@ def test_study_end_to_end_writes_every_output_and_report_matches_results(tmp_pat
         ]
     )
     assert code == 0
-    for name in ("results.csv", "summary.csv", "report.md", "report.html", "config.yaml"):
+    for name in (
+        "results.csv",
+        "summary.csv",
+        "claims.csv",
+        "report.md",
+        "report.html",
+        "config.yaml",
+    ):
         assert (out / name).is_file(), name
     for fig in ("curves", "robustness", "reliability", "gallery", "profiles"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000, fig
-    for run in ("none-seed0", "hmix-seed0"):
+    for run in ("low/none-seed0", "low/hmix-seed0"):
         for name in ("config.yaml", "metrics.csv", "checkpoint.pt", "evaluation.json"):
             assert (out / "runs" / run / name).is_file(), (run, name)
 
@@ -80,18 +90,25 @@ def test_study_end_to_end_writes_every_output_and_report_matches_results(tmp_pat
     # The report's per-run table and summary show exactly results.csv's numbers.
     md = (out / "report.md").read_text()
     table = _parse_md_table(md, "## Every run (results.csv)")
-    cols = [c for c, _, _ in METRICS]
+    cols = [c for c, _, _ in shown_metrics(10)]
+    assert "top5_error" not in cols  # top-5 of 10 classes says nothing
     for row, parsed in zip(rows, table, strict=False):
-        assert parsed[0] == row["method"] and int(parsed[1]) == row["seed"]
-        for col, cell in zip(cols, parsed[2:], strict=False):
+        assert parsed[0] == row["regime"] == "low"
+        assert parsed[1] == row["method"] and int(parsed[3]) == row["seed"]
+        for col, cell in zip(cols, parsed[4:], strict=False):
             assert cell == fmt(row[col], col), (col, cell, row[col])
     summary = _parse_md_table(md, "## Summary")
     for row, parsed in zip(rows, summary, strict=False):
         assert parsed[0] == row["method"]
         for col, cell in zip(cols, parsed[2:], strict=False):
             assert cell == fmt(row[col], col)
-    # the claims cite the same numbers
-    assert f"top-1 error % {fmt(rows[1]['top1_error'])} vs none {fmt(rows[0]['top1_error'])}" in md
+    # the claims cite the same numbers, and one seed cannot be judged
+    diff = rows[1]["top1_error"] - rows[0]["top1_error"]
+    assert f"hmix − none, top-1 error %: {'+' if diff >= 0 else ''}{fmt(diff)}" in md
+    assert "cannot be judged" in md
+    # the report leads with the table of the best method per regime, then the verdicts
+    assert md.index("## Best method and setting per regime") < md.index("## Verdicts")
+    assert md.index("## Verdicts") < md.index("## Summary")
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 5
     assert fmt(rows[1]["pgd_accuracy"]) in html
@@ -111,7 +128,7 @@ def test_interrupted_study_resumes_to_the_same_results(tmp_path):
     part = _config(tmp_path / "part", methods=("none", "mixup", "cutmix"))
     with pytest.raises(Stop):
         run_study(part, log=lambda s: None, after_run=stop_after_first)
-    assert (tmp_path / "part" / "runs" / "none-seed0" / "evaluation.json").exists()
+    assert (tmp_path / "part" / "runs" / "low" / "none-seed0" / "evaluation.json").exists()
     assert not (tmp_path / "part" / "results.csv").exists()
     logs = []
     run_study(part, log=logs.append)

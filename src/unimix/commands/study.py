@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
-HELP = "train and compare MSDA methods (default: digits, none/mixup/cutmix/hmix/gmix, 3 seeds)"
+HELP = (
+    "train and compare MSDA methods in data regimes where they differ (default: digits, "
+    "none/mixup/cutmix/hmix/gmix, the recipe's regimes and seeds)"
+)
 
 
 def _eps(text: str) -> float:
@@ -31,14 +36,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(PAPER_METHODS),
         help="comma-separated methods (default: %(default)s); " + methods_help(),
     )
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="seeds per method (default: the recipe's, else 3)"
+    )
+    parser.add_argument(
+        "--regimes",
+        default=None,
+        metavar="NAME[,NAME…]",
+        help="data regimes of the recipe to run (default: the recipe's default list)",
+    )
+    parser.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,…",
+        help="sweep a training key or method parameter over values for every method that takes "
+        "it (repeatable; every combination), e.g. --grid alpha=0.2,1 --grid method_params.r=0.25,0.75",
+    )
     parser.add_argument(
         "--epochs", type=int, default=None, help="training epochs per run (default: the recipe's)"
     )
     parser.add_argument(
         "--recipe",
         default=None,
-        help="recipe name or YAML file (default: digits, or the dataset's)",
+        help="recipe name or YAML file (default: digits, or one picked for the dataset)",
     )
     parser.add_argument("--out", default="study", help="output directory (default: ./study)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
@@ -58,7 +79,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--pgd-steps", type=int, default=10, help="PGD iterations (default 10)")
     parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start afresh: delete the runs of an earlier study in --out (needed when its "
+        "settings differ from this call's)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke version in about a minute: first regime, 2 seeds, 3 epochs, 8×8 images, "
+        "light attacks (numbers mean nothing)",
+    )
+    parser.add_argument(
         "--no-progress", action="store_true", help="no progress bars (one line per run)"
+    )
+    parser.add_argument(
+        "--check-data",
+        action="store_true",
+        help="read every image of the dataset once before training and name each bad file",
     )
 
 
@@ -66,31 +104,101 @@ _DATASET_RECIPES = {
     "digits": "digits",
     "cifar10": "cifar100_preactresnet18",
     "cifar100": "cifar100_preactresnet18",
-    "imagefolder": "imagenet_resnet50_100ep",
 }
+
+#: ImageFolder trees with at least this many training images and a GPU get the ImageNet recipe.
+LARGE_IMAGEFOLDER = 100_000
+
+
+def _count_images(root: Path, limit: int) -> int:
+    """Image files under ``root/train`` (or ``root``), counting stops at ``limit``."""
+    base = root / "train" if (root / "train").is_dir() else root
+    n = 0
+    for _, _, files in os.walk(base):
+        n += sum(f.lower().endswith((".jpg", ".jpeg", ".png", ".bmp", ".webp")) for f in files)
+        if n >= limit:
+            break
+    return n
+
+
+def pick_recipe(dataset: str | None, data_dir: str | None, device: str) -> tuple[str, str]:
+    """The recipe for a dataset without ``--recipe`` and the reason, for the log.
+
+    ImageFolder: the ImageNet recipe (ResNet-50 at 224 px) only on a GPU with a large tree;
+    otherwise ``imagefolder_small`` (the small CNN at 64 px), which a CPU trains in minutes.
+    """
+    import torch
+
+    from unimix.data import default_data_dir
+
+    name = (dataset or "digits").lower()
+    if name != "imagefolder":
+        return _DATASET_RECIPES.get(name, "digits"), ""
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    root = Path(data_dir or default_data_dir())
+    count = _count_images(root, LARGE_IMAGEFOLDER)
+    if cuda and count >= LARGE_IMAGEFOLDER:
+        return "imagenet_resnet50_100ep", (
+            f"a GPU and ≥ {LARGE_IMAGEFOLDER} training images: ResNet-50 at 224 px"
+        )
+    why = "no GPU" if not cuda else f"only {count} training images (< {LARGE_IMAGEFOLDER})"
+    return "imagefolder_small", f"{why}: the small CNN at 64×64 px (choose another with --recipe)"
+
+
+QUICK_OVERRIDES = ["epochs=3", "image_size=8", "model_kwargs.widths=[8, 16]", "tensorboard=false"]
 
 
 def run(args: argparse.Namespace) -> int:
-    from unimix.study import StudyConfig, run_study
+    from unimix.errors import check_device, check_output_dir, removed_on_failure
+    from unimix.study import StudyConfig, parse_grid, run_study
 
-    recipe = args.recipe or _DATASET_RECIPES.get(args.dataset or "digits", "digits")
+    recipe, why = (
+        (args.recipe, "") if args.recipe else pick_recipe(args.dataset, args.data_dir, args.device)
+    )
+    if why:
+        print(f"unimix study: recipe {recipe} ({why})")
     overrides = list(args.overrides)
     if args.dataset:
         overrides.append(f"dataset={args.dataset}")
     if args.data_dir:
         overrides.append(f"data_dir={args.data_dir}")
     if args.epochs is not None:
+        if args.epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
         overrides.append(f"epochs={args.epochs}")
+    regimes = [r.strip() for r in args.regimes.split(",") if r.strip()] if args.regimes else None
+    seeds, pgd_steps, eps_list = args.seeds, args.pgd_steps, None
+    if args.quick:
+        overrides = QUICK_OVERRIDES + overrides
+        seeds = seeds or 2
+        pgd_steps = min(pgd_steps, 2)
+        eps_list = [args.eps]
+        if regimes is None:
+            from unimix.study.runner import first_regime
+
+            regimes = first_regime(recipe)
     cfg = StudyConfig(
         out=args.out,
         methods=[m.strip() for m in args.methods.split(",") if m.strip()],
-        seeds=args.seeds,
+        seeds=seeds,
         recipe=recipe,
         overrides=overrides,
+        regimes=regimes,
+        grid=parse_grid(args.grid),
         device=args.device,
+        eps_list=eps_list,
         attack_eps=args.eps,
-        pgd_steps=args.pgd_steps,
+        pgd_steps=pgd_steps,
         progress=not args.no_progress,
+        fresh=args.fresh,
     )
-    run_study(cfg)
+    check_device(args.device)  # before anything is created (unimix.errors)
+    check_output_dir(cfg.out)
+    if getattr(args, "check_data", False):
+        from unimix.commands.train import check_data
+        from unimix.train import resolve_config
+
+        check_data(resolve_config(recipe, overrides))
+    with removed_on_failure(cfg.out, keep=("checkpoint.pt",)):  # no half-made study folder
+        run_study(cfg)
     return 0

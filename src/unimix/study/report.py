@@ -1,32 +1,73 @@
-"""The study's report: per-method summary, the paper's claims checked one by one, and the plots.
+"""The study's report: which method for which regime, the paper's claims judged on paired seeds,
+theory next to practice, and the plots.
 
-Writes ``summary.csv``, ``report.md`` and ``report.html`` (the same content, images embedded) and
-the figures under ``OUT/figures/``. Every number in the report is computed from the rows of
-``results.csv`` and printed with the same rounding in both documents.
+Writes ``summary.csv``, ``claims.csv``, ``report.md`` and ``report.html`` and the figures under
+``OUT/figures/``. The report is built once as a :class:`~unimix.study.document.Document` and
+rendered twice, so both files carry the same numbers, all computed from the rows of
+``results.csv``.
+
+How a claim is judged (:mod:`unimix.study.stats`): on the per-seed differences between two
+variants (a variant is a method with a grid setting) in one regime, with a 95 % t-interval;
+``holds`` / ``reversed`` / ``unresolved``, and ``cannot be judged`` with one seed. An aggregate
+claim ("every MSDA method …") holds when every line holds and is reversed when any line is
+reversed (one counter-example refutes it); the report names the lines either way.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unimix.study.document import (
+    Bullets,
+    Document,
+    Figure,
+    Heading,
+    Paragraph,
+    Table,
+    to_html,
+    to_markdown,
+)
+from unimix.study.stats import (
+    CANNOT_JUDGE,
+    HOLDS,
+    REVERSED,
+    UNRESOLVED,
+    Paired,
+    aggregate_verdict,
+    paired_difference,
+    seeds_to_resolve,
+    spearman,
+)
+from unimix.study.types import CLAIM_COLUMNS, software_versions
 from unimix.train.fileio import atomic_write_text
 
-__all__ = ["METRICS", "Claim", "summarize", "check_claims", "write_report", "fmt"]
+__all__ = [
+    "METRICS",
+    "Claim",
+    "ClaimLine",
+    "check_claims",
+    "fmt",
+    "shown_metrics",
+    "summarize",
+    "write_claims",
+    "write_report",
+]
 
-#: (column, label, which way is better) of the summary table.
+#: (column, label, which way is better) of the summary tables.
 METRICS: tuple[tuple[str, str, str], ...] = (
     ("top1_error", "top-1 error %", "low"),
     ("top5_error", "top-5 error %", "low"),
     ("nll", "NLL", "low"),
+    ("nll_ts", "NLL (T-scaled)", "low"),
     ("ece", "ECE %", "low"),
+    ("ece_ts", "ECE % (T-scaled)", "low"),
+    ("temperature", "T", "none"),
     ("fgsm_accuracy", "FGSM acc %", "high"),
     ("pgd_accuracy", "PGD acc %", "high"),
     ("occlusion_accuracy", "occlusion acc %", "high"),
@@ -34,227 +75,467 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("images_per_s", "images/s", "high"),
     ("mix_overhead_pct", "mixing % of step", "low"),
 )
+_LABEL = {c: lab for c, lab, _ in METRICS}
+_BETTER = {c: b for c, _, b in METRICS}
 
 #: The paper's cost claim: mixing takes at most this share of a training step.
 OVERHEAD_LIMIT_PCT = 5.0
-#: A difference smaller than this many standard errors is reported as inside the seed noise.
-NOISE_SE = 2.0
+#: Top-k columns are shown only when k is at most this fraction of the number of classes.
+TOPK_MARGIN = 0.25
+
+_MARK = {HOLDS: "✅", REVERSED: "❌", UNRESOLVED: "≈", CANNOT_JUDGE: "–", "not tested": "–"}
 
 
-def fmt(value: float, column: str = "") -> str:
+def fmt(value: float | None, column: str = "") -> str:
     """The one rounding used everywhere in the report."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    if column == "nll":
-        return f"{value:.4f}"
+    if column in ("nll", "nll_ts", "temperature"):
+        return f"{value:.4f}" if column != "temperature" else f"{value:.3f}"
     if column == "images_per_s":
         return f"{value:.0f}"
     return f"{value:.2f}"
 
 
+def shown_metrics(num_classes: int | None) -> list[tuple[str, str, str]]:
+    """The metric columns of the tables: top-5 only where 5 ≤ ``TOPK_MARGIN`` × classes."""
+    show_top5 = num_classes is None or 5 <= TOPK_MARGIN * num_classes
+    return [m for m in METRICS if m[0] != "top5_error" or show_top5]
+
+
+def _variant(row: dict[str, Any]) -> str:
+    return f"{row['method']}[{row['setting']}]" if row.get("setting") else row["method"]
+
+
+def _regimes(rows: Sequence[dict[str, Any]]) -> list[str]:
+    seen: list[str] = []
+    for r in rows:
+        if r.get("regime", "") not in seen:
+            seen.append(r.get("regime", ""))
+    return seen
+
+
 def summarize(rows: Sequence[dict[str, Any]], methods: Sequence[str]) -> list[dict[str, Any]]:
-    """Per method: number of seeds, and mean and sample standard deviation of every metric."""
+    """Per regime and variant: number of seeds, and mean and sample standard deviation of every
+    metric (in the order of ``methods``)."""
     out = []
-    for method in methods:
-        sel = [r for r in rows if r["method"] == method]
-        if not sel:
-            continue
-        entry: dict[str, Any] = {"method": method, "n_seeds": len(sel)}
-        for col, _, _ in METRICS:
-            values = [float(r[col]) for r in sel if not math.isnan(float(r[col]))]
-            entry[f"{col}_mean"] = statistics.fmean(values) if values else math.nan
-            entry[f"{col}_std"] = (
-                statistics.stdev(values) if len(values) > 1 else 0.0 if values else math.nan
-            )
-        out.append(entry)
+    for regime in _regimes(rows):
+        in_regime = [r for r in rows if r.get("regime", "") == regime]
+        variants: list[str] = []
+        for method in methods:
+            for r in in_regime:
+                if r["method"] == method and _variant(r) not in variants:
+                    variants.append(_variant(r))
+        for variant in variants:
+            sel = [r for r in in_regime if _variant(r) == variant]
+            entry: dict[str, Any] = {
+                "regime": regime,
+                "variant": variant,
+                "method": sel[0]["method"],
+                "setting": sel[0].get("setting", ""),
+                "n_seeds": len(sel),
+            }
+            for col, _, _ in METRICS:
+                values = [float(r[col]) for r in sel if col in r and not math.isnan(float(r[col]))]
+                entry[f"{col}_mean"] = statistics.fmean(values) if values else math.nan
+                entry[f"{col}_std"] = (
+                    statistics.stdev(values) if len(values) > 1 else 0.0 if values else math.nan
+                )
+            out.append(entry)
     return out
+
+
+# ---- claims --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ClaimLine:
+    """One paired comparison: ``method_a`` against ``method_b`` on ``metric`` in ``regime``."""
+
+    claim: str
+    regime: str
+    metric: str
+    method_a: str
+    method_b: str
+    paired: Paired
+    verdict: str
+
+    def row(self) -> dict[str, Any]:
+        p = self.paired
+        return {
+            "claim": self.claim,
+            "regime": self.regime,
+            "metric": self.metric,
+            "method_a": self.method_a,
+            "method_b": self.method_b,
+            "mean_diff": p.mean,
+            "ci_low": p.ci_low,
+            "ci_high": p.ci_high,
+            "seeds": p.n,
+            "verdict": self.verdict,
+        }
+
+    def text(self) -> str:
+        p = self.paired
+        vs = f" − {self.method_b}" if self.method_b else ""
+        ci = (
+            f" [{fmt(p.ci_low, self.metric)}, {fmt(p.ci_high, self.metric)}]"
+            if p.n > 1
+            else " (one seed: no interval)"
+        )
+        words = f"{self.regime}: {self.method_a}{vs}, {_LABEL.get(self.metric, self.metric)}: "
+        words += f"{'+' if p.mean >= 0 else ''}{fmt(p.mean, self.metric)}{ci}, {p.n} seeds → {self.verdict}"
+        if self.verdict == UNRESOLVED:
+            need = seeds_to_resolve(p.mean, p.sd)
+            words += (
+                f" (about {need} seeds would resolve it at this spread)"
+                if need
+                else " (a zero mean difference: no number of seeds would resolve it)"
+                if p.mean == 0
+                else " (more than 1000 seeds would be needed at this spread)"
+            )
+        return words
 
 
 @dataclass
 class Claim:
-    """One claim of the paper, its verdict on this study, and the numbers that decide it."""
+    """One claim of the paper, its verdict on this study, and the lines that decide it."""
 
     title: str
-    verdict: str  # "holds", "does not hold", "inside seed noise", "not tested"
+    verdict: str
     details: list[str]
+    lines: list[ClaimLine] = field(default_factory=list)
+    key: str = ""
 
 
-def _by_method(summary: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {s["method"]: s for s in summary}
+def aggregate(lines: Sequence[ClaimLine]) -> str:
+    """An "every …" claim's verdict from its lines (:func:`unimix.study.stats.aggregate_verdict`)."""
+    return aggregate_verdict([ln.verdict for ln in lines]) if lines else "not tested"
 
 
-def _compare(
-    a: dict[str, Any], b: dict[str, Any], col: str, better: str
-) -> tuple[float, float, bool, bool]:
-    """Improvement of ``a`` over ``b`` on ``col`` (positive = a better), its standard error,
-    whether a is at least as good, and whether the difference is inside the seed noise."""
-    diff = a[f"{col}_mean"] - b[f"{col}_mean"]
-    if better == "low":
-        diff = -diff
-    se = math.sqrt(a[f"{col}_std"] ** 2 / a["n_seeds"] + b[f"{col}_std"] ** 2 / b["n_seeds"])
-    noisy = abs(diff) <= NOISE_SE * se if (a["n_seeds"] > 1 and b["n_seeds"] > 1) else False
-    return diff, se, diff >= 0, noisy
+def _per_seed(
+    rows: Sequence[dict[str, Any]], regime: str, variant: str, col: str
+) -> dict[int, float]:
+    return {
+        int(r["seed"]): float(r[col])
+        for r in rows
+        if r.get("regime", "") == regime and _variant(r) == variant and col in r
+    }
 
 
-def _verdict(outcomes: Sequence[tuple[bool, bool]]) -> str:
-    if not outcomes:
-        return "not tested"
-    if all(ok for ok, _ in outcomes):
-        return "holds"
-    if all(ok or noisy for ok, noisy in outcomes):
-        return "inside seed noise"
-    return "does not hold"
+def _line(
+    rows: Sequence[dict[str, Any]], claim: str, regime: str, col: str, a: str, b: str | float
+) -> ClaimLine | None:
+    """``a`` better than ``b`` (a variant, or a number for a one-sample claim) on ``col``."""
+    va = _per_seed(rows, regime, a, col)
+    if isinstance(b, str):
+        vb = _per_seed(rows, regime, b, col)
+        seeds = sorted(set(va) & set(vb))
+        name_b = b
+    else:
+        vb = dict.fromkeys(va, float(b))
+        seeds = sorted(va)
+        name_b = ""
+    seeds = [s for s in seeds if not (math.isnan(va[s]) or math.isnan(vb[s]))]
+    if not seeds:
+        return None
+    paired = paired_difference([va[s] for s in seeds], [vb[s] for s in seeds])
+    return ClaimLine(claim, regime, col, a, name_b, paired, paired.verdict(_BETTER.get(col, "low")))
 
 
-def _noise_note(noisy: bool, single: bool) -> str:
-    if single:
-        return " (one seed: no noise estimate)"
-    return " — inside the seed noise" if noisy else ""
+def _baseline(summary: Sequence[dict[str, Any]], regime: str, setting_base: str) -> str | None:
+    for s in summary:
+        if s["regime"] == regime and s["method"] == "none" and s["setting"] == setting_base:
+            return s["variant"]
+    return None
 
 
-def check_claims(summary: Sequence[dict[str, Any]]) -> list[Claim]:
-    """The paper's claims, each with the numbers that decide it."""
-    by = _by_method(summary)
-    msda = [m for m in by if m != "none"]
-    single = any(s["n_seeds"] < 2 for s in summary)
-    claims = []
+def check_claims(
+    summary: Sequence[dict[str, Any]],
+    rows: Sequence[dict[str, Any]] | None = None,
+    base_settings: dict[str, str] | None = None,
+) -> list[Claim]:
+    """The paper's claims, each judged on paired per-seed differences in every regime.
 
-    def beats_baseline(title: str, cols: Sequence[tuple[str, str]]) -> Claim:
-        if "none" not in by or not msda:
-            return Claim(
-                title, "not tested", ["needs `none` and at least one mixing method in --methods"]
-            )
-        outcomes, details = [], []
-        for col, better in cols:
-            label = dict((c, lab) for c, lab, _ in METRICS)[col]
-            for m in msda:
-                diff, se, ok, noisy = _compare(by[m], by["none"], col, better)
-                outcomes.append((ok, noisy))
-                details.append(
-                    f"{m}: {label} {fmt(by[m][col + '_mean'], col)} vs none {fmt(by['none'][col + '_mean'], col)} "
-                    f"({'better' if ok else 'worse'} by {fmt(abs(diff), col)}{_noise_note(noisy, single)})"
-                )
-        return Claim(title, _verdict(outcomes), details)
+    ``rows`` are the per-seed results (``results.csv``); ``base_settings`` maps a variant to the
+    setting of the run without mixing it is paired with (default: the plain ``none``).
+    """
+    rows = list(rows or [])
+    base_settings = base_settings or {}
+    claims: list[Claim] = []
+    regimes = [r for r in dict.fromkeys(s["regime"] for s in summary)]
 
-    claims.append(
-        beats_baseline("Every MSDA method beats no mixing on test error", [("top1_error", "low")])
+    def versus_none(key: str, title: str, cols: Sequence[str]) -> None:
+        lines: list[ClaimLine] = []
+        for regime in regimes:
+            for s in summary:
+                if s["regime"] != regime or s["method"] == "none":
+                    continue
+                base = _baseline(summary, regime, base_settings.get(s["variant"], ""))
+                if base is None:
+                    continue
+                for col in cols:
+                    line = _line(rows, key, regime, col, s["variant"], base)
+                    if line is not None:
+                        lines.append(line)
+        claims.append(_claim(key, title, lines, "needs `none` and a mixing method in --methods"))
+
+    versus_none(
+        "msda_beats_none_error", "Every MSDA method beats no mixing on test error", ["top1_error"]
     )
+    versus_none(
+        "msda_beats_none_nll",
+        "Every MSDA method beats no mixing on test NLL after temperature scaling",
+        ["nll_ts"],
+    )
+    versus_none(
+        "msda_beats_none_raw_nll",
+        "Every MSDA method beats no mixing on raw test NLL (no temperature scaling)",
+        ["nll"],
+    )
+    versus_none(
+        "msda_robust",
+        "MSDA improves adversarial robustness over no mixing (FGSM and PGD accuracy)",
+        ["fgsm_accuracy", "pgd_accuracy"],
+    )
+
+    lines = []
+    for regime in regimes:
+        sel = {s["variant"]: s for s in summary if s["regime"] == regime and not s["setting"]}
+        prev = [m for m in ("mixup", "cutmix") if m in sel]
+        if not prev:
+            continue
+        best = min(prev, key=lambda m: sel[m]["top1_error_mean"])
+        for m in ("hmix", "gmix"):
+            if m in sel:
+                line = _line(rows, "new_vs_best_earlier", regime, "top1_error", m, best)
+                if line is not None:
+                    lines.append(line)
     claims.append(
-        beats_baseline(
-            "MSDA improves adversarial robustness over no mixing (FGSM and PGD)",
-            [("fgsm_accuracy", "high"), ("pgd_accuracy", "high")],
+        _claim(
+            "new_vs_best_earlier",
+            "HMix and GMix are at least as good as the better of Mixup and CutMix (test error)",
+            lines,
+            "needs hmix or gmix and mixup or cutmix in --methods",
+            note=(
+                "'At least as good' is refuted by a reversed line; an unresolved line is "
+                "consistent with it but does not prove it."
+            ),
         )
     )
 
-    title = "HMix and GMix are at least as good as the better of Mixup and CutMix (test error)"
-    prev = [m for m in ("mixup", "cutmix") if m in by]
-    new = [m for m in ("hmix", "gmix") if m in by]
-    if not prev or not new:
-        claims.append(
-            Claim(title, "not tested", ["needs hmix or gmix and mixup or cutmix in --methods"])
-        )
-    else:
-        best = min(prev, key=lambda m: by[m]["top1_error_mean"])
-        outcomes, details = [], []
-        for m in new:
-            diff, se, ok, noisy = _compare(by[m], by[best], "top1_error", "low")
-            outcomes.append((ok, noisy))
-            details.append(
-                f"{m}: top-1 error {fmt(by[m]['top1_error_mean'])} vs {best} (the better earlier method) "
-                f"{fmt(by[best]['top1_error_mean'])} ({'better or equal' if ok else 'worse'} by "
-                f"{fmt(abs(diff))}{_noise_note(noisy, single)})"
-            )
-        claims.append(Claim(title, _verdict(outcomes), details))
-
-    title = f"Mixing costs next to nothing (under {OVERHEAD_LIMIT_PCT:g}% of a training step)"
-    if not msda:
-        claims.append(Claim(title, "not tested", ["needs at least one mixing method"]))
-    else:
-        details, outcomes = [], []
-        for m in msda:
-            pct = by[m]["mix_overhead_pct_mean"]
-            ok = not math.isnan(pct) and pct < OVERHEAD_LIMIT_PCT
-            outcomes.append((ok, False))
-            line = f"{m}: mixing takes {fmt(pct)}% of the training step"
-            if "none" in by:
-                line += (
-                    f"; {fmt(by[m]['time_per_epoch_s_mean'])} s/epoch vs "
-                    f"{fmt(by['none']['time_per_epoch_s_mean'])} s/epoch without mixing"
+    lines = []
+    for regime in regimes:
+        for s in summary:
+            if s["regime"] == regime and s["method"] != "none":
+                line = _line(
+                    rows,
+                    "mixing_cost",
+                    regime,
+                    "mix_overhead_pct",
+                    s["variant"],
+                    OVERHEAD_LIMIT_PCT,
                 )
-            details.append(line)
-        claims.append(Claim(title, _verdict(outcomes), details))
+                if line is not None:
+                    lines.append(line)
+    claims.append(
+        _claim(
+            "mixing_cost",
+            f"Mixing costs next to nothing (under {OVERHEAD_LIMIT_PCT:g}% of a training step)",
+            lines,
+            "needs at least one mixing method",
+            note=(
+                "Judged on the mixing share of a training step, timed inside each step, which is "
+                "robust to machine load, unlike seconds per epoch; mean_diff is the share minus "
+                f"{OVERHEAD_LIMIT_PCT:g} points."
+            ),
+        )
+    )
     return claims
 
 
-# ---- documents ---------------------------------------------------------------------------------
+def _claim(key: str, title: str, lines: list[ClaimLine], missing: str, note: str = "") -> Claim:
+    verdict = aggregate(lines)
+    if not lines:
+        return Claim(title, "not tested", [missing], [], key)
+    details = [ln.text() for ln in lines]
+    held = [f"{ln.regime}/{ln.method_a}/{ln.metric}" for ln in lines if ln.verdict == HOLDS]
+    against = [f"{ln.regime}/{ln.method_a}/{ln.metric}" for ln in lines if ln.verdict == REVERSED]
+    summary = f"{len(held)} of {len(lines)} lines hold"
+    if against:
+        summary += f"; reversed: {', '.join(against)}"
+    if note:
+        summary += f". {note}"
+    return Claim(title, verdict, [summary, *details], lines, key)
 
 
-def _summary_table(
-    summary: Sequence[dict[str, Any]],
-) -> tuple[list[str], list[list[str]], list[list[bool]]]:
-    header = ["method", "seeds", *(label for _, label, _ in METRICS)]
-    rows, bold = [], []
-    best: dict[str, float] = {}
-    for col, _, better in METRICS:
-        values = [s[f"{col}_mean"] for s in summary if not math.isnan(s[f"{col}_mean"])]
-        if values and len(summary) > 1:
-            best[col] = min(values) if better == "low" else max(values)
-    for s in summary:
-        cells, marks = [s["method"], str(s["n_seeds"])], [False, False]
-        for col, _, _ in METRICS:
-            mean, std = s[f"{col}_mean"], s[f"{col}_std"]
-            text = (
-                fmt(mean, col)
-                if s["n_seeds"] < 2 or math.isnan(mean)
-                else f"{fmt(mean, col)} ± {fmt(std, col)}"
-            )
-            cells.append(text)
-            marks.append(
-                col in best and not math.isnan(mean) and fmt(mean, col) == fmt(best[col], col)
-            )
-        rows.append(cells)
-        bold.append(marks)
-    return header, rows, bold
+def setting_lines(
+    rows: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]]
+) -> list[ClaimLine]:
+    """Grid comparisons: per regime and method, each setting against the method's first setting
+    (top-1 error and T-scaled NLL), for settings that differ in one key."""
+    out = []
+    for regime in dict.fromkeys(s["regime"] for s in summary):
+        by_method: dict[str, list[dict[str, Any]]] = {}
+        for s in summary:
+            if s["regime"] == regime and s["setting"]:
+                by_method.setdefault(s["method"], []).append(s)
+        for entries in by_method.values():
+            first = entries[0]
+            base_parts = dict(p.split("=", 1) for p in first["setting"].split(","))
+            for other in entries[1:]:
+                parts = dict(p.split("=", 1) for p in other["setting"].split(","))
+                changed = [k for k in parts if parts[k] != base_parts.get(k)]
+                if len(changed) != 1:
+                    continue
+                for col in ("top1_error", "nll_ts"):
+                    line = _line(
+                        rows,
+                        f"setting:{changed[0]}",
+                        regime,
+                        col,
+                        other["variant"],
+                        first["variant"],
+                    )
+                    if line is not None:
+                        out.append(line)
+    return out
 
 
-def _results_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    cols = [c for c, _, _ in METRICS]
-    header = ["method", "seed", *(label for _, label, _ in METRICS)]
-    body = [[r["method"], str(r["seed"]), *(fmt(float(r[c]), c) for c in cols)] for r in rows]
-    return header, body
-
-
-def _md_table(
-    header: list[str], rows: list[list[str]], bold: list[list[bool]] | None = None
-) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for i, row in enumerate(rows):
-        cells = [f"**{c}**" if bold and bold[i][j] else c for j, c in enumerate(row)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _html_table(
-    header: list[str], rows: list[list[str]], bold: list[list[bool]] | None = None
-) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = []
-    for i, row in enumerate(rows):
-        cells = "".join(
-            f"<td><b>{html.escape(c)}</b></td>"
-            if bold and bold[i][j]
-            else f"<td>{html.escape(c)}</td>"
-            for j, c in enumerate(row)
+def best_per_regime(
+    rows: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]]
+) -> list[tuple[dict[str, Any], dict[str, Any] | None, ClaimLine | None]]:
+    """Per regime: the variant with the lowest mean test error, the runner-up, and the paired
+    comparison of the two (the lead's confidence interval)."""
+    out = []
+    for regime in dict.fromkeys(s["regime"] for s in summary):
+        sel = sorted(
+            (s for s in summary if s["regime"] == regime), key=lambda s: s["top1_error_mean"]
         )
-        body.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        if not sel:
+            continue
+        best = sel[0]
+        runner = sel[1] if len(sel) > 1 else None
+        line = (
+            _line(
+                rows, "best_vs_runner_up", regime, "top1_error", best["variant"], runner["variant"]
+            )
+            if runner
+            else None
+        )
+        out.append((best, runner, line))
+    return out
 
 
-_VERDICT_MARK = {"holds": "✅", "does not hold": "❌", "inside seed noise": "≈", "not tested": "–"}
+def write_claims(lines: Sequence[ClaimLine], path: Path) -> None:
+    """``claims.csv`` with exactly :data:`~unimix.study.types.CLAIM_COLUMNS`."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(CLAIM_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for ln in lines:
+        row = ln.row()
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(path, buf.getvalue())
 
 
-def _figures(cfg: Any, runs: Sequence[Any], out: Path) -> list[tuple[str, str]]:
-    """Draw the plots; return (file relative to the report, caption)."""
+# ---- theory next to practice -------------------------------------------------------------------
+
+
+#: Why a method is missing from the theory table (filled by :func:`theory_vs_practice`).
+THEORY_ERRORS: list[str] = []
+
+
+def theory_vs_practice(
+    cfg: Any, runs: Sequence[Any], rows: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], dict[str, tuple[float, float, float]]]:
+    """Per regime and mixing method (default setting): the second-order term of
+    :func:`unimix.theory.loss_decomposition` — the regularisation the method adds to the standard
+    loss — on the regime's trained no-mixing model (seed 0) and 64 validation images, beside the
+    measured gain over no mixing (paired mean of none − method test error). Returns the rows and
+    Spearman's ρ per regime and pooled (``"all"``), each with its 95 % interval."""
+    import torch
+
+    from unimix import Mixer
+    from unimix.theory import loss_decomposition
+    from unimix.train import load_run
+
+    table: list[dict[str, Any]] = []
+    by_regime: dict[str, tuple[list[float], list[float]]] = {}
+    THEORY_ERRORS.clear()
+    for regime in dict.fromkeys(r.regime for r in runs):
+        none_runs = [r for r in runs if r.regime == regime and r.method == "none" and not r.setting]
+        mixing = [
+            s
+            for s in summary
+            if s["regime"] == regime and s["method"] != "none" and not s["setting"]
+        ]
+        if not none_runs or not mixing:
+            continue
+        base = none_runs[0]
+        model, spec, _ = load_run(base.run_dir, "cpu")
+        data = spec.val_tensors() or spec.test_tensors()
+        if data is None:
+            continue
+        images, labels = data[0][:64], data[1][:64]
+        for s in mixing:
+            run = next(r for r in runs if r.regime == regime and r.variant == s["variant"])
+            c = run.config
+            params = {k: v for k, v in c.method_params.items() if k in _params(s["method"])}
+            alpha = c.alpha.get(s["method"], 1.0) if isinstance(c.alpha, dict) else c.alpha
+            mixer = Mixer(
+                s["method"],
+                alpha=alpha,
+                mode="elem",
+                generator=torch.Generator().manual_seed(0),
+                **params,
+            )
+            try:
+                dec = loss_decomposition(model, images, labels, mixer, draws=8)
+            except (TypeError, ValueError, RuntimeError) as err:
+                THEORY_ERRORS.append(f"{regime}/{s['variant']}: {err}")
+                continue
+            none_variant = _baseline(summary, regime, run.base_setting) or "none"
+            line = _line(rows, "gain", regime, "top1_error", none_variant, s["variant"])
+            gain = line.paired.mean if line else math.nan  # none − method: positive is a gain
+            table.append(
+                {
+                    "regime": regime,
+                    "method": s["variant"],
+                    "second": dec.second,
+                    "second_se": dec.second_stderr,
+                    "gain": gain,
+                    "gain_low": line.paired.ci_low if line else math.nan,
+                    "gain_high": line.paired.ci_high if line else math.nan,
+                }
+            )
+            xs, ys = by_regime.setdefault(regime, ([], []))
+            xs.append(dec.second)
+            ys.append(gain)
+    rhos = {reg: spearman(xs, ys) for reg, (xs, ys) in by_regime.items()}
+    all_x = [t["second"] for t in table]
+    all_y = [t["gain"] for t in table]
+    if len(by_regime) > 1:
+        rhos["all"] = spearman(all_x, all_y)
+    return table, rhos
+
+
+def _params(method: str) -> set[str]:
+    try:
+        from unimix.registry import parameters
+
+        return set(parameters(method))
+    except (ImportError, KeyError, ValueError):
+        return set()
+
+
+# ---- figures -------------------------------------------------------------------------------------
+
+
+def _figures(cfg: Any, runs: Sequence[Any], out: Path) -> list[Figure]:
+    """Draw the plots (one colour per method in every figure); return them as blocks."""
     from unimix.evaluate import EvalResult
     from unimix.train import read_metrics
     from unimix.viz.curves import plot_training_curves
@@ -264,32 +545,35 @@ def _figures(cfg: Any, runs: Sequence[Any], out: Path) -> list[tuple[str, str]]:
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     figures = []
+    first = next(iter(dict.fromkeys(r.regime for r in runs)))
+    shown = [r for r in runs if r.regime == first and not r.setting]
     histories: dict[str, list[Any]] = {}
     evals: dict[str, list[Any]] = {}
-    for run in runs:
+    for run in shown:
         histories.setdefault(run.method, []).append(read_metrics(run.run_dir))
         evals.setdefault(run.method, []).append(
             EvalResult.from_dict(json.loads(run.eval_path.read_text()))
         )
+    where = f"regime {first}, " if first else ""
     plot_training_curves(histories, fig_dir / "curves.png")
     figures.append(
-        (
+        Figure(
             "figures/curves.png",
-            "Test error and loss per epoch (mean over seeds; training loss is on mixed targets).",
+            f"Test error and loss per epoch ({where}mean over seeds; training loss is on mixed targets).",
         )
     )
     plot_robustness({m: _mean_result(v) for m, v in evals.items()}, fig_dir / "robustness.png")
     figures.append(
-        (
+        Figure(
             "figures/robustness.png",
-            "Accuracy under FGSM and PGD against ε (pixel units; mean over seeds).",
+            f"Accuracy under FGSM and PGD against ε ({where}pixel units; mean over seeds).",
         )
     )
     plot_reliability({m: v[0] for m, v in evals.items()}, fig_dir / "reliability.png")
     figures.append(
-        (
+        Figure(
             "figures/reliability.png",
-            "Reliability diagrams (seed 0): confidence against accuracy, 15 bins.",
+            f"Reliability diagrams ({where}seed 0, raw): confidence against accuracy, 15 bins.",
         )
     )
     from unimix import masks as _masks
@@ -300,7 +584,7 @@ def _figures(cfg: Any, runs: Sequence[Any], out: Path) -> list[tuple[str, str]]:
 
         plot_mask_gallery(fig_dir / "gallery.png", methods=mask_methods)
         figures.append(
-            (
+            Figure(
                 "figures/gallery.png",
                 "The studied methods' masks on two photographs (λ = 0.65, HMix r = 0.5).",
             )
@@ -309,10 +593,11 @@ def _figures(cfg: Any, runs: Sequence[Any], out: Path) -> list[tuple[str, str]]:
         size = size[0] if isinstance(size, list) else size
         _profiles(mask_methods, size, fig_dir / "profiles.png", runs[0].config.method_params)
         figures.append(
-            (
+            Figure(
                 "figures/profiles.png",
-                f"The pixel-level regularisation each method induces: mean of A(p, q) = E[(1−M_p)(1−M_q)] "
-                f"over pixel pairs at distance |p − q| on {size}×{size} images (unimix.theory).",
+                "The pixel-level regularisation each method induces: mean of A(p, q) = "
+                f"E[(1−M_p)(1−M_q)] over pixel pairs at distance |p − q| on {size}×{size} images "
+                "(unimix.theory).",
             )
         )
     return figures
@@ -336,102 +621,318 @@ def _mean_result(results: Sequence[Any]) -> dict[str, Any]:
     return base
 
 
-def write_report(cfg: Any, runs: Sequence[Any], rows: Sequence[dict[str, Any]]) -> Path:
-    """Write summary.csv, report.md, report.html and the figures; return report.md's path."""
-    from unimix.study.runner import software_versions
+# ---- the document ------------------------------------------------------------------------------
 
-    out = Path(cfg.out)
-    summary = summarize(rows, cfg.methods)
-    cols = ["method", "n_seeds"] + [f"{c}_{s}" for c, _, _ in METRICS for s in ("mean", "std")]
-    lines = [",".join(cols)] + [
-        ",".join(str(s[c]) if c in ("method", "n_seeds") else f"{s[c]:.6g}" for c in cols)
-        for s in summary
+
+def _summary_table(
+    entries: Sequence[dict[str, Any]], metrics: Sequence[tuple[str, str, str]]
+) -> Table:
+    header = ["method", "seeds", *(label for _, label, _ in metrics)]
+    best: dict[str, float] = {}
+    for col, _, better in metrics:
+        values = [s[f"{col}_mean"] for s in entries if not math.isnan(s[f"{col}_mean"])]
+        if values and len(entries) > 1 and better != "none":
+            best[col] = min(values) if better == "low" else max(values)
+    rows, bold = [], []
+    for s in entries:
+        cells, marks = [s["variant"], str(s["n_seeds"])], [False, False]
+        for col, _, _ in metrics:
+            mean, std = s[f"{col}_mean"], s[f"{col}_std"]
+            text = (
+                fmt(mean, col)
+                if s["n_seeds"] < 2 or math.isnan(mean)
+                else f"{fmt(mean, col)} ± {fmt(std, col)}"
+            )
+            cells.append(text)
+            marks.append(
+                col in best and not math.isnan(mean) and fmt(mean, col) == fmt(best[col], col)
+            )
+        rows.append(cells)
+        bold.append(marks)
+    return Table(header, rows, bold)
+
+
+def _results_table(
+    rows: Sequence[dict[str, Any]], metrics: Sequence[tuple[str, str, str]]
+) -> Table:
+    header = ["regime", "method", "setting", "seed", *(label for _, label, _ in metrics)]
+    body = [
+        [
+            str(r.get("regime", "")),
+            r["method"],
+            r.get("setting", "") or "–",
+            str(r["seed"]),
+            *(fmt(float(r[c]), c) for c, _, _ in metrics),
+        ]
+        for r in rows
     ]
-    atomic_write_text(out / "summary.csv", "\n".join(lines) + "\n")
-    claims = check_claims(summary)
-    figures = _figures(cfg, runs, out)
+    return Table(header, body)
+
+
+def _best_block(
+    best: Sequence[tuple[dict[str, Any], dict[str, Any] | None, ClaimLine | None]],
+    sizes: dict[str, tuple[int, int]],
+) -> list[Any]:
+    header = [
+        "regime",
+        "train / test images",
+        "best (top-1 error %)",
+        "runner-up",
+        "lead over runner-up [95% CI]",
+        "in words",
+    ]
+    body = []
+    for b, runner, line in best:
+        tr, te = sizes.get(b["regime"], (0, 0))
+        if line is None:
+            lead, words = "–", "only one variant"
+        elif line.verdict == HOLDS:
+            lead = (
+                f"{fmt(line.paired.mean)} [{fmt(line.paired.ci_low)}, {fmt(line.paired.ci_high)}]"
+            )
+            words = f"{b['variant']} leads beyond the seed noise"
+        elif line.verdict == CANNOT_JUDGE:
+            lead, words = f"{fmt(line.paired.mean)}", "one seed: cannot be judged"
+        else:
+            lead = (
+                f"{fmt(line.paired.mean)} [{fmt(line.paired.ci_low)}, {fmt(line.paired.ci_high)}]"
+            )
+            words = (
+                f"nothing leads beyond the noise: {b['variant']} and {runner['variant'] if runner else ''} "
+                "are not separated by these seeds"
+            )
+        body.append(
+            [
+                b["regime"],
+                f"{tr} / {te}",
+                f"{b['variant']} ({fmt(b['top1_error_mean'])})",
+                f"{runner['variant']} ({fmt(runner['top1_error_mean'])})" if runner else "–",
+                lead,
+                words,
+            ]
+        )
+    return [
+        Heading("Best method and setting per regime"),
+        Table(
+            header,
+            body,
+            note="Lowest mean test error; the lead is the paired per-seed difference of top-1 "
+            "error (best − runner-up, negative = best is lower) with its 95 % t-interval.",
+        ),
+    ]
+
+
+def build_document(
+    cfg: Any,
+    runs: Sequence[Any],
+    rows: Sequence[dict[str, Any]],
+    *,
+    same_start: dict[str, Any] | None = None,
+    figures: Sequence[Figure] = (),
+    theory: tuple[list[dict[str, Any]], dict[str, tuple[float, float, float]]] | None = None,
+) -> tuple[Document, list[ClaimLine]]:
+    """The report as a document, and every claim line (for ``claims.csv``)."""
+    summary = summarize(rows, cfg.methods)
+    base_settings = {r.variant: r.base_setting for r in runs}
+    claims = check_claims(summary, rows, base_settings)
+    grid_lines = setting_lines(rows, summary)
+    best = best_per_regime(rows, summary)
+    num_classes = _num_classes(runs)
+    metrics = shown_metrics(num_classes)
+    sizes = {r["regime"]: (int(r["train_size"]), int(r["test_size"])) for r in rows}
+    seeds = max((s["n_seeds"] for s in summary), default=0)
+
+    doc = Document("unimix study: mixed sample data augmentation compared")
+    doc.blocks += _best_block(best, sizes)
+    doc.blocks.append(Heading("Verdicts on the paper's claims"))
+    if seeds < 2:
+        doc.blocks.append(
+            Paragraph(
+                "**One seed per method: no verdict can be judged** (a single run has no spread); "
+                "run with --seeds 3 or more."
+            )
+        )
+    doc.blocks.append(
+        Bullets(
+            [(f"{_MARK.get(c.verdict, '')} **{c.title}**: {c.verdict}.", c.details) for c in claims]
+        )
+    )
+    if grid_lines:
+        doc.blocks += [
+            Heading("Settings compared (grid)"),
+            Bullets([(ln.text(), []) for ln in grid_lines]),
+        ]
+    doc.blocks.append(
+        Paragraph(
+            "Each line is a paired comparison over seeds: the mean of the per-seed differences "
+            "(a − b) with its 95 % Student-t interval; **holds** when the interval lies wholly on the "
+            "better side of 0, **reversed** when wholly on the worse side, **unresolved** otherwise. "
+            "An 'every method' claim holds only when every line holds and is reversed by any "
+            "reversed line."
+        )
+    )
+    if same_start is not None:
+        if same_start.get("ok"):
+            text = (
+                f"Same seed, same start: checked for all {same_start['groups']} regime × seed "
+                "groups — every method started from bitwise the same initial weights and the same "
+                "first training batch (data order and augmentation), so the differences are paired."
+            )
+        else:
+            text = (
+                "**Warning: the same-start check failed** for "
+                f"{', '.join(same_start.get('mismatches', []))}: these runs did not start from the "
+                "same weights and data as the other methods of their seed; their pairing is void."
+            )
+        doc.blocks.append(Paragraph(text))
+
     c0 = runs[0].config
     eps = rows[0]["attack_eps"] if rows else cfg.attack_eps
-    setup = (
-        f"Dataset **{c0.dataset}** (image size {c0.image_size or 'native'}), model **{c0.model}**, "
-        f"{c0.epochs} epochs, batch {c0.batch_size}, SGD lr {c0.lr} ({c0.schedule}), "
-        f"α = {c0.alpha}, mode {c0.mode}; {cfg.seeds} seed(s) per method. "
-        f"Attacks: L∞ FGSM and PGD ({cfg.pgd_steps} steps) at ε = {eps * 255:.3g}/255 in the table."
+    doc.blocks += [
+        Heading("Setup"),
+        Paragraph(
+            f"Dataset **{c0.dataset}** (image size {c0.image_size or 'native'}), model "
+            f"**{c0.model}**, SGD lr {c0.lr} ({c0.schedule}), α = {c0.alpha}, mode {c0.mode}; "
+            f"{seeds} seed(s) per method. Attacks: L∞ FGSM and PGD ({cfg.pgd_steps} steps) at "
+            f"ε = {eps * 255:.3g}/255 in the tables. NLL and ECE are given raw and after "
+            "temperature scaling (one temperature per model, fitted on the validation split)."
+        ),
+    ]
+    regime_rows = []
+    for regime in dict.fromkeys(r.regime for r in runs):
+        rc = next(r.config for r in runs if r.regime == regime)
+        r0 = next((r for r in rows if r["regime"] == regime), None)
+        regime_rows.append(
+            [
+                regime,
+                str(r0["train_size"]) if r0 else "–",
+                str(r0["val_size"]) if r0 else "–",
+                str(r0["test_size"]) if r0 else "–",
+                str(rc.epochs),
+                str(rc.batch_size),
+                str(rc.mix_prob),
+            ]
+        )
+    doc.blocks.append(
+        Table(["regime", "train", "validation", "test", "epochs", "batch", "mix_prob"], regime_rows)
     )
-    versions = software_versions()
-    s_head, s_rows, s_bold = _summary_table(summary)
-    r_head, r_rows = _results_table(rows)
 
-    md = [
-        "# unimix study: mixed sample data augmentation compared",
-        "",
-        setup,
-        "",
-        "## Summary (mean ± std over seeds; best in bold)",
-        "",
-        _md_table(s_head, s_rows, s_bold),
-        "",
-        "## The paper's claims, checked",
-        "",
+    for regime in dict.fromkeys(s["regime"] for s in summary):
+        entries = [s for s in summary if s["regime"] == regime]
+        doc.blocks.append(
+            Heading(
+                f"Summary{f': regime {regime}' if regime else ''} "
+                "(mean ± std over seeds; best in bold)"
+            )
+        )
+        doc.blocks.append(_summary_table(entries, metrics))
+
+    if theory is not None:
+        table, rhos = theory
+        if not table and THEORY_ERRORS:
+            doc.blocks.append(Heading("Theory next to practice"))
+            doc.blocks.append(
+                Paragraph(
+                    "The second-order terms could not be computed: " + "; ".join(THEORY_ERRORS[:3])
+                )
+            )
+        if table:
+            doc.blocks.append(Heading("Theory next to practice"))
+            doc.blocks.append(
+                Paragraph(
+                    "Second-order term of the loss expansion (unimix.theory.loss_decomposition: "
+                    "½ E[δᵀ∇²ℓ δ], the regularisation each method adds to the standard loss) on the "
+                    "regime's trained no-mixing model (seed 0, 64 validation images, 8 draws per "
+                    "method), beside the measured gain over no mixing (none − method test error, "
+                    "paired over seeds). If the theory's ranking predicted the practice, ρ would be "
+                    "near +1."
+                )
+            )
+            doc.blocks.append(
+                Table(
+                    ["regime", "method", "second-order term", "measured gain (error pts) [95% CI]"],
+                    [
+                        [
+                            t["regime"],
+                            t["method"],
+                            f"{t['second']:.4g} ± {t['second_se']:.2g}",
+                            f"{fmt(t['gain'])} [{fmt(t['gain_low'])}, {fmt(t['gain_high'])}]",
+                        ]
+                        for t in table
+                    ],
+                )
+            )
+            doc.blocks.append(
+                Bullets(
+                    [
+                        (
+                            f"{reg}: Spearman ρ = {fmt(r)} "
+                            + (
+                                f"[{fmt(lo)}, {fmt(hi)}]"
+                                if not math.isnan(lo)
+                                else "(too few methods for an interval)"
+                            ),
+                            [],
+                        )
+                        for reg, (r, lo, hi) in rhos.items()
+                    ]
+                )
+            )
+    if figures:
+        doc.blocks.append(Heading("Figures"))
+        doc.blocks += list(figures)
+    doc.blocks += [Heading("Every run (results.csv)"), _results_table(rows, metrics)]
+    doc.blocks += [
+        Heading("Software"),
+        Bullets([(f"{k}: {v}", []) for k, v in software_versions().items()]),
     ]
-    for claim in claims:
-        md.append(f"- {_VERDICT_MARK[claim.verdict]} **{claim.title}**: {claim.verdict}.")
-        md += [f"  - {d}" for d in claim.details]
-    md += [
-        "",
-        f"Differences within {NOISE_SE:g} standard errors of the seed-to-seed variation are "
-        "reported as inside the seed noise.",
-        "",
-        "## Figures",
-        "",
+    lines = [ln for c in claims for ln in c.lines] + grid_lines
+    lines += [ln for _, _, ln in best if ln is not None]
+    return doc, lines
+
+
+def _num_classes(runs: Sequence[Any]) -> int | None:
+    for run in runs:
+        path = run.calibration_path
+        if path.is_file():
+            value = json.loads(path.read_text()).get("num_classes")
+            if value:
+                return int(value)
+    return None
+
+
+def write_report(
+    cfg: Any,
+    runs: Sequence[Any],
+    rows: Sequence[dict[str, Any]],
+    *,
+    same_start: dict[str, Any] | None = None,
+    theory: bool = True,
+) -> Path:
+    """Write summary.csv, claims.csv, report.md, report.html and the figures; return report.md."""
+    out = Path(cfg.out)
+    summary = summarize(rows, cfg.methods)
+    cols = ["regime", "variant", "n_seeds"] + [
+        f"{c}_{s}" for c, _, _ in METRICS for s in ("mean", "std")
     ]
-    for file, caption in figures:
-        md += [f"![{caption}]({file})", "", f"*{caption}*", ""]
-    md += ["## Every run (results.csv)", "", _md_table(r_head, r_rows), "", "## Software", ""]
-    md += [f"- {k}: {v}" for k, v in versions.items()]
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(cols)
+    for s in summary:
+        writer.writerow(
+            [s[c] if c in ("regime", "variant", "n_seeds") else f"{s[c]:.6g}" for c in cols]
+        )
+    atomic_write_text(out / "summary.csv", buf.getvalue())
+    figures = _figures(cfg, runs, out)
+    theory_result = theory_vs_practice(cfg, runs, rows, summary) if theory else None
+    doc, lines = build_document(
+        cfg, runs, rows, same_start=same_start, figures=figures, theory=theory_result
+    )
+    write_claims(lines, out / "claims.csv")
     md_path = out / "report.md"
-    atomic_write_text(md_path, "\n".join(md) + "\n")
-
-    body = [
-        "<h1>unimix study: mixed sample data augmentation compared</h1>",
-        f"<p>{_md_inline(setup)}</p>",
-        "<h2>Summary (mean ± std over seeds; best in bold)</h2>",
-        _html_table(s_head, s_rows, s_bold),
-        "<h2>The paper's claims, checked</h2><ul>",
-    ]
-    for claim in claims:
-        items = "".join(f"<li>{html.escape(d)}</li>" for d in claim.details)
-        body.append(
-            f"<li>{_VERDICT_MARK[claim.verdict]} <b>{html.escape(claim.title)}</b>: "
-            f"{html.escape(claim.verdict)}.<ul>{items}</ul></li>"
-        )
-    body.append("</ul><h2>Figures</h2>")
-    for file, caption in figures:
-        data = base64.b64encode((out / file).read_bytes()).decode("ascii")
-        body.append(
-            f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-        )
-    body += [
-        "<h2>Every run (results.csv)</h2>",
-        _html_table(r_head, r_rows),
-        "<h2>Software</h2><ul>",
-    ]
-    body += [f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in versions.items()]
-    body.append("</ul>")
-    page = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>unimix study</title><style>"
-        "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse;font-size:0.85em}td,th{border:1px solid #ccc;padding:3px 6px;"
-        "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
-        "figcaption{font-style:italic;color:#555}</style></head><body>"
-        + "\n".join(body)
-        + "</body></html>\n"
-    )
-    atomic_write_text(out / "report.html", page)
+    atomic_write_text(md_path, to_markdown(doc))
+    atomic_write_text(out / "report.html", to_html(doc, out))
     return md_path
-
-
-def _md_inline(text: str) -> str:
-    parts = html.escape(text).split("**")
-    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))

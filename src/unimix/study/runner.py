@@ -1,26 +1,56 @@
-"""Run the study: train and evaluate every method × seed on the same data and budget.
+"""Run the study: train and evaluate every regime × method × setting × seed on the same budget.
 
-Each run lives in ``OUT/runs/<method>-seed<k>/`` (the trainer's run directory, plus
-``evaluation.json``, as ``unimix evaluate`` writes it). A finished run is skipped, an interrupted one resumed, so a study can be stopped
-and started again at any point; ``results.csv`` is rebuilt from the run directories at the end.
+Each run lives in ``OUT/runs/<regime>/<method>[-<setting>]-seed<k>/`` (the trainer's run
+directory, plus ``evaluation.json`` as ``unimix evaluate`` writes it and ``calibration.json``,
+the temperature fitted on the validation split and the test NLL/ECE after scaling). A finished
+run is skipped, an interrupted one resumed, so a study can be stopped and started again at any
+point; ``results.csv`` is rebuilt from the run directories at the end.
+
+A study directory records its configuration (``OUT/config.yaml``): a rerun whose runs would be
+trained or evaluated differently is refused up front, naming the keys that differ, unless
+``fresh=True`` (``--fresh``) clears the old runs first — a report never mixes configurations.
+Adding methods, seeds, regimes or grid values to a study is not a difference: the new runs are
+trained and the old ones kept.
+
+Regimes come from the recipe's ``study:`` section::
+
+    study:
+      seeds: 5
+      default_regimes: [low, full]
+      regimes:
+        low:  {train_per_class: 40, val_fraction: 0.5, batch_size: 32, epochs: 60}
+        full: {val_fraction: 0.1}
+
+Order of precedence for a run's configuration: recipe < regime < ``overrides`` (``--set``,
+``--epochs``) < grid values < method and seed.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import os
-import platform
-import sys
+import re
+import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from unimix.study.types import (
+    MIXING_KEYS,
+    PAPER_METHODS,
+    RESULT_COLUMNS,
+    TIMING_COLUMNS,
+    StudyConfig,
+    StudyRun,
+    software_versions,
+)
 from unimix.train.fileio import atomic_write_text
 
 __all__ = [
@@ -29,209 +59,408 @@ __all__ = [
     "TIMING_COLUMNS",
     "StudyConfig",
     "StudyRun",
+    "check_same_start",
+    "load_study_section",
+    "parse_grid",
     "plan_runs",
-    "run_study",
     "read_results",
+    "run_study",
     "software_versions",
 ]
 
-#: The methods of the paper's comparison, with no mixing as the baseline.
-PAPER_METHODS: tuple[str, ...] = ("none", "mixup", "cutmix", "hmix", "gmix")
-
-#: Columns of ``results.csv``: one row per method × seed. Errors and accuracies are percentages.
-RESULT_COLUMNS: tuple[str, ...] = (
-    "method",
-    "seed",
-    "top1_error",
-    "top5_error",
-    "nll",
-    "ece",
-    "fgsm_accuracy",
-    "pgd_accuracy",
-    "occlusion_accuracy",
-    "train_time_s",
-    "time_per_epoch_s",
-    "images_per_s",
-    "mix_overhead_pct",
-    "epochs",
-    "attack_eps",
-)
-
-#: Columns that measure time: they differ from one machine (or session) to the next.
-TIMING_COLUMNS: frozenset[str] = frozenset(
-    {"train_time_s", "time_per_epoch_s", "images_per_s", "mix_overhead_pct"}
-)
+#: Keys of a study's recorded configuration whose change alters every evaluation.
+_EVAL_KEYS = ("eps_list", "attack_eps", "pgd_steps", "occlusion_size")
+#: Name of the single regime of a recipe without a ``study:`` section.
+DEFAULT_REGIME = "full"
 
 
-@dataclass
-class StudyConfig:
-    """What the study compares and how.
+# ---- recipes, regimes and the grid -------------------------------------------------------------
 
-    ``recipe`` is a packaged recipe name or a YAML file (the training budget); ``overrides`` are
-    ``key=value`` strings applied on top of it for every run (``epochs``, ``dataset`` …).
-    ``attack_eps`` is the ε (pixel units) of the FGSM/PGD columns of ``results.csv``;
-    ``eps_list`` the radii of the robustness curves.
+
+def load_study_section(recipe: str) -> dict[str, Any]:
+    """The ``study:`` mapping of a recipe (packaged name or YAML path); ``{}`` when it has none."""
+    import yaml
+
+    path = Path(recipe)
+    if path.suffix in (".yaml", ".yml") or path.exists() or os.sep in str(recipe):
+        text = path.read_text() if path.is_file() else ""
+    else:
+        entry = resources.files("unimix") / "recipes" / f"{recipe}.yaml"
+        text = entry.read_text() if entry.is_file() else ""
+    data = yaml.safe_load(text) if text else None
+    section = data.get("study") if isinstance(data, dict) else None
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise ValueError(f"the study section of recipe {recipe!r} must be a mapping")
+    return section
+
+
+def _regimes(cfg: StudyConfig, section: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    defined = section.get("regimes") or {}
+    if not isinstance(defined, dict):
+        raise ValueError(f"study.regimes of recipe {cfg.recipe!r} must map names to keys")
+    if not defined:
+        defined = {DEFAULT_REGIME: {}}
+    names = cfg.regimes or list(section.get("default_regimes") or defined)
+    unknown = [n for n in names if n not in defined]
+    if unknown:
+        raise ValueError(
+            f"unknown regime(s) {', '.join(map(repr, unknown))} in --regimes; recipe "
+            f"{cfg.recipe!r} defines: {', '.join(defined)}"
+        )
+    return {n: dict(defined[n] or {}) for n in names}
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
+    """``["alpha=0.2,1", "method_params.r=0.25,0.5"]`` → ``{"alpha": [0.2, 1.0], …}``.
+
+    Values are read as YAML (numbers, booleans, strings). A key that is not a training key is a
+    method parameter: ``r=0.25,0.5`` means ``method_params.r``.
     """
+    import yaml
 
-    out: Path = Path("study")
-    methods: list[str] = field(default_factory=lambda: list(PAPER_METHODS))
-    seeds: int = 3
-    recipe: str = "digits"
-    overrides: list[str] = field(default_factory=list)
-    device: str = "auto"
-    eps_list: list[float] = field(
-        default_factory=lambda: [1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255]
-    )
-    attack_eps: float = 8 / 255
-    pgd_steps: int = 10
-    occlusion_size: int | None = None
-    progress: bool = True
+    from unimix.train import TrainConfig
 
-    def __post_init__(self) -> None:
-        self.out = Path(self.out)
-        if not self.methods:
-            raise ValueError("methods must name at least one method, e.g. --methods none,mixup")
-        if len(set(self.methods)) != len(self.methods):
-            raise ValueError(f"methods lists a method twice: {self.methods}")
-        from unimix.mix import available_methods
-
-        known = set(available_methods())
-        for name in self.methods:
-            if name not in known:
-                raise ValueError(
-                    f"unknown method {name!r} in methods; known methods: {', '.join(sorted(known))}"
-                )
-        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
-            raise ValueError(
-                f"seeds must be a positive int (the number of seeds), got {self.seeds!r}"
-            )
-        if self.attack_eps not in self.eps_list:
-            self.eps_list = sorted({*self.eps_list, self.attack_eps})
-        if self.pgd_steps < 1:
-            raise ValueError(f"pgd_steps must be >= 1, got {self.pgd_steps}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "out": str(self.out),
-            "methods": list(self.methods),
-            "seeds": self.seeds,
-            "recipe": self.recipe,
-            "overrides": list(self.overrides),
-            "device": self.device,
-            "eps_list": list(self.eps_list),
-            "attack_eps": self.attack_eps,
-            "pgd_steps": self.pgd_steps,
-            "occlusion_size": self.occlusion_size,
-        }
+    grid: dict[str, list[Any]] = {}
+    keys = set(TrainConfig.keys())
+    for item in items:
+        if not isinstance(item, str) or "=" not in item:
+            raise ValueError(f"--grid needs KEY=V1,V2,…, got {item!r}")
+        key, _, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not key or not raw.strip():
+            raise ValueError(f"--grid needs KEY=V1,V2,…, got {item!r}")
+        if key.partition(".")[0] not in keys:
+            key = f"method_params.{key}"
+        if key.partition(".")[0] in ("methods", "seed"):
+            raise ValueError(f"--grid {key}: use --methods and --seeds for these")
+        values = [yaml.safe_load(v.strip()) for v in raw.split(",") if v.strip()]
+        if len(set(map(repr, values))) != len(values):
+            raise ValueError(f"--grid {key} lists a value twice: {raw}")
+        if key in grid:
+            raise ValueError(f"--grid {key} given twice; list all its values in one --grid")
+        grid[key] = values
+    return grid
 
 
-@dataclass
-class StudyRun:
-    """One method × seed: its training configuration and directory."""
+def _short(key: str) -> str:
+    return key.removeprefix("method_params.")
 
-    method: str
-    seed: int
-    config: Any  # unimix.train.TrainConfig
-    run_dir: Path
 
-    @property
-    def name(self) -> str:
-        return f"{self.method}-seed{self.seed}"
+def _method_takes(method: str, key: str) -> bool:
+    """Whether a grid key changes the runs of ``method``."""
+    top, _, sub = key.partition(".")
+    if method == "none":
+        return top not in MIXING_KEYS
+    if top == "method_params":
+        return sub in _parameters(method)
+    return True
 
-    @property
-    def eval_path(self) -> Path:
-        return self.run_dir / "evaluation.json"
 
-    def done(self) -> bool:
-        return self.eval_path.exists()
+def _parameters(method: str) -> set[str]:
+    try:
+        from unimix.registry import parameters
+    except ImportError:  # pragma: no cover - older engine
+        from unimix.mix import method_parameters as parameters
+    try:
+        return set(parameters(method))
+    except (KeyError, ValueError):
+        return set()
+
+
+def _settings(method: str, grid: dict[str, list[Any]]) -> list[tuple[str, list[str], str]]:
+    """(label, overrides, base label) of every grid combination that changes ``method``'s runs;
+    the base label keeps the keys that also change a run without mixing."""
+    keys = [k for k in grid if _method_takes(method, k)]
+    combos = itertools.product(*(grid[k] for k in keys)) if keys else [()]
+    out = []
+    for values in combos:
+        pairs = list(zip(keys, values, strict=True))
+        label = ",".join(f"{_short(k)}={_text(v)}" for k, v in pairs)
+        base = ",".join(f"{_short(k)}={_text(v)}" for k, v in pairs if _method_takes("none", k))
+        overrides = [f"{k}={json.dumps(v)}" for k, v in pairs]
+        out.append((label, overrides, base))
+    return out
+
+
+def _text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _dirname(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=,+-]", "_", label)
 
 
 def plan_runs(cfg: StudyConfig) -> list[StudyRun]:
-    """Every method × seed with its resolved training configuration (seed-major order, so that a
-    partial study already compares every method)."""
-    from unimix.train import resolve_config
+    """Every regime × seed × method × setting with its resolved training configuration
+    (regime-major, then seed, so that a partial study already compares every method)."""
+    from unimix.train import TrainConfig, apply_overrides, load_recipe
 
+    section = load_study_section(cfg.recipe)
+    base = load_recipe(cfg.recipe)
+    seeds = cfg.seeds if cfg.seeds is not None else int(section.get("seeds", 3))
     runs = []
-    for seed in range(cfg.seeds):
-        for method in cfg.methods:
-            overrides = [*cfg.overrides, f"methods={method}", f"seed={seed}"]
-            if cfg.device != "auto":
-                overrides.append(f"device={cfg.device}")
-            config = resolve_config(cfg.recipe, overrides)
-            runs.append(StudyRun(method, seed, config, cfg.out / "runs" / f"{method}-seed{seed}"))
+    for regime, keys in _regimes(cfg, section).items():
+        data = apply_overrides(base, keys)
+        for seed in range(seeds):
+            for method in cfg.methods:
+                for label, grid_overrides, base_label in _settings(method, cfg.grid):
+                    overrides = [
+                        *cfg.overrides,
+                        *grid_overrides,
+                        f"methods={method}",
+                        f"seed={seed}",
+                    ]
+                    if cfg.device != "auto":
+                        overrides.append(f"device={cfg.device}")
+                    config = TrainConfig.from_dict(apply_overrides(data, overrides))
+                    setting = f"-{_dirname(label)}" if label else ""
+                    run_dir = cfg.out / "runs" / regime / f"{method}{setting}-seed{seed}"
+                    runs.append(StudyRun(method, seed, config, run_dir, regime, label, base_label))
     return runs
 
 
-def software_versions() -> dict[str, str]:
-    """Versions of Python, the platform and the packages the study used."""
-    from importlib import metadata
+# ---- the study directory's record --------------------------------------------------------------
 
-    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for pkg in ("unimix", "torch", "numpy", "scikit-learn", "matplotlib", "torchvision", "timm"):
+
+def _record(cfg: StudyConfig, runs: Sequence[StudyRun]) -> dict[str, Any]:
+    from unimix.train import RESUME_MUTABLE
+
+    return {
+        "study": cfg.to_dict(),
+        "runs": {
+            r.name: {k: v for k, v in r.config.to_dict().items() if k not in RESUME_MUTABLE}
+            for r in runs
+        },
+    }
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human-readable differences that would make old and new runs disagree."""
+    diffs = []
+    old_study, new_study = old.get("study") or {}, new["study"]
+    for key in _EVAL_KEYS:
+        if key in old_study and old_study[key] != new_study[key]:
+            diffs.append(f"{key} ({old_study[key]} → {new_study[key]})")
+    changed: dict[str, tuple[Any, Any]] = {}
+    for name, config in new["runs"].items():
+        before = (old.get("runs") or {}).get(name)
+        if before is None:
+            continue
+        for key in sorted(set(config) | set(before)):
+            if config.get(key) != before.get(key):
+                changed.setdefault(key, (before.get(key), config.get(key)))
+    diffs += [f"{k} ({a} → {b})" for k, (a, b) in changed.items()]
+    return diffs
+
+
+def _prepare_directory(cfg: StudyConfig, record: dict[str, Any]) -> None:
+    """Refuse a directory whose finished runs were made with other settings (or clear it with
+    ``cfg.fresh``), and a non-empty directory that is not a study."""
+    import yaml
+
+    out = cfg.out
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file; give a directory for the study")
+    config_path = out / "config.yaml"
+    if not out.exists() or not any(out.iterdir()):
+        return
+    old = None
+    if config_path.is_file():
         try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            continue
-    versions["torch_threads"] = str(torch.get_num_threads())
-    versions["cuda"] = torch.version.cuda or "none"
-    return versions
+            old = yaml.safe_load(config_path.read_text())
+        except yaml.YAMLError:
+            old = None
+    if not isinstance(old, dict) or "study" not in old:
+        raise ValueError(
+            f"{str(out)!r} is not empty and is not a unimix study directory; choose another --out "
+            "(a study never writes into a folder it did not make)"
+        )
+    diffs = [] if "runs" not in old else _differences(old, record)
+    if "runs" not in old and (out / "runs").exists():
+        diffs = ["the directory comes from an older unimix without a per-run record"]
+    if not diffs and not cfg.fresh:
+        return
+    if cfg.fresh:
+        for name in ("runs", "figures"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        for name in (
+            "results.csv",
+            "summary.csv",
+            "claims.csv",
+            "report.md",
+            "report.html",
+            "config.yaml",
+        ):
+            (out / name).unlink(missing_ok=True)
+        return
+    raise ValueError(
+        f"the study in {str(out)!r} was run with other settings: {'; '.join(diffs)}. Its runs "
+        "would mix two configurations: rerun with --fresh to start afresh (deletes its runs), "
+        "or choose another --out"
+    )
 
 
-def _estimate_seconds(runs: Sequence[StudyRun]) -> float | None:
-    """Seconds left: measured time per epoch of finished runs, else a short timed probe."""
-    from unimix.train import read_metrics
+def _write_study_config(cfg: StudyConfig, runs: Sequence[StudyRun], record: dict[str, Any]) -> None:
+    import yaml
 
-    per_epoch = []
+    out = cfg.out / "config.yaml"
+    old: dict[str, Any] = {}
+    if out.is_file():
+        try:
+            loaded = yaml.safe_load(out.read_text())
+            old = loaded if isinstance(loaded, dict) else {}
+        except yaml.YAMLError:
+            old = {}
+    merged_runs = {**(old.get("runs") or {}), **record["runs"]}  # runs of earlier, wider calls
+    resolved = {
+        "study": record["study"],
+        "train": runs[0].config.to_dict() | {"methods": "<per run>", "seed": "<per run>"},
+        "runs": merged_runs,
+        "software": software_versions(),
+    }
+    atomic_write_text(out, yaml.safe_dump(resolved, sort_keys=False))
+
+
+# ---- same start for every method ---------------------------------------------------------------
+
+
+def check_same_start(runs: Sequence[StudyRun]) -> dict[str, Any]:
+    """Check that every method of one regime × seed (and non-mixing setting) starts from the same
+    initial weights and first training batch (:func:`unimix.train.start_fingerprint`).
+
+    Returns ``{"ok": bool, "groups": n, "mismatches": [run names]}``.
+    """
+    from unimix.train import start_fingerprint
+
+    groups: dict[tuple[str, int, str], list[StudyRun]] = {}
     for run in runs:
-        rows = read_metrics(run.run_dir)
-        if rows:
-            per_epoch += [float(r["epoch_s"]) for r in rows if r.get("epoch_s") not in (None, "")]
-    if not per_epoch:
-        return None
-    mean = sum(per_epoch) / len(per_epoch)
-    left_epochs = 0
-    for run in runs:
-        if run.done():
-            continue
-        done_epochs = len(read_metrics(run.run_dir))
-        left_epochs += max(0, run.config.epochs - done_epochs)
-    return mean * left_epochs * 1.15  # evaluation and attacks: about 15 % on top
+        groups.setdefault((run.regime, run.seed, _base_setting(run)), []).append(run)
+    mismatches = []
+    for members in groups.values():
+        prints = {r.name: start_fingerprint(r.config) for r in members}
+        first = next(iter(prints.values()))
+        mismatches += [n for n, p in prints.items() if p != first]
+    return {"ok": not mismatches, "groups": len(groups), "mismatches": mismatches}
 
 
-def _probe_epoch_seconds(run: StudyRun, steps: int = 4) -> float:
-    """Time a few training steps of ``run``'s model and data to estimate one epoch (seconds)."""
+def _base_setting(run: StudyRun) -> str:
+    """The part of a run's setting that is not about mixing (what ``none`` shares with it)."""
+    return run.base_setting
+
+
+# ---- time ---------------------------------------------------------------------------------------
+
+
+def _eval_passes(cfg: StudyConfig) -> float:
+    """Forward+backward-equivalents per test image of one evaluation (attacks dominate)."""
+    eps = len(cfg.eps_list or [])
+    return 1.0 + eps * (1.0 + cfg.pgd_steps) + 1.0
+
+
+def _run_cost(run: StudyRun, sizes: dict[str, int], cfg: StudyConfig) -> float:
+    """Relative cost of a run in image passes (training, per-epoch tests, final evaluation)."""
+    c = run.config
+    train_passes = sizes["train"] * c.epochs
+    tests = c.epochs // c.eval_every if c.eval_every else 1
+    return train_passes + sizes["test"] * (tests / 3 + _eval_passes(cfg)) + sizes["val"] / 3
+
+
+def _sizes(config: Any) -> dict[str, int]:
     from unimix.data import build_dataset
+
+    spec = build_dataset(
+        config.dataset,
+        config.data_dir,
+        config.image_size,
+        config.split_seed,
+        train_per_class=config.train_per_class,
+        train_fraction=config.train_fraction,
+        val_fraction=config.val_fraction,
+    )
+    return {
+        "train": len(spec.train),
+        "test": len(spec.test),
+        "val": 0 if spec.val is None else len(spec.val),
+    }
+
+
+def _probe_image_seconds(run: StudyRun, budget_s: float = 30.0) -> float:
+    """Seconds per image of one real training step of ``run`` (forward, backward, update).
+
+    Two steps at the run's batch size and image size (never bigger than one real step); the
+    first warms up, the second is timed unless the first already took longer than ``budget_s``.
+    """
     from unimix.models import create_model
 
     c = run.config
-    spec = build_dataset(c.dataset, c.data_dir, c.image_size, c.split_seed)
+    from unimix.data import build_dataset
+
+    spec = build_dataset(
+        c.dataset,
+        c.data_dir,
+        c.image_size,
+        c.split_seed,
+        train_per_class=c.train_per_class,
+        train_fraction=c.train_fraction,
+        val_fraction=c.val_fraction,
+    )
     device = "cuda" if c.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     model = create_model(
         c.model, spec.num_classes, spec.in_chans, spec.image_size, **c.model_kwargs
     )
     model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    x = torch.randn(c.batch_size, spec.in_chans, *spec.image_size, device=device)
-    y = torch.randint(0, spec.num_classes, (c.batch_size,), device=device)
-    times = []
-    for _ in range(steps + 1):
+    batch = min(c.batch_size, len(spec.train))
+    x = torch.randn(batch, spec.in_chans, *spec.image_size, device=device)
+    y = torch.randint(0, spec.num_classes, (batch,), device=device)
+    seconds = math.inf
+    for _ in range(2):
         t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
         if device == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    step_s = sorted(times[1:])[len(times[1:]) // 2]
-    return step_s * math.ceil(len(spec.train) / c.batch_size)
+        seconds = time.perf_counter() - t
+        if seconds > budget_s:
+            break
+    return seconds / batch
 
 
-def _evaluate(run: StudyRun, cfg: StudyConfig) -> dict[str, Any]:
+def _estimate_seconds(runs: Sequence[StudyRun], cfg: StudyConfig) -> float:
+    """Seconds left: the measured seconds per unit of cost of finished runs, else a probe."""
+    sizes: dict[str, dict[str, int]] = {}
+    for run in runs:
+        if run.regime not in sizes:
+            sizes[run.regime] = _sizes(run.config)
+    spent, done_cost = 0.0, 0.0
+    for run in runs:
+        if run.done():
+            info = json.loads(run.calibration_path.read_text())
+            if info.get("study_s"):
+                spent += float(info["study_s"])
+                done_cost += _run_cost(run, sizes[run.regime], cfg)
+    left = [r for r in runs if not r.done()]
+    left_cost = sum(_run_cost(r, sizes[r.regime], cfg) for r in left)
+    if done_cost > 0:
+        return spent / done_cost * left_cost
+    per_image = _probe_image_seconds(left[0]) if left else 0.0
+    return per_image * left_cost * 1.1
+
+
+# ---- evaluation --------------------------------------------------------------------------------
+
+
+def _evaluate(run: StudyRun, cfg: StudyConfig, train_s: float) -> None:
     from unimix.evaluate import evaluate_run
+    from unimix.evaluate.metrics import expected_calibration_error, fit_temperature, nll, topk_error
+    from unimix.train import load_run
 
+    t0 = time.perf_counter()
     device = None if cfg.device == "auto" else cfg.device
-    config = run.config
-    size = config.image_size or 32
+    size = run.config.image_size or 32
     result = evaluate_run(
         run.run_dir,
         device=device,
@@ -241,7 +470,38 @@ def _evaluate(run: StudyRun, cfg: StudyConfig) -> dict[str, Any]:
         occlusion_size=cfg.occlusion_size or _default_occlusion(size),
     )
     atomic_write_text(run.eval_path, result.to_json() + "\n")
-    return result.to_dict()
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, spec, _ = load_run(run.run_dir, dev)
+    info: dict[str, Any] = {
+        "train_size": len(spec.train),
+        "val_size": 0 if spec.val is None else len(spec.val),
+        "test_size": len(spec.test),
+        "num_classes": spec.num_classes,
+        "temperature": math.nan,
+        "nll_ts": math.nan,
+        "ece_ts": math.nan,
+    }
+    val, test = spec.val_tensors(), spec.test_tensors()
+    if val is not None and test is not None:
+        with torch.no_grad():
+            zv = _logits(model, val[0], dev)
+            zt = _logits(model, test[0], dev)
+        t = fit_temperature(zv, val[1].to(zv.device))
+        yt = test[1].to(zt.device)
+        info.update(
+            temperature=t,
+            nll_ts=nll(zt / t, yt),
+            ece_ts=expected_calibration_error(zt / t, yt),
+            val_error=topk_error(zv, val[1].to(zv.device)),
+            val_nll=nll(zv, val[1].to(zv.device)),
+        )
+    info["study_s"] = train_s + time.perf_counter() - t0
+    atomic_write_text(run.calibration_path, json.dumps(info) + "\n")
+
+
+def _logits(model: torch.nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return torch.cat([model(images[i : i + 512].to(device)) for i in range(0, len(images), 512)])
 
 
 def _default_occlusion(image_size: int | Sequence[int]) -> int:
@@ -254,16 +514,25 @@ def _row(run: StudyRun, cfg: StudyConfig) -> dict[str, Any]:
     from unimix.train import load_result
 
     ev = json.loads(run.eval_path.read_text())
+    cal = json.loads(run.calibration_path.read_text())
     tr = load_result(run.run_dir)
     k = ev["eps"].index(min(ev["eps"], key=lambda e: abs(e - cfg.attack_eps)))
     occl = ev.get("occlusion_accuracy")
     return {
+        "regime": run.regime,
+        "train_size": cal["train_size"],
+        "val_size": cal["val_size"],
+        "test_size": cal["test_size"],
         "method": run.method,
+        "setting": run.setting,
         "seed": run.seed,
         "top1_error": 100 * ev["top1_error"],
         "top5_error": 100 * ev["top5_error"],
         "nll": ev["nll"],
         "ece": 100 * ev["ece"],
+        "temperature": cal["temperature"],
+        "nll_ts": cal["nll_ts"],
+        "ece_ts": 100 * cal["ece_ts"],
         "fgsm_accuracy": 100 * ev["fgsm_accuracy"][k],
         "pgd_accuracy": 100 * ev["pgd_accuracy"][k],
         "occlusion_accuracy": math.nan if occl is None else 100 * occl,
@@ -284,9 +553,15 @@ def _format(value: Any) -> str:
 
 def write_results(rows: Sequence[dict[str, Any]], path: Path) -> None:
     """Write ``results.csv`` atomically (6 significant digits)."""
-    lines = [",".join(RESULT_COLUMNS)]
-    lines += [",".join(_format(row[c]) for c in RESULT_COLUMNS) for row in rows]
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    buf = [",".join(RESULT_COLUMNS)]
+    for row in rows:
+        cells = [_format(row[c]) for c in RESULT_COLUMNS]
+        buf.append(",".join(f'"{c}"' if "," in c else c for c in cells))
+    atomic_write_text(path, "\n".join(buf) + "\n")
+
+
+_TEXT_COLUMNS = {"method", "regime", "setting"}
+_INT_COLUMNS = {"seed", "epochs", "train_size", "val_size", "test_size"}
 
 
 def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -297,14 +572,17 @@ def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     for row in rows:
         parsed: dict[str, Any] = {}
         for key, value in row.items():
-            if key == "method":
+            if key in _TEXT_COLUMNS:
                 parsed[key] = value
-            elif key in ("seed", "epochs"):
+            elif key in _INT_COLUMNS:
                 parsed[key] = int(value)
             else:
                 parsed[key] = float(value)
         out.append(parsed)
     return out
+
+
+# ---- the study ---------------------------------------------------------------------------------
 
 
 def run_study(
@@ -325,19 +603,24 @@ def run_study(
 
     log = log or tqdm.write  # above the progress bars
 
-    cfg.out.mkdir(parents=True, exist_ok=True)
     runs = plan_runs(cfg)
-    _write_study_config(cfg, runs)
+    record = _record(cfg, runs)
+    _prepare_directory(cfg, record)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    _write_study_config(cfg, runs, record)
     left = [r for r in runs if not r.done()]
+    regimes = sorted({r.regime for r in runs}, key=[r.regime for r in runs].index)
     log(
-        f"study: {len(cfg.methods)} methods × {cfg.seeds} seeds = {len(runs)} runs "
+        f"study: {len(regimes)} regime(s) ({', '.join(regimes)}) × {len(cfg.methods)} methods × "
+        f"{len({r.seed for r in runs})} seeds = {len(runs)} runs "
         f"({len(runs) - len(left)} already done) → {cfg.out}"
     )
     if left:
-        estimate = _estimate_seconds(runs)
-        if estimate is None:
-            estimate = _probe_epoch_seconds(left[0]) * sum(r.config.epochs for r in left) * 1.15
-        log(f"study: estimated time left {_hms(estimate)} on {_device_name(cfg.device)}")
+        estimate = _estimate_seconds(runs, cfg)
+        log(
+            f"study: estimated time left {_hms(estimate)} (training and evaluation) on "
+            f"{_device_name(cfg.device)}"
+        )
     start = time.perf_counter()
     bar = tqdm(
         total=len(runs),
@@ -351,8 +634,9 @@ def run_study(
     try:
         for run in left:
             bar.set_postfix_str(run.name)
+            t0 = time.perf_counter()
             train(run.config, run.run_dir, resume=True, progress=cfg.progress)
-            _evaluate(run, cfg)
+            _evaluate(run, cfg, time.perf_counter() - t0)
             bar.update(1)
             finished += 1
             if not cfg.progress:
@@ -367,20 +651,10 @@ def run_study(
         bar.close()
     rows = [_row(run, cfg) for run in runs]
     write_results(rows, cfg.out / "results.csv")
-    report = write_report(cfg, runs, rows)
+    same_start = check_same_start(runs)
+    report = write_report(cfg, runs, rows, same_start=same_start)
     log(f"study: finished in {_hms(time.perf_counter() - start)}; report: {report}")
     return report
-
-
-def _write_study_config(cfg: StudyConfig, runs: Sequence[StudyRun]) -> None:
-    import yaml
-
-    resolved = {
-        "study": cfg.to_dict(),
-        "train": runs[0].config.to_dict() | {"methods": "<per run>", "seed": "<per run>"},
-        "software": software_versions(),
-    }
-    atomic_write_text(cfg.out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
 
 
 def _device_name(device: str) -> str:
@@ -392,3 +666,10 @@ def _device_name(device: str) -> str:
 def _hms(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def first_regime(recipe: str) -> list[str] | None:
+    """The first of a recipe's default regimes (``--quick`` runs only that one)."""
+    section = load_study_section(recipe)
+    names = list(section.get("default_regimes") or (section.get("regimes") or {}))
+    return names[:1] or None

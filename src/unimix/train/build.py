@@ -86,12 +86,12 @@ def build_dataset(cfg: TrainConfig) -> Any:
 def method_params(cfg: TrainConfig) -> dict[str, Any]:
     """The ``method_params`` that the chosen methods take (a recipe may set ``r`` for HMix and be
     run with Mixup); a name no registered method takes at all is an error."""
-    from unimix import mix
+    from unimix import registry
 
-    accepted = mix.method_parameters
+    accepted = registry.parameters
     names = list(cfg.methods)
     taken = {k for n in names for k in accepted(n)}
-    known = {k for n in mix.available_methods() for k in accepted(n)}
+    known = {k for n in registry.available() for k in accepted(n)}
     unknown = sorted(set(cfg.method_params) - known)
     if unknown:
         raise ValueError(

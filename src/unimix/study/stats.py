@@ -1,0 +1,154 @@
+"""Paired statistics of the study: per-seed differences, t-intervals, verdicts, rank agreement.
+
+Every method of a study is trained with the same seeds, and a seed fixes the initial weights and
+the data order for every method, so method A and method B are compared on the *paired*
+differences ``d_s = m_A(s) − m_B(s)`` over seeds ``s = 1 … n``. With ``d̄`` their mean and ``s_d``
+their sample standard deviation, the 95 % confidence interval of the mean difference is the
+Student-t interval
+
+    d̄ ± t_{0.975, n−1} · s_d / √n .
+
+Verdict of a claim "A is better than B" (``better`` says which sign is better): ``holds`` when the
+whole interval is on the better side of 0, ``reversed`` when it is wholly on the worse side,
+``unresolved`` otherwise — and ``cannot be judged`` with one seed (no spread, no interval).
+For an unresolved line, :func:`seeds_to_resolve` gives the smallest ``n`` with
+``t_{0.975, n−1} · s_d / √n < |d̄|``: how many seeds would resolve it if mean and spread stayed
+as observed.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "CANNOT_JUDGE",
+    "HOLDS",
+    "REVERSED",
+    "UNRESOLVED",
+    "Paired",
+    "aggregate_verdict",
+    "paired_difference",
+    "seeds_to_resolve",
+    "spearman",
+    "t_quantile",
+]
+
+HOLDS = "holds"
+REVERSED = "reversed"
+UNRESOLVED = "unresolved"
+CANNOT_JUDGE = "cannot be judged"
+
+
+def t_quantile(p: float, dof: int) -> float:
+    """Quantile ``p`` of Student's t with ``dof`` degrees of freedom (``scipy.stats.t.ppf``)."""
+    if dof < 1:
+        raise ValueError(f"dof must be >= 1, got {dof}")
+    from scipy.stats import t
+
+    return float(t.ppf(p, dof))
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A paired comparison: mean difference ``a − b`` over ``n`` seeds with its 95 % interval."""
+
+    mean: float
+    sd: float
+    n: int
+    ci_low: float
+    ci_high: float
+
+    def verdict(self, better: str) -> str:
+        """``holds``/``reversed``/``unresolved`` for "a is better than b" (``better`` is
+        ``"low"`` when a smaller value is better, as for errors, else ``"high"``)."""
+        if better not in ("low", "high"):
+            raise ValueError(f"better must be 'low' or 'high', got {better!r}")
+        if self.n < 2 or math.isnan(self.ci_low):
+            return CANNOT_JUDGE
+        good_side = self.ci_high < 0 if better == "low" else self.ci_low > 0
+        bad_side = self.ci_low > 0 if better == "low" else self.ci_high < 0
+        return HOLDS if good_side else REVERSED if bad_side else UNRESOLVED
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Paired:
+    """Mean of ``a[i] − b[i]`` (the same seed ``i``) with a Student-t confidence interval.
+
+    With one pair the interval is NaN (one seed cannot be judged); with identical differences
+    (zero spread) it collapses to the mean.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"a and b must be paired (same length), got {len(a)} and {len(b)}")
+    if not a:
+        raise ValueError("paired_difference needs at least one pair")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    diffs = [float(x) - float(y) for x, y in zip(a, b, strict=True)]
+    n = len(diffs)
+    mean = statistics.fmean(diffs)
+    if n < 2:
+        return Paired(mean, math.nan, n, math.nan, math.nan)
+    sd = statistics.stdev(diffs)
+    half = t_quantile(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+    return Paired(mean, sd, n, mean - half, mean + half)
+
+
+def seeds_to_resolve(mean: float, sd: float, limit: int = 1000) -> int | None:
+    """Smallest number of seeds whose 95 % t-interval would exclude 0 at this mean and spread;
+    ``None`` when the mean is 0 (or more than ``limit`` seeds would be needed)."""
+    if math.isnan(mean) or math.isnan(sd) or mean == 0:
+        return None
+    if sd == 0:
+        return 2
+    for n in range(2, limit + 1):
+        if t_quantile(0.975, n - 1) * sd / math.sqrt(n) < abs(mean):
+            return n
+    return None
+
+
+def aggregate_verdict(parts: Sequence[str]) -> str:
+    """The verdict of an "every …" claim from its lines: ``holds`` only when every line holds,
+    ``reversed`` when any line is reversed (one counter-example refutes it), ``cannot be judged``
+    when any line cannot be, otherwise ``unresolved``."""
+    if not parts or any(p == CANNOT_JUDGE for p in parts):
+        return CANNOT_JUDGE
+    if any(p == REVERSED for p in parts):
+        return REVERSED
+    if all(p == HOLDS for p in parts):
+        return HOLDS
+    return UNRESOLVED
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, float]:
+    """Spearman's ρ of ``x`` and ``y`` with a 95 % interval (Fisher z, standard error
+    ``√(1.06 / (n − 3))``, Fieller, Hartley & Pearson 1957); the interval is NaN for ``n ≤ 3``."""
+    if len(x) != len(y):
+        raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
+    n = len(x)
+    if n < 2:
+        return math.nan, math.nan, math.nan
+    rx, ry = _ranks(x), _ranks(y)
+    if len(set(rx)) == 1 or len(set(ry)) == 1:
+        return math.nan, math.nan, math.nan
+    rho = statistics.correlation(rx, ry)
+    if n <= 3:
+        return rho, math.nan, math.nan
+    z = math.atanh(max(-0.999999, min(0.999999, rho)))
+    half = 1.959964 * math.sqrt(1.06 / (n - 3))
+    return rho, math.tanh(z - half), math.tanh(z + half)

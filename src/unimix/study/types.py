@@ -1,0 +1,230 @@
+"""The study's shared types and constants: what the runner produces and the report reads.
+
+Both :mod:`unimix.study.runner` and :mod:`unimix.study.report` import from here and never from
+each other, so the study has no import cycle.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CLAIM_COLUMNS",
+    "MIXING_KEYS",
+    "PAPER_METHODS",
+    "RESULT_COLUMNS",
+    "TIMING_COLUMNS",
+    "StudyConfig",
+    "StudyRun",
+    "software_versions",
+]
+
+#: The methods of the paper's comparison, with no mixing as the baseline.
+PAPER_METHODS: tuple[str, ...] = ("none", "mixup", "cutmix", "hmix", "gmix")
+
+#: Columns of ``results.csv``: one row per regime × method × setting × seed. Errors, accuracies
+#: and ECE are percentages; ``nll_ts``/``ece_ts`` are after temperature scaling (the temperature,
+#: one scalar per model, fitted on the validation split).
+RESULT_COLUMNS: tuple[str, ...] = (
+    "regime",
+    "train_size",
+    "val_size",
+    "test_size",
+    "method",
+    "setting",
+    "seed",
+    "top1_error",
+    "top5_error",
+    "nll",
+    "ece",
+    "temperature",
+    "nll_ts",
+    "ece_ts",
+    "fgsm_accuracy",
+    "pgd_accuracy",
+    "occlusion_accuracy",
+    "train_time_s",
+    "time_per_epoch_s",
+    "images_per_s",
+    "mix_overhead_pct",
+    "epochs",
+    "attack_eps",
+)
+
+#: Columns that measure time: they differ from one machine (or session) to the next.
+TIMING_COLUMNS: frozenset[str] = frozenset(
+    {"train_time_s", "time_per_epoch_s", "images_per_s", "mix_overhead_pct"}
+)
+
+#: Columns of ``claims.csv`` (one row per claim line: a regime, a metric, a pair of methods).
+CLAIM_COLUMNS: tuple[str, ...] = (
+    "claim",
+    "regime",
+    "metric",
+    "method_a",
+    "method_b",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "seeds",
+    "verdict",
+)
+
+#: Training keys that only change how images are mixed: a run without mixing ignores them, so a
+#: grid over them trains ``none`` once.
+MIXING_KEYS: frozenset[str] = frozenset(
+    {
+        "alpha",
+        "mode",
+        "mix_prob",
+        "switch_prob",
+        "partner",
+        "method_params",
+        "mix_where",
+        "label_weight",
+    }
+)
+
+
+@dataclass
+class StudyConfig:
+    """What the study compares and how.
+
+    ``recipe`` is a packaged recipe name or a YAML file (the training budget and, under its
+    ``study:`` key, the regimes); ``regimes`` picks some of them (``None``: the recipe's
+    default list); ``overrides`` are ``key=value`` strings applied on top of every regime;
+    ``grid`` maps a training key or method parameter to the values to sweep (every combination
+    is trained for every method that takes the keys). ``attack_eps`` is the ε (pixel units) of
+    the FGSM/PGD columns of ``results.csv``; ``eps_list`` the radii of the robustness curves.
+    ``seeds`` ``None`` takes the recipe's number (3 without one).
+    """
+
+    out: Path = Path("study")
+    methods: list[str] = field(default_factory=lambda: list(PAPER_METHODS))
+    seeds: int | None = None
+    recipe: str = "digits"
+    overrides: list[str] = field(default_factory=list)
+    regimes: list[str] | None = None
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    device: str = "auto"
+    eps_list: list[float] | None = None
+    attack_eps: float = 8 / 255
+    pgd_steps: int = 10
+    occlusion_size: int | None = None
+    progress: bool = True
+    fresh: bool = False
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if not self.methods:
+            raise ValueError("methods must name at least one method, e.g. --methods none,mixup")
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods lists a method twice: {self.methods}")
+        known = set(_available_methods())
+        for name in self.methods:
+            if name not in known:
+                raise ValueError(
+                    f"unknown method {name!r} in methods; known methods: {', '.join(sorted(known))}"
+                )
+        if self.seeds is not None and (
+            isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1
+        ):
+            raise ValueError(
+                f"seeds must be a positive int (the number of seeds), got {self.seeds!r}"
+            )
+        if self.eps_list is None:
+            self.eps_list = [2 / 255, 4 / 255, 8 / 255, 16 / 255]
+        if self.attack_eps not in self.eps_list:
+            self.eps_list = sorted({*self.eps_list, self.attack_eps})
+        if (
+            isinstance(self.pgd_steps, bool)
+            or not isinstance(self.pgd_steps, int)
+            or (self.pgd_steps < 1)
+        ):
+            raise ValueError(f"pgd_steps must be an int >= 1, got {self.pgd_steps!r}")
+        if self.regimes is not None and not self.regimes:
+            raise ValueError("regimes must name at least one regime, e.g. --regimes low")
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"grid {key!r} needs at least one value, e.g. --grid {key}=A,B")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings that decide the results (``out``, ``progress``, ``fresh`` excluded)."""
+        return {
+            "methods": list(self.methods),
+            "seeds": self.seeds,
+            "recipe": self.recipe,
+            "overrides": list(self.overrides),
+            "regimes": None if self.regimes is None else list(self.regimes),
+            "grid": {k: list(v) for k, v in self.grid.items()},
+            "device": self.device,
+            "eps_list": list(self.eps_list or []),
+            "attack_eps": self.attack_eps,
+            "pgd_steps": self.pgd_steps,
+            "occlusion_size": self.occlusion_size,
+        }
+
+
+def _available_methods() -> list[str]:
+    try:
+        from unimix.registry import available
+    except ImportError:  # pragma: no cover - older engine
+        from unimix.mix import available_methods as available
+    names = list(available())
+    return names if "none" in names else ["none", *names]
+
+
+@dataclass
+class StudyRun:
+    """One regime × method × setting × seed: its training configuration and directory."""
+
+    method: str
+    seed: int
+    config: Any  # unimix.train.TrainConfig
+    run_dir: Path
+    regime: str = ""
+    setting: str = ""
+    base_setting: str = ""  # the part of ``setting`` that a run without mixing shares
+
+    @property
+    def name(self) -> str:
+        setting = f"-{self.setting}" if self.setting else ""
+        regime = f"{self.regime}/" if self.regime else ""
+        return f"{regime}{self.method}{setting}-seed{self.seed}"
+
+    @property
+    def variant(self) -> str:
+        """Method and setting, the unit that the claims compare (``hmix`` or ``hmix[alpha=0.2]``)."""
+        return f"{self.method}[{self.setting}]" if self.setting else self.method
+
+    @property
+    def eval_path(self) -> Path:
+        return self.run_dir / "evaluation.json"
+
+    @property
+    def calibration_path(self) -> Path:
+        return self.run_dir / "calibration.json"
+
+    def done(self) -> bool:
+        return self.eval_path.exists() and self.calibration_path.exists()
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of Python, the platform and the packages the study used."""
+    from importlib import metadata
+
+    import torch
+
+    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for pkg in ("unimix", "torch", "numpy", "scikit-learn", "matplotlib", "torchvision", "timm"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    versions["torch_threads"] = str(torch.get_num_threads())
+    versions["cuda"] = torch.version.cuda or "none"
+    return versions
