@@ -253,6 +253,52 @@ def evaluate_model(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    eps_values = _check_options(
+        eps_list, pgd_steps, pgd_step_size, occlusion_size, attack_loss, batch_size, max_batches
+    )
+    if device is not None:
+        model.to(device)
+    dev = torch.device(device) if device is not None else _model_device(model)
+    attacks = _Attacks(
+        mean=mean,
+        std=std,
+        eps=eps_values,
+        step_sizes=[
+            default_step_size(e, pgd_steps) if pgd_step_size is None else float(pgd_step_size)
+            for e in eps_values
+        ],
+        pgd_steps=pgd_steps,
+        pgd_random_start=bool(pgd_random_start),
+        attack_loss=attack_loss,
+        occlusion_size=occlusion_size,
+        generator=generator if generator is not None else torch.Generator().manual_seed(0),
+    )
+    tally = _Tally(len(eps_values), dev, n_bins)
+    total = _count_images(data, batch_size, max_batches) if progress is not None else None
+    with frozen_eval(model):
+        for index, (images, labels) in enumerate(_batches(data, batch_size)):
+            if max_batches is not None and index >= max_batches:
+                break
+            if not isinstance(images, Tensor) or images.dim() != 4:
+                raise ValueError("images must be [B, C, H, W] tensors")
+            images = images.to(dev, non_blocking=True).float()
+            labels = labels.to(dev, non_blocking=True).long()
+            _evaluate_batch(model, images, labels, attacks, tally)
+            if progress is not None:
+                progress(tally.images, total)
+    return tally.result(attacks, str(dev))
+
+
+def _check_options(
+    eps_list: Sequence[float],
+    pgd_steps: Any,
+    pgd_step_size: Any,
+    occlusion_size: Any,
+    attack_loss: Any,
+    batch_size: Any,
+    max_batches: Any,
+) -> list[float]:
+    """Validate :func:`evaluate_model`'s options; the radii as floats."""
     eps_values = _check_eps_list(eps_list)
     if isinstance(pgd_steps, bool) or not isinstance(pgd_steps, int) or pgd_steps < 0:
         raise ValueError(f"pgd_steps must be an int >= 0, got {pgd_steps!r}")
@@ -274,111 +320,122 @@ def evaluate_model(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if max_batches is not None and (not isinstance(max_batches, int) or max_batches < 1):
         raise ValueError(f"max_batches must be a positive int or None, got {max_batches!r}")
-    if device is not None:
-        model.to(device)
-    dev = torch.device(device) if device is not None else _model_device(model)
-    if generator is None:
-        generator = torch.Generator().manual_seed(0)
-    step_sizes = [
-        default_step_size(e, pgd_steps) if pgd_step_size is None else float(pgd_step_size)
-        for e in eps_values
-    ]
+    return eps_values
 
-    top_hits: list[Tensor] = []
-    nlls: list[Tensor] = []
-    confs: list[Tensor] = []
-    corrects: list[Tensor] = []
-    fgsm_hits = torch.zeros(len(eps_values), dtype=torch.long, device=dev)
-    pgd_hits = torch.zeros(len(eps_values), dtype=torch.long, device=dev)
-    occ_hits = torch.zeros((), dtype=torch.long, device=dev)
-    forward_seconds = 0.0
-    num_classes = 0
-    t_start = time.perf_counter()
 
-    total = _count_images(data, batch_size, max_batches) if progress is not None else None
-    done = 0
-    with frozen_eval(model):
-        for index, (images, labels) in enumerate(_batches(data, batch_size)):
-            if max_batches is not None and index >= max_batches:
-                break
-            if not isinstance(images, Tensor) or images.dim() != 4:
-                raise ValueError("images must be [B, C, H, W] tensors")
-            images = images.to(dev, non_blocking=True).float()
-            labels = labels.to(dev, non_blocking=True).long()
-            if occlusion_size is not None and occlusion_size > min(images.shape[-2:]):
-                raise ValueError(
-                    f"occlusion_size={occlusion_size} does not fit in {tuple(images.shape[-2:])} "
-                    "images; choose a smaller patch"
-                )
+@dataclass
+class _Attacks:
+    """The attacks and occlusion of one evaluation (see :func:`evaluate_model`)."""
 
-            _sync(dev)
-            tic = time.perf_counter()
-            with torch.no_grad():
-                logits = model(images)
-            _sync(dev)
-            forward_seconds += time.perf_counter() - tic
+    mean: Any
+    std: Any
+    eps: list[float]
+    step_sizes: list[float]
+    pgd_steps: int
+    pgd_random_start: bool
+    attack_loss: Literal["ce", "margin"]
+    occlusion_size: int | None
+    generator: torch.Generator
 
-            num_classes = logits.shape[1]
-            top_hits.append(topk_correct(logits, labels, (1, 5)))
-            nlls.append(nll_per_example(logits, labels))
-            probs = logits.float().softmax(dim=1)
-            conf, pred = probs.max(dim=1)
-            confs.append(conf)
-            corrects.append(pred == labels)
 
-            # Stats are built per batch, so the attacks check the pixel range once for each.
-            mean_t = channel_stats(mean, "mean", images.shape[1], images)
-            std_t = channel_stats(std, "std", images.shape[1], images)
-            for i, (eps, alpha) in enumerate(zip(eps_values, step_sizes, strict=True)):
-                adv = fgsm(model, images, labels, eps=eps, mean=mean_t, std=std_t, loss=attack_loss)
-                fgsm_hits[i] += _count_correct(model, adv, labels)
-                adv = pgd(
-                    model,
-                    images,
-                    labels,
-                    eps=eps,
-                    mean=mean_t,
-                    std=std_t,
-                    steps=pgd_steps,
-                    step_size=alpha,
-                    random_start=pgd_random_start,
-                    generator=generator,
-                    loss=attack_loss,
-                )
-                pgd_hits[i] += _count_correct(model, adv, labels)
-            if occlusion_size is not None:
-                occluded = random_occlusion(images, occlusion_size, fill=0.0, generator=generator)
-                occ_hits += _count_correct(model, occluded, labels)
-            if progress is not None:
-                done += images.shape[0]
-                progress(done, total)
+class _Tally:
+    """Running counts of one evaluation, on the device; :meth:`result` turns them into an
+    :class:`EvalResult`."""
 
-    if not top_hits:
-        raise ValueError("data yielded no batches: nothing to evaluate")
-    hits = torch.cat(top_hits, dim=1).double()
-    n = hits.shape[1]
-    diagram = reliability_diagram(torch.cat(confs), torch.cat(corrects), n_bins)
-    return EvalResult(
-        n=n,
-        num_classes=num_classes,
-        top1_error=1.0 - hits[0].mean().item(),
-        top5_error=1.0 - hits[1].mean().item(),
-        nll=torch.cat(nlls).double().mean().item(),
-        ece=diagram.ece,
-        reliability=diagram,
-        eps=eps_values,
-        fgsm_accuracy=(fgsm_hits.double() / n).tolist(),
-        pgd_accuracy=(pgd_hits.double() / n).tolist(),
-        pgd_steps=pgd_steps,
-        pgd_step_size=step_sizes,
-        pgd_random_start=bool(pgd_random_start),
-        attack_loss=attack_loss,
-        occlusion_size=occlusion_size,
-        occlusion_accuracy=None if occlusion_size is None else occ_hits.item() / n,
-        images_per_second=n / max(forward_seconds, 1e-9),
-        total_seconds=time.perf_counter() - t_start,
-        device=str(dev),
-    )
+    def __init__(self, num_eps: int, device: torch.device, n_bins: int) -> None:
+        self.n_bins = n_bins
+        self.top_hits: list[Tensor] = []
+        self.nlls: list[Tensor] = []
+        self.confs: list[Tensor] = []
+        self.corrects: list[Tensor] = []
+        self.fgsm_hits = torch.zeros(num_eps, dtype=torch.long, device=device)
+        self.pgd_hits = torch.zeros(num_eps, dtype=torch.long, device=device)
+        self.occ_hits = torch.zeros((), dtype=torch.long, device=device)
+        self.forward_seconds = 0.0
+        self.num_classes = 0
+        self.images = 0
+        self.t_start = time.perf_counter()
+
+    def add_clean(self, logits: Tensor, labels: Tensor) -> None:
+        self.num_classes = logits.shape[1]
+        self.top_hits.append(topk_correct(logits, labels, (1, 5)))
+        self.nlls.append(nll_per_example(logits, labels))
+        conf, pred = logits.float().softmax(dim=1).max(dim=1)
+        self.confs.append(conf)
+        self.corrects.append(pred == labels)
+        self.images += labels.shape[0]
+
+    def result(self, attacks: _Attacks, device: str) -> EvalResult:
+        if not self.top_hits:
+            raise ValueError("data yielded no batches: nothing to evaluate")
+        hits = torch.cat(self.top_hits, dim=1).double()
+        n = hits.shape[1]
+        diagram = reliability_diagram(torch.cat(self.confs), torch.cat(self.corrects), self.n_bins)
+        size = attacks.occlusion_size
+        return EvalResult(
+            n=n,
+            num_classes=self.num_classes,
+            top1_error=1.0 - hits[0].mean().item(),
+            top5_error=1.0 - hits[1].mean().item(),
+            nll=torch.cat(self.nlls).double().mean().item(),
+            ece=diagram.ece,
+            reliability=diagram,
+            eps=attacks.eps,
+            fgsm_accuracy=(self.fgsm_hits.double() / n).tolist(),
+            pgd_accuracy=(self.pgd_hits.double() / n).tolist(),
+            pgd_steps=attacks.pgd_steps,
+            pgd_step_size=attacks.step_sizes,
+            pgd_random_start=attacks.pgd_random_start,
+            attack_loss=attacks.attack_loss,
+            occlusion_size=size,
+            occlusion_accuracy=None if size is None else self.occ_hits.item() / n,
+            images_per_second=n / max(self.forward_seconds, 1e-9),
+            total_seconds=time.perf_counter() - self.t_start,
+            device=device,
+        )
+
+
+def _evaluate_batch(
+    model: nn.Module, images: Tensor, labels: Tensor, attacks: _Attacks, tally: _Tally
+) -> None:
+    """Clean forward (timed), FGSM and PGD at every ε, and occlusion, on one batch."""
+    size = attacks.occlusion_size
+    if size is not None and size > min(images.shape[-2:]):
+        raise ValueError(
+            f"occlusion_size={size} does not fit in {tuple(images.shape[-2:])} images; "
+            "choose a smaller patch"
+        )
+    _sync(images.device)
+    tic = time.perf_counter()
+    with torch.no_grad():
+        logits = model(images)
+    _sync(images.device)
+    tally.forward_seconds += time.perf_counter() - tic
+    tally.add_clean(logits, labels)
+    # Stats are built per batch, so the attacks check the pixel range once for each.
+    mean_t = channel_stats(attacks.mean, "mean", images.shape[1], images)
+    std_t = channel_stats(attacks.std, "std", images.shape[1], images)
+    loss = attacks.attack_loss
+    for i, (eps, alpha) in enumerate(zip(attacks.eps, attacks.step_sizes, strict=True)):
+        adv = fgsm(model, images, labels, eps=eps, mean=mean_t, std=std_t, loss=loss)
+        tally.fgsm_hits[i] += _count_correct(model, adv, labels)
+        adv = pgd(
+            model,
+            images,
+            labels,
+            eps=eps,
+            mean=mean_t,
+            std=std_t,
+            steps=attacks.pgd_steps,
+            step_size=alpha,
+            random_start=attacks.pgd_random_start,
+            generator=attacks.generator,
+            loss=loss,
+        )
+        tally.pgd_hits[i] += _count_correct(model, adv, labels)
+    if size is not None:
+        occluded = random_occlusion(images, size, fill=0.0, generator=attacks.generator)
+        tally.occ_hits += _count_correct(model, occluded, labels)
 
 
 def _count_correct(model: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
