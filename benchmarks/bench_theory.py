@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
         out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
         print(
-            f"| {method} | {out['seconds']:.1f} | {out['peak_mib']:.0f} | {dense_mib:.0f} | "
-            f"{out['peak_mib'] / dense_mib:.4f} |"
+            f"| {method} | {out['seconds']:.3g} | {out['peak_mib']:.4g} | {dense_mib:.4g} | "
+            f"{out['peak_mib'] / dense_mib:.4g} |"
         )
     return 0
 
