@@ -263,10 +263,7 @@ def evaluate_model(
         mean=mean,
         std=std,
         eps=eps_values,
-        step_sizes=[
-            default_step_size(e, pgd_steps) if pgd_step_size is None else float(pgd_step_size)
-            for e in eps_values
-        ],
+        step_sizes=_step_sizes(eps_values, pgd_steps, pgd_step_size),
         pgd_steps=pgd_steps,
         pgd_random_start=bool(pgd_random_start),
         attack_loss=attack_loss,
@@ -279,11 +276,7 @@ def evaluate_model(
         for index, (images, labels) in enumerate(_batches(data, batch_size)):
             if max_batches is not None and index >= max_batches:
                 break
-            if not isinstance(images, Tensor) or images.dim() != 4:
-                raise ValueError("images must be [B, C, H, W] tensors")
-            images = images.to(dev, non_blocking=True).float()
-            labels = labels.to(dev, non_blocking=True).long()
-            _evaluate_batch(model, images, labels, attacks, tally)
+            _evaluate_batch(model, images, labels, attacks, tally, dev)
             if progress is not None:
                 progress(tally.images, total)
     return tally.result(attacks, str(dev))
@@ -395,10 +388,24 @@ class _Tally:
         )
 
 
+def _step_sizes(eps: list[float], steps: int, step_size: float | None) -> list[float]:
+    """PGD's step per radius: ``step_size`` for all, or :func:`default_step_size` (``2.5 ε / T``)."""
+    return [default_step_size(e, steps) if step_size is None else float(step_size) for e in eps]
+
+
 def _evaluate_batch(
-    model: nn.Module, images: Tensor, labels: Tensor, attacks: _Attacks, tally: _Tally
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    attacks: _Attacks,
+    tally: _Tally,
+    device: torch.device,
 ) -> None:
     """Clean forward (timed), FGSM and PGD at every ε, and occlusion, on one batch."""
+    if not isinstance(images, Tensor) or images.dim() != 4:
+        raise ValueError("images must be [B, C, H, W] tensors")
+    images = images.to(device, non_blocking=True).float()
+    labels = labels.to(device, non_blocking=True).long()
     size = attacks.occlusion_size
     if size is not None and size > min(images.shape[-2:]):
         raise ValueError(
