@@ -152,3 +152,16 @@ def test_mix_loss_is_softmax_cross_entropy_for_both_target_kinds():
     soft = torch.softmax(torch.randn(5, K), 1)
     expected = -(soft * torch.log_softmax(logits, 1)).sum(1).mean()
     torch.testing.assert_close(mix_loss(logits, soft), expected)
+
+
+def test_checkpoint_keeps_the_mixer_random_state(tmp_path):
+    model = Recorder(Mixer("hmix", num_classes=K, generator=torch.Generator().manual_seed(3)))
+    fit = trainer(2)
+    fit.fit(model, loaders(with_index=False)[0])
+    path = tmp_path / "last.ckpt"
+    fit.save_checkpoint(path)
+    state = model.mixer.generator.get_state()
+
+    fresh = Recorder(Mixer("hmix", num_classes=K, generator=torch.Generator().manual_seed(99)))
+    fresh.on_load_checkpoint(torch.load(path, weights_only=False))
+    assert torch.equal(fresh.mixer.generator.get_state(), state)

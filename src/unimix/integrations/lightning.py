@@ -53,6 +53,9 @@ def _import_lightning() -> Any:
 
 _lightning = _import_lightning()
 
+#: Where :class:`MixMixin` keeps the mixer's random state in a Lightning checkpoint.
+CHECKPOINT_KEY = "unimix_mixer"
+
 _IMAGE_KEYS = ("image", "images", "pixel_values", "img", "input", "inputs", "x")
 _LABEL_KEYS = ("labels", "label", "targets", "target", "y")
 
@@ -82,7 +85,9 @@ class MixMixin:
     Batches: a tuple/list whose first two items are the images ``[B, C, H, W]`` and the labels,
     or a dict; the dict's keys are ``mix_keys`` if set, else the first of ``"image"``,
     ``"images"``, ``"pixel_values"``, … and of ``"labels"``, ``"label"``, ``"targets"``, … present.
-    Set ``mix_enabled = False`` to stop mixing (e.g. for the last epochs).
+    Set ``mix_enabled = False`` to stop mixing (e.g. for the last epochs). On a
+    ``LightningModule`` the mixer's random state (:meth:`unimix.Mixer.state_dict`) is saved in
+    checkpoints and restored on resume.
     """
 
     mixer: Mixer | None = None
@@ -126,6 +131,22 @@ class MixMixin:
             "MixMixin mixes batches that are (images, labels, ...) or dicts; got "
             f"{type(batch).__name__}. Set mix_keys, or mix in your own on_after_batch_transfer"
         )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save the mixer's random state with the checkpoint, so a resumed run draws on."""
+        parent = getattr(super(), "on_save_checkpoint", None)
+        if parent is not None:
+            parent(checkpoint)
+        if isinstance(self.mixer, Mixer):
+            checkpoint[CHECKPOINT_KEY] = self.mixer.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the mixer's random state saved by :meth:`on_save_checkpoint`."""
+        parent = getattr(super(), "on_load_checkpoint", None)
+        if parent is not None:
+            parent(checkpoint)
+        if isinstance(self.mixer, Mixer) and CHECKPOINT_KEY in checkpoint:
+            self.mixer.load_state_dict(checkpoint[CHECKPOINT_KEY])
 
     @staticmethod
     def mix_loss(logits: Tensor, targets: Tensor) -> Tensor:

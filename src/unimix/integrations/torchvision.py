@@ -65,7 +65,11 @@ def _flatten(tree: Any) -> tuple[list[Any], Callable[[list[Any]], Any]]:
             values.append(build(leaves[start : start + size]))
             start += size
         if keys is not None:
-            return type(tree)(zip(keys, values, strict=True))
+            pairs = list(zip(keys, values, strict=True))
+            try:
+                return type(tree)(pairs)
+            except TypeError:  # a mapping type that cannot be built from pairs
+                return dict(pairs)
         if hasattr(tree, "_fields"):  # a namedtuple
             return type(tree)(*values)
         return type(tree)(values)
