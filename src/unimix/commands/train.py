@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from unimix.errors import (
     UsageError,
@@ -163,9 +163,9 @@ def _list_recipes() -> int:
     return 0
 
 
-def _error(message: str) -> int:
-    print(f"unimix train: error: {message}", file=sys.stderr)
-    return 2
+def _error(message: str) -> NoReturn:
+    """Stop with ``unimix train: error: MESSAGE`` (printed by :func:`unimix.cli.main`)."""
+    raise UsageError(message)
 
 
 def _check_methods(cfg: Any) -> None:
@@ -215,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from unimix.train import TrainingInterrupted, train
-    from unimix.train.checkpoint import CheckpointError, load_checkpoint
+    from unimix.train.checkpoint import load_checkpoint
     from unimix.train.config import (
         RESUME_MUTABLE,
         TrainConfig,
@@ -226,48 +226,41 @@ def run(args: argparse.Namespace) -> int:
 
     if args.list_recipes:
         return _list_recipes()
-    try:
-        overrides = apply_overrides(_flag_overrides(args), args.overrides)
-        if args.resume is not None:
-            run_dir = args.resume
-            if args.recipe is not None:
-                return _error("--resume takes the run's own configuration; drop --recipe")
-            if args.out is not None and Path(args.out).resolve() != run_dir.resolve():
-                return _error("--resume DIR continues the run in DIR; drop --out or make it DIR")
-            if not run_dir.is_dir():
-                return _error(
-                    f"--resume {run_dir} is not a directory (a run directory of unimix train)"
-                )
-            if (run_dir / CONFIG_FILE).is_file():
-                saved = _read_saved_config(run_dir / CONFIG_FILE)
-            elif (run_dir / CHECKPOINT_FILE).is_file():
-                saved = load_checkpoint(run_dir / CHECKPOINT_FILE)["config"]
-            else:
-                return _error(
-                    f"{run_dir} holds no run to resume (no {CONFIG_FILE} or {CHECKPOINT_FILE})"
-                )
-            changed = sorted(set(overrides) - RESUME_MUTABLE)
-            if changed:
-                return _error(
-                    f"a resumed run keeps its configuration; {changed} cannot change (only "
-                    f"{', '.join(sorted(RESUME_MUTABLE))} can)"
-                )
-            cfg = TrainConfig.from_dict({**saved, **overrides})
-            out, resume = run_dir, True
+    overrides = apply_overrides(_flag_overrides(args), args.overrides)
+    if args.resume is not None:
+        run_dir = args.resume
+        if args.recipe is not None:
+            return _error("--resume takes the run's own configuration; drop --recipe")
+        if args.out is not None and Path(args.out).resolve() != run_dir.resolve():
+            return _error("--resume DIR continues the run in DIR; drop --out or make it DIR")
+        if (run_dir / CONFIG_FILE).is_file():
+            saved = _read_saved_config(run_dir / CONFIG_FILE)
+        elif (run_dir / CHECKPOINT_FILE).is_file():
+            saved = load_checkpoint(run_dir / CHECKPOINT_FILE)["config"]
         else:
-            data = load_recipe(args.recipe if args.recipe is not None else "digits")
-            cfg = TrainConfig.from_dict(apply_overrides(data, overrides))
-            out, resume = args.out, False
-        if args.print_config:
-            print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
-            return 0
-        if out is None:
-            return _error("--out DIR is required (or --resume DIR)")
-        _check_methods(cfg)
-        check_device(cfg.device)
-        out = check_output_dir(out, "--resume" if resume else "--out")
-    except (CheckpointError, FileNotFoundError, ValueError, TypeError) as err:
-        return _error(str(err))  # a bad recipe, flag or run directory
+            return _error(
+                f"{run_dir} holds no run to resume (no {CONFIG_FILE} or {CHECKPOINT_FILE})"
+            )
+        changed = sorted(set(overrides) - RESUME_MUTABLE)
+        if changed:
+            return _error(
+                f"a resumed run keeps its configuration; {changed} cannot change (only "
+                f"{', '.join(sorted(RESUME_MUTABLE))} can)"
+            )
+        cfg = TrainConfig.from_dict({**saved, **overrides})
+        out, resume = run_dir, True
+    else:
+        data = load_recipe(args.recipe if args.recipe is not None else "digits")
+        cfg = TrainConfig.from_dict(apply_overrides(data, overrides))
+        out, resume = args.out, False
+    if args.print_config:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    if out is None:
+        return _error("--out DIR is required (or --resume DIR)")
+    _check_methods(cfg)
+    check_device(cfg.device)
+    out = check_output_dir(out, "--resume" if resume else "--out")
     if getattr(args, "check_data", False):
         check_data(cfg)
     try:
@@ -275,8 +268,6 @@ def run(args: argparse.Namespace) -> int:
             result = train(cfg, out, resume=resume, progress=not args.no_progress)
     except TrainingInterrupted as stop:
         return 128 + int(getattr(stop, "signum", signal.SIGINT))
-    except (CheckpointError, FileExistsError) as err:
-        return _error(str(err))
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun, rank 0 reports
     s = result.summary()
