@@ -199,3 +199,16 @@ def test_pickles_with_its_switch():
     copy = pickle.loads(pickle.dumps(collate))
     assert copy.mixup_enabled is False and copy.cutmix_mode == "gmix"
     assert "FastCollateMixup(" in repr(copy) and "gmix" in repr(copy)
+
+
+def test_benchmark_script_runs(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_fast_collate.py"
+    spec = importlib.util.spec_from_file_location("bench_fast_collate", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--batch", "4", "--size", "8", "--classes", "10", "--rounds", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sum(line.split()[0] in module.MODES for line in lines[2:]) == 12

@@ -1,0 +1,87 @@
+"""Cost of collate-time mixing: unimix's FastCollateMixup next to timm's, on uint8 samples.
+
+    python benchmarks/bench_fast_collate.py [--batch 128] [--size 224] [--rounds 5] [--threads 1]
+
+timm's prefetching loader collates ``uint8`` ``C×H×W`` samples (NumPy arrays) into one ``uint8``
+batch and mixes it there. For each mode and method this times one call of
+``timm.data.FastCollateMixup`` and of ``unimix.compat.FastCollateMixup`` on the same list of
+samples (collation included, as the loader sees it) and prints milliseconds and the ratio
+timm / unimix (> 1: unimix is faster). The two are timed in turn, ``--rounds`` times over, each
+keeping its fastest round, so a burst of load from other processes inflates neither column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+METHODS = {  # name: (timm/unimix constructor arguments)
+    "mixup": {"mixup_alpha": 1.0, "cutmix_alpha": 0.0},
+    "cutmix": {"mixup_alpha": 0.0, "cutmix_alpha": 1.0},
+    "hmix": {"mixup_alpha": 0.0, "cutmix_alpha": 1.0, "cutmix_mode": "hmix"},
+    "gmix": {"mixup_alpha": 0.0, "cutmix_alpha": 1.0, "cutmix_mode": "gmix"},
+}
+MODES = ("batch", "pair", "elem")
+
+
+def elapsed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    import timm.data
+
+    from unimix.compat import FastCollateMixup
+
+    rng = np.random.default_rng(0)
+    shape = (3, args.size, args.size)
+    samples = [
+        (rng.integers(0, 256, shape, dtype=np.uint8), i % args.classes) for i in range(args.batch)
+    ]
+    print(f"batch {args.batch} x {shape}, uint8, {args.threads} thread(s), best of {args.rounds}")
+    print(f"{'mode':6s} {'method':7s} {'timm ms':>9s} {'unimix ms':>10s} {'timm/unimix':>12s}")
+    for mode in MODES:
+        for name, kwargs in METHODS.items():
+            ours = FastCollateMixup(**kwargs, mode=mode, num_classes=args.classes)
+            timm_kwargs = {k: v for k, v in kwargs.items() if k != "cutmix_mode"}
+            theirs = (
+                timm.data.FastCollateMixup(**timm_kwargs, mode=mode, num_classes=args.classes)
+                if "cutmix_mode" not in kwargs
+                else None
+            )
+            ours(samples)  # warm-up
+            if theirs is not None:
+                theirs(samples)
+            t_ours = t_theirs = float("inf")
+            for _ in range(args.rounds):
+                t_ours = min(t_ours, elapsed(lambda ours=ours: ours(samples)))
+                if theirs is not None:
+                    t_theirs = min(t_theirs, elapsed(lambda theirs=theirs: theirs(samples)))
+            if theirs is None:
+                print(f"{mode:6s} {name:7s} {'-':>9s} {t_ours * 1e3:10.1f} {'-':>12s}")
+            else:
+                print(
+                    f"{mode:6s} {name:7s} {t_theirs * 1e3:9.1f} {t_ours * 1e3:10.1f} "
+                    f"{t_theirs / t_ours:12.2f}"
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
