@@ -450,20 +450,27 @@ THEORY_ERRORS: list[str] = []
 
 def theory_vs_practice(
     cfg: Any, runs: Sequence[Any], rows: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]]
-) -> tuple[list[dict[str, Any]], dict[str, tuple[float, float, float]]]:
-    """Per regime and mixing method (default setting): the second-order term of
-    :func:`unimix.theory.loss_decomposition` — the regularisation the method adds to the standard
-    loss — on the regime's trained no-mixing model (seed 0) and 64 validation images, beside the
-    measured gain over no mixing (paired mean of none − method test error). Returns the rows and
-    Spearman's ρ per regime and pooled (``"all"``), each with its 95 % interval."""
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, tuple[float, float, float]]]]:
+    """Per regime and mixing method (default setting), two regularisation strengths from
+    :mod:`unimix.theory` beside the measured gain over no mixing (paired mean of none − method
+    test error):
+
+    - ``far``: the distance profile's long-range coefficient, the pair-weighted mean of
+      ``A(p, q) = E[(1 − M_p)(1 − M_q)]`` over pixel pairs at least a quarter of the image side
+      apart (how strongly the method ties distant pixels' gradients; Mixup's is the largest);
+    - ``second``: the second-order term of :func:`unimix.theory.loss_decomposition`
+      (½ E[δᵀ∇²ℓ δ]) on the regime's trained no-mixing model (seed 0) and 64 validation images.
+
+    Returns the rows and, per measure, Spearman's ρ per regime and pooled (``"all"``) with its
+    95 % interval.
+    """
     import torch
 
     from unimix import Mixer
-    from unimix.theory import loss_decomposition
+    from unimix.theory import distance_profile, loss_decomposition
     from unimix.train import load_run
 
     table: list[dict[str, Any]] = []
-    by_regime: dict[str, tuple[list[float], list[float]]] = {}
     THEORY_ERRORS.clear()
     for regime in dict.fromkeys(r.regime for r in runs):
         none_runs = [r for r in runs if r.regime == regime and r.method == "none" and not r.setting]
@@ -474,52 +481,77 @@ def theory_vs_practice(
         ]
         if not none_runs or not mixing:
             continue
-        base = none_runs[0]
-        model, spec, _ = load_run(base.run_dir, "cpu")
+        model, spec, _ = load_run(none_runs[0].run_dir, "cpu")
         data = spec.val_tensors() or spec.test_tensors()
-        if data is None:
-            continue
-        images, labels = data[0][:64], data[1][:64]
         for s in mixing:
             run = next(r for r in runs if r.regime == regime and r.variant == s["variant"])
             c = run.config
             params = {k: v for k, v in c.method_params.items() if k in _params(s["method"])}
             alpha = c.alpha.get(s["method"], 1.0) if isinstance(c.alpha, dict) else c.alpha
-            mixer = Mixer(
-                s["method"],
-                alpha=alpha,
-                mode="elem",
-                generator=torch.Generator().manual_seed(0),
-                **params,
-            )
+            height, width = spec.image_size
+            entry: dict[str, Any] = {"regime": regime, "method": s["variant"]}
             try:
-                dec = loss_decomposition(model, images, labels, mixer, draws=8)
+                prof = distance_profile(
+                    s["method"],
+                    height,
+                    width,
+                    alpha,
+                    samples=512,
+                    generator=torch.Generator().manual_seed(0),
+                    **params,
+                )
+                entry["far"] = _far(prof, min(height, width) / 4)
             except (TypeError, ValueError, RuntimeError) as err:
-                THEORY_ERRORS.append(f"{regime}/{s['variant']}: {err}")
-                continue
+                THEORY_ERRORS.append(f"profile {regime}/{s['variant']}: {err}")
+                entry["far"] = math.nan
+            entry["second"] = entry["second_se"] = math.nan
+            if data is not None:
+                mixer = Mixer(
+                    s["method"],
+                    alpha=alpha,
+                    mode="elem",
+                    generator=torch.Generator().manual_seed(0),
+                    **params,
+                )
+                try:
+                    dec = loss_decomposition(model, data[0][:64], data[1][:64], mixer, draws=8)
+                    entry["second"], entry["second_se"] = dec.second, dec.second_stderr
+                except (TypeError, ValueError, RuntimeError) as err:
+                    THEORY_ERRORS.append(f"second-order term {regime}/{s['variant']}: {err}")
             none_variant = _baseline(summary, regime, run.base_setting) or "none"
             line = _line(rows, "gain", regime, "top1_error", none_variant, s["variant"])
-            gain = line.paired.mean if line else math.nan  # none − method: positive is a gain
-            table.append(
-                {
-                    "regime": regime,
-                    "method": s["variant"],
-                    "second": dec.second,
-                    "second_se": dec.second_stderr,
-                    "gain": gain,
-                    "gain_low": line.paired.ci_low if line else math.nan,
-                    "gain_high": line.paired.ci_high if line else math.nan,
-                }
-            )
-            xs, ys = by_regime.setdefault(regime, ([], []))
-            xs.append(dec.second)
-            ys.append(gain)
-    rhos = {reg: spearman(xs, ys) for reg, (xs, ys) in by_regime.items()}
-    all_x = [t["second"] for t in table]
-    all_y = [t["gain"] for t in table]
-    if len(by_regime) > 1:
-        rhos["all"] = spearman(all_x, all_y)
+            entry["gain"] = line.paired.mean if line else math.nan  # none − method: + is a gain
+            entry["gain_low"] = line.paired.ci_low if line else math.nan
+            entry["gain_high"] = line.paired.ci_high if line else math.nan
+            table.append(entry)
+    rhos: dict[str, dict[str, tuple[float, float, float]]] = {}
+    for measure in ("far", "second"):
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for t in table:
+            if not (math.isnan(t[measure]) or math.isnan(t["gain"])):
+                groups.setdefault(t["regime"], []).append(t)
+        result = {
+            reg: spearman([t[measure] for t in ts], [t["gain"] for t in ts])
+            for reg, ts in groups.items()
+        }
+        if len(groups) > 1:
+            pooled = [t for ts in groups.values() for t in ts]
+            result["all"] = spearman([t[measure] for t in pooled], [t["gain"] for t in pooled])
+        if result:
+            rhos[measure] = result
     return table, rhos
+
+
+def _far(profile: Any, distance: float) -> float:
+    """Pair-weighted mean of ``a(Δ)`` over offsets with ``|Δ| ≥ distance``."""
+    import torch
+
+    h, w = profile.height, profile.width
+    dy = torch.arange(-(h - 1), h, dtype=torch.float64)[:, None]
+    dx = torch.arange(-(w - 1), w, dtype=torch.float64)[None, :]
+    far = (dy**2 + dx**2).sqrt() >= distance
+    pairs = profile.pairs.to(torch.float64) * far
+    return float((profile.offsets.to(torch.float64) * pairs).sum() / pairs.sum())
 
 
 def _params(method: str) -> set[str]:
@@ -729,7 +761,8 @@ def build_document(
     *,
     same_start: dict[str, Any] | None = None,
     figures: Sequence[Figure] = (),
-    theory: tuple[list[dict[str, Any]], dict[str, tuple[float, float, float]]] | None = None,
+    theory: tuple[list[dict[str, Any]], dict[str, dict[str, tuple[float, float, float]]]]
+    | None = None,
 ) -> tuple[Document, list[ClaimLine]]:
     """The report as a document, and every claim line (for ``claims.csv``)."""
     summary = summarize(rows, cfg.methods)
@@ -794,7 +827,13 @@ def build_document(
             f"Dataset **{c0.dataset}** (image size {c0.image_size or 'native'}), model "
             f"**{c0.model}**, SGD lr {c0.lr} ({c0.schedule}), α = {c0.alpha}, mode {c0.mode}; "
             f"{seeds} seed(s) per method. Attacks: L∞ FGSM and PGD ({cfg.pgd_steps} steps) at "
-            f"ε = {eps * 255:.3g}/255 in the tables. NLL and ECE are given raw and after "
+            f"ε = {eps * 255:.3g}/255 in the tables"
+            + (
+                f", on the first {cfg.attack_images} test images (error, NLL and ECE use all)"
+                if getattr(cfg, "attack_images", None)
+                else ""
+            )
+            + ". NLL and ECE are given raw and after "
             "temperature scaling (one temperature per model, fitted on the validation split)."
         ),
     ]
@@ -829,55 +868,57 @@ def build_document(
 
     if theory is not None:
         table, rhos = theory
-        if not table and THEORY_ERRORS:
-            doc.blocks.append(Heading("Theory next to practice"))
-            doc.blocks.append(
-                Paragraph(
-                    "The second-order terms could not be computed: " + "; ".join(THEORY_ERRORS[:3])
-                )
-            )
         if table:
             doc.blocks.append(Heading("Theory next to practice"))
             doc.blocks.append(
                 Paragraph(
-                    "Second-order term of the loss expansion (unimix.theory.loss_decomposition: "
-                    "½ E[δᵀ∇²ℓ δ], the regularisation each method adds to the standard loss) on the "
-                    "regime's trained no-mixing model (seed 0, 64 validation images, 8 draws per "
-                    "method), beside the measured gain over no mixing (none − method test error, "
-                    "paired over seeds). If the theory's ranking predicted the practice, ρ would be "
-                    "near +1."
+                    "Each method's regularisation strength from unimix.theory beside its measured "
+                    "gain over no mixing (none − method test error in points, paired over seeds; "
+                    "positive = mixing helped). **Long-range A**: the pair-weighted mean of "
+                    "A(p, q) = E[(1 − M_p)(1 − M_q)] over pixel pairs at least a quarter of the "
+                    "image side apart (512 masks; Mixup ties distant pixels most, CutMix least). "
+                    "**Second-order term**: ½ E[δᵀ∇²ℓ δ] of the loss expansion on the regime's "
+                    "trained no-mixing model (seed 0, 64 validation images, 8 draws). If a "
+                    "strength predicted the gain, Spearman's ρ would be near +1."
                 )
             )
             doc.blocks.append(
                 Table(
-                    ["regime", "method", "second-order term", "measured gain (error pts) [95% CI]"],
+                    [
+                        "regime",
+                        "method",
+                        "long-range A",
+                        "second-order term",
+                        "measured gain [95% CI]",
+                    ],
                     [
                         [
                             t["regime"],
                             t["method"],
-                            f"{t['second']:.4g} ± {t['second_se']:.2g}",
+                            f"{t['far']:.4f}" if not math.isnan(t["far"]) else "–",
+                            f"{t['second']:.4g} ± {t['second_se']:.2g}"
+                            if not math.isnan(t["second"])
+                            else "–",
                             f"{fmt(t['gain'])} [{fmt(t['gain_low'])}, {fmt(t['gain_high'])}]",
                         ]
                         for t in table
                     ],
                 )
             )
-            doc.blocks.append(
-                Bullets(
-                    [
-                        (
-                            f"{reg}: Spearman ρ = {fmt(r)} "
-                            + (
-                                f"[{fmt(lo)}, {fmt(hi)}]"
-                                if not math.isnan(lo)
-                                else "(too few methods for an interval)"
-                            ),
-                            [],
-                        )
-                        for reg, (r, lo, hi) in rhos.items()
-                    ]
-                )
-            )
+            items = []
+            names = {"far": "long-range A", "second": "second-order term"}
+            for measure, per in rhos.items():
+                for reg, (r, lo, hi) in per.items():
+                    interval = (
+                        f"[{fmt(lo)}, {fmt(hi)}]"
+                        if not math.isnan(lo)
+                        else "(no interval: too few methods)"
+                    )
+                    items.append((f"{names[measure]}, {reg}: Spearman ρ = {fmt(r)} {interval}", []))
+            if items:
+                doc.blocks.append(Bullets(items))
+        if THEORY_ERRORS:
+            doc.blocks.append(Paragraph("Not computed: " + "; ".join(THEORY_ERRORS[:4])))
     if figures:
         doc.blocks.append(Heading("Figures"))
         doc.blocks += list(figures)

@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 #: Keys of a study's recorded configuration whose change alters every evaluation.
-_EVAL_KEYS = ("eps_list", "attack_eps", "pgd_steps", "occlusion_size")
+_EVAL_KEYS = ("eps_list", "attack_eps", "pgd_steps", "occlusion_size", "attack_images")
 #: Name of the single regime of a recipe without a ``study:`` section.
 DEFAULT_REGIME = "full"
 
@@ -200,6 +200,8 @@ def plan_runs(cfg: StudyConfig) -> list[StudyRun]:
     section = load_study_section(cfg.recipe)
     base = load_recipe(cfg.recipe)
     seeds = cfg.seeds if cfg.seeds is not None else int(section.get("seeds", 3))
+    if cfg.attack_images is None and section.get("attack_images"):
+        cfg.attack_images = int(section["attack_images"])
     runs = []
     for regime, keys in _regimes(cfg, section).items():
         data = apply_overrides(base, keys)
@@ -353,10 +355,11 @@ def _base_setting(run: StudyRun) -> str:
 # ---- time ---------------------------------------------------------------------------------------
 
 
-def _eval_passes(cfg: StudyConfig) -> float:
-    """Forward+backward-equivalents per test image of one evaluation (attacks dominate)."""
+def _eval_passes(cfg: StudyConfig, test_size: int) -> float:
+    """Forward+backward-equivalents of one evaluation (attacks dominate)."""
     eps = len(cfg.eps_list or [])
-    return 1.0 + eps * (1.0 + cfg.pgd_steps) + 1.0
+    attacked = min(test_size, cfg.attack_images or test_size)
+    return test_size * 2 / 3 + attacked * (1.0 + eps * (1.0 + cfg.pgd_steps))
 
 
 def _run_cost(run: StudyRun, sizes: dict[str, int], cfg: StudyConfig) -> float:
@@ -364,7 +367,12 @@ def _run_cost(run: StudyRun, sizes: dict[str, int], cfg: StudyConfig) -> float:
     c = run.config
     train_passes = sizes["train"] * c.epochs
     tests = c.epochs // c.eval_every if c.eval_every else 1
-    return train_passes + sizes["test"] * (tests / 3 + _eval_passes(cfg)) + sizes["val"] / 3
+    return (
+        train_passes
+        + sizes["test"] * tests / 3
+        + _eval_passes(cfg, sizes["test"])
+        + sizes["val"] / 3
+    )
 
 
 def _sizes(config: Any) -> dict[str, int]:
@@ -461,6 +469,7 @@ def _evaluate(run: StudyRun, cfg: StudyConfig, train_s: float) -> None:
     t0 = time.perf_counter()
     device = None if cfg.device == "auto" else cfg.device
     size = run.config.image_size or 32
+    subset = {"batch_size": cfg.attack_images, "max_batches": 1} if cfg.attack_images else {}
     result = evaluate_run(
         run.run_dir,
         device=device,
@@ -468,6 +477,7 @@ def _evaluate(run: StudyRun, cfg: StudyConfig, train_s: float) -> None:
         eps_list=cfg.eps_list,
         pgd_steps=cfg.pgd_steps,
         occlusion_size=cfg.occlusion_size or _default_occlusion(size),
+        **subset,
     )
     atomic_write_text(run.eval_path, result.to_json() + "\n")
 
@@ -483,12 +493,20 @@ def _evaluate(run: StudyRun, cfg: StudyConfig, train_s: float) -> None:
         "ece_ts": math.nan,
     }
     val, test = spec.val_tensors(), spec.test_tensors()
+    if test is not None:  # error, NLL, ECE on the whole test set (attacks may use a subset)
+        with torch.no_grad():
+            zt = _logits(model, test[0], dev)
+        yt = test[1].to(zt.device)
+        info["test"] = {
+            "top1_error": topk_error(zt, yt, 1),
+            "top5_error": topk_error(zt, yt, 5),
+            "nll": nll(zt, yt),
+            "ece": expected_calibration_error(zt, yt),
+        }
     if val is not None and test is not None:
         with torch.no_grad():
             zv = _logits(model, val[0], dev)
-            zt = _logits(model, test[0], dev)
         t = fit_temperature(zv, val[1].to(zv.device))
-        yt = test[1].to(zt.device)
         info.update(
             temperature=t,
             nll_ts=nll(zt / t, yt),
@@ -518,6 +536,7 @@ def _row(run: StudyRun, cfg: StudyConfig) -> dict[str, Any]:
     tr = load_result(run.run_dir)
     k = ev["eps"].index(min(ev["eps"], key=lambda e: abs(e - cfg.attack_eps)))
     occl = ev.get("occlusion_accuracy")
+    clean = {k: ev[k] for k in ("top1_error", "top5_error", "nll", "ece")} | cal.get("test", {})
     return {
         "regime": run.regime,
         "train_size": cal["train_size"],
@@ -526,10 +545,10 @@ def _row(run: StudyRun, cfg: StudyConfig) -> dict[str, Any]:
         "method": run.method,
         "setting": run.setting,
         "seed": run.seed,
-        "top1_error": 100 * ev["top1_error"],
-        "top5_error": 100 * ev["top5_error"],
-        "nll": ev["nll"],
-        "ece": 100 * ev["ece"],
+        "top1_error": 100 * clean["top1_error"],
+        "top5_error": 100 * clean["top5_error"],
+        "nll": clean["nll"],
+        "ece": 100 * clean["ece"],
         "temperature": cal["temperature"],
         "nll_ts": cal["nll_ts"],
         "ece_ts": 100 * cal["ece_ts"],
@@ -615,6 +634,7 @@ def run_study(
         f"{len({r.seed for r in runs})} seeds = {len(runs)} runs "
         f"({len(runs) - len(left)} already done) → {cfg.out}"
     )
+    estimate = None
     if left:
         estimate = _estimate_seconds(runs, cfg)
         log(
@@ -634,6 +654,7 @@ def run_study(
     try:
         for run in left:
             bar.set_postfix_str(run.name)
+            log(f"study: {run.name} ({run.config.epochs} epochs) …")  # names the epoch lines below
             t0 = time.perf_counter()
             train(run.config, run.run_dir, resume=True, progress=cfg.progress)
             _evaluate(run, cfg, time.perf_counter() - t0)
@@ -653,7 +674,9 @@ def run_study(
     write_results(rows, cfg.out / "results.csv")
     same_start = check_same_start(runs)
     report = write_report(cfg, runs, rows, same_start=same_start)
-    log(f"study: finished in {_hms(time.perf_counter() - start)}; report: {report}")
+    took = time.perf_counter() - start
+    versus = f" (estimated {_hms(estimate)})" if estimate is not None else ""
+    log(f"study: finished in {_hms(took)}{versus}; report: {report}")
     return report
 
 

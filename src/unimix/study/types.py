@@ -100,7 +100,9 @@ class StudyConfig:
     ``grid`` maps a training key or method parameter to the values to sweep (every combination
     is trained for every method that takes the keys). ``attack_eps`` is the ε (pixel units) of
     the FGSM/PGD columns of ``results.csv``; ``eps_list`` the radii of the robustness curves.
-    ``seeds`` ``None`` takes the recipe's number (3 without one).
+    ``seeds`` ``None`` takes the recipe's number (3 without one). ``attack_images``: the attacks
+    and occlusion run on the first that many test images (``None``: the recipe's ``study:
+    attack_images``, else all); error, NLL and ECE always use the whole test set.
     """
 
     out: Path = Path("study")
@@ -115,6 +117,7 @@ class StudyConfig:
     attack_eps: float = 8 / 255
     pgd_steps: int = 10
     occlusion_size: int | None = None
+    attack_images: int | None = None
     progress: bool = True
     fresh: bool = False
 
@@ -146,6 +149,12 @@ class StudyConfig:
             or (self.pgd_steps < 1)
         ):
             raise ValueError(f"pgd_steps must be an int >= 1, got {self.pgd_steps!r}")
+        if self.attack_images is not None and (
+            isinstance(self.attack_images, bool)
+            or not isinstance(self.attack_images, int)
+            or self.attack_images < 1
+        ):
+            raise ValueError(f"attack_images must be a positive int, got {self.attack_images!r}")
         if self.regimes is not None and not self.regimes:
             raise ValueError("regimes must name at least one regime, e.g. --regimes low")
         for key, values in self.grid.items():
@@ -166,6 +175,7 @@ class StudyConfig:
             "attack_eps": self.attack_eps,
             "pgd_steps": self.pgd_steps,
             "occlusion_size": self.occlusion_size,
+            "attack_images": self.attack_images,
         }
 
 

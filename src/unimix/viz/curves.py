@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from unimix.viz.colors import method_color
+
 __all__ = ["plot_training_curves"]
+
+
+def _mean_sd(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample sd over runs, NaN (no warning) where no run has a value."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(values, 0)
+        sd = np.nanstd(values, 0, ddof=1) if values.shape[0] > 1 else np.zeros_like(mean)
+    return mean, sd
 
 
 def _stack(histories: Sequence[Sequence[Mapping[str, Any]]], key: str) -> np.ndarray:
@@ -43,28 +55,32 @@ def plot_training_curves(
         if not runs:
             continue
         epochs = _stack(runs, "epoch")[0]
-        err = 100 * (1 - _stack(runs, "test_acc"))
-        marker = "o" if len(epochs) <= 30 else None
-        line = ax_err.plot(epochs, np.nanmean(err, 0), marker=marker, ms=3, label=name)[0]
+        err_mean, err_sd = _mean_sd(100 * (1 - _stack(runs, "test_acc")))
+        tested = np.isfinite(err_mean)  # epochs with a test evaluation (eval_every)
+        color = method_color(name)
+        marker = "o" if tested.sum() <= 30 else None
+        ax_err.plot(epochs[tested], err_mean[tested], marker=marker, ms=3, label=name, color=color)
         if len(runs) > 1:
-            sd = np.nanstd(err, 0, ddof=1)
             ax_err.fill_between(
-                epochs,
-                np.clip(np.nanmean(err, 0) - sd, 0, None),
-                np.nanmean(err, 0) + sd,
-                color=line.get_color(),
+                epochs[tested],
+                np.clip(err_mean[tested] - err_sd[tested], 0, None),
+                err_mean[tested] + err_sd[tested],
+                color=color,
                 alpha=0.15,
             )
+        test_loss = _mean_sd(_stack(runs, "test_loss"))[0]
         ax_loss.plot(
-            epochs,
-            np.nanmean(_stack(runs, "test_loss"), 0),
-            color=line.get_color(),
+            epochs[tested],
+            test_loss[tested],
+            color=color,
+            marker=marker,
+            ms=3,
             label=f"{name} test",
         )
         ax_loss.plot(
             epochs,
-            np.nanmean(_stack(runs, "train_loss"), 0),
-            color=line.get_color(),
+            _mean_sd(_stack(runs, "train_loss"))[0],
+            color=color,
             ls=":",
             label=f"{name} train",
         )

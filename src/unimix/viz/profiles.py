@@ -18,6 +18,7 @@ import torch
 from matplotlib.figure import Figure
 
 from unimix.theory import DistanceProfile, PairwiseCoefficients, distance_profile
+from unimix.viz.colors import method_color
 
 __all__ = ["plot_radial_profiles", "plot_heatmaps", "write_profile_plot"]
 
@@ -54,8 +55,8 @@ def plot_radial_profiles(
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
     weightings = set()
-    for index, (name, prof) in enumerate(profiles.items()):
-        color = f"C{index % 10}"
+    for name, prof in profiles.items():
+        color = method_color(name)
         r, a = prof.radius.cpu().numpy(), prof.radial.cpu().numpy()
         ax.plot(r, a, color=color, marker="o", markersize=2.5, linewidth=1.4, label=name)
         if band > 0 and prof.samples > 0:

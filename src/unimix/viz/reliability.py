@@ -18,6 +18,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from unimix.viz.colors import method_color
+
 __all__ = ["plot_reliability"]
 
 
@@ -73,8 +75,8 @@ def plot_reliability(
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     top.plot([0, 1], [0, 1], color="0.5", linestyle="--", linewidth=1, label="perfect calibration")
     single = len(diagrams) == 1
-    for index, (name, (rel, ece)) in enumerate(diagrams.items()):
-        color = f"C{index % 10}"
+    for name, (rel, ece) in diagrams.items():
+        color = method_color(name) if name else "C0"
         label = f"{name + ' ' if name else ''}(ECE {100 * ece:.2f}%)"
         edges = rel.bin_edges
         width = [b - a for a, b in zip(edges[:-1], edges[1:], strict=True)]

@@ -13,6 +13,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from unimix.viz.colors import method_color
+
 __all__ = ["plot_robustness"]
 
 _STYLES = {"pgd": "-", "fgsm": "--"}
@@ -59,7 +61,7 @@ def plot_robustness(
     path = Path(path)
     fig = Figure(figsize=(5.5, 4.0))
     ax = fig.subplots()
-    for index, (name, curve) in enumerate(curves.items()):
+    for name, curve in curves.items():
         levels = [255 * e for e in curve["eps"]]
         for attack in attacks:
             label = f"{name} {attack.upper()}".strip()
@@ -69,7 +71,7 @@ def plot_robustness(
                 _STYLES[attack],
                 marker="o",
                 markersize=3,
-                color=f"C{index % 10}",
+                color=method_color(name),
                 label=label,
             )
     ax.set_xlabel("ε (× 1/255, L∞ in pixel units)")
