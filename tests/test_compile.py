@@ -1,0 +1,92 @@
+"""torch.compile over a training step that calls the Mixer (batch mode): few graph breaks, no
+recompilation per λ, and the compiled mix is the eager one (issue 10, item 6).
+
+Dynamo's graph breaks and recompilations do not depend on the backend, so the tests trace with
+``backend="eager"`` (fast); ``benchmarks/bench_compile.py`` times the inductor backend.
+"""
+
+import pytest
+import torch
+import torch._dynamo
+from torch._dynamo.utils import counters
+
+from unimix import Mixer, soft_target_cross_entropy
+
+METHODS = ["mixup", "cutmix", "hmix", "gmix"]
+
+
+def _step_fn(mixer):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 12 * 10, 5))  # fmt: skip
+
+    def step(x, y):
+        mixed, targets = mixer(x, y)
+        return soft_target_cross_entropy(model(mixed), targets), mixed, targets
+
+    return step
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    torch._dynamo.reset()
+    counters.clear()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_compiled_step_breaks_at_most_twice_and_compiles_once(method):
+    x, y = torch.rand(8, 3, 12, 10), torch.randint(0, 5, (8,))
+    mixer = Mixer(method, num_classes=5, generator=torch.Generator().manual_seed(0))
+    explained = torch._dynamo.explain(_step_fn(mixer))(x, y)
+    assert explained.graph_break_count <= 2
+    torch._dynamo.reset()
+    counters.clear()
+    step = torch.compile(_step_fn(mixer), backend="eager")
+    step(x, y)
+    compiled_after_first = counters["frames"]["ok"]
+    lams = set()
+    for _ in range(49):  # a fresh λ (and box, and centre) every call
+        _, _, targets = step(x, y)
+        lams.add(round(float(targets[0, y[0]]), 6))
+    assert len(lams) > 10, "the draws must change from call to call"
+    assert counters["frames"]["ok"] - compiled_after_first <= 1
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.uint8])
+def test_compiled_mix_equals_the_eager_mix(method, dtype):
+    x = torch.rand(6, 3, 12, 10)
+    x = (x * 255).round().to(torch.uint8) if dtype == torch.uint8 else x.to(dtype)
+    y = torch.randint(0, 5, (6,))
+    eager = Mixer(method, num_classes=5, generator=torch.Generator().manual_seed(3))
+    traced = Mixer(method, num_classes=5, generator=torch.Generator().manual_seed(3))
+    compiled = torch.compile(lambda a, b: traced(a, b, return_info=True), backend="eager")
+    for _ in range(3):
+        out_e, t_e, plan = eager(x, y, return_info=True)
+        out_c, t_c, _ = compiled(x, y)
+        torch.testing.assert_close(
+            out_c.float(), out_e.float(), atol=1.0 if dtype == torch.uint8 else 1e-2, rtol=0
+        )
+        torch.testing.assert_close(t_c, t_e, atol=1e-6, rtol=0)
+        # labels weigh the mask actually applied, in the images' dtype
+        m = plan.masks.to(x.dtype).float() if x.is_floating_point() else plan.masks
+        onehot = torch.nn.functional.one_hot(y, 5).float()
+        lam = m.mean()
+        torch.testing.assert_close(
+            t_c, lam * onehot + (1 - lam) * onehot.flip(0), atol=1e-6, rtol=0
+        )
+
+
+def test_nominal_label_weight_compiles_without_recompiling():
+    x, y = torch.rand(8, 3, 12, 10), torch.randint(0, 5, (8,))
+    mixer = Mixer(
+        "gmix", num_classes=5, label_weight="nominal", generator=torch.Generator().manual_seed(0)
+    )
+    step = torch.compile(_step_fn(mixer), backend="eager")
+    step(x, y)
+    first = counters["frames"]["ok"]
+    for _ in range(20):
+        step(x, y)
+    assert counters["frames"]["ok"] - first <= 1
