@@ -230,10 +230,15 @@ def _folder_cfg(root, **changes) -> TrainConfig:
 
 
 @pytest.mark.slow
-def test_collate_mixing_with_workers_resumes_exactly_with_any_worker_count(tmp_path, folder):
-    reference = train(_folder_cfg(folder, num_workers=2), tmp_path / "ref", progress=False)
+@pytest.mark.parametrize("mix_where", ["collate", "device"])
+def test_mixing_with_workers_resumes_exactly_with_any_worker_count(tmp_path, folder, mix_where):
+    reference = train(
+        _folder_cfg(folder, num_workers=2, mix_where=mix_where), tmp_path / "ref", progress=False
+    )
     # the worker count changes where the batches are made, not what they are
-    serial = train(_folder_cfg(folder, num_workers=0), tmp_path / "serial", progress=False)
+    serial = train(
+        _folder_cfg(folder, num_workers=0, mix_where=mix_where), tmp_path / "serial", progress=False
+    )
     assert same_weights(serial.model, reference.model)
 
     def press_ctrl_c(epoch, step):
@@ -241,8 +246,9 @@ def test_collate_mixing_with_workers_resumes_exactly_with_any_worker_count(tmp_p
             os.kill(os.getpid(), signal.SIGINT)
 
     run = tmp_path / "run"
+    interrupted = _folder_cfg(folder, num_workers=2, mix_where=mix_where)
     with pytest.raises(TrainingInterrupted):
-        train(_folder_cfg(folder, num_workers=2), run, progress=False, on_step=press_ctrl_c)
+        train(interrupted, run, progress=False, on_step=press_ctrl_c)
     assert load_checkpoint(run / "checkpoint.pt")["batch"] == 2
-    resumed = train(_folder_cfg(folder, num_workers=1), run, progress=False, resume=True)
+    resumed = train(interrupted.replace(num_workers=1), run, progress=False, resume=True)
     assert same_weights(resumed.model, reference.model)
