@@ -46,6 +46,7 @@ def samples():
         ("label-like key", ({"pixels": image, "class_label": labels},)),
         ("video", (tv_tensors.Video(class_images(labels)[:, None].repeat(1, 2, 1, 1, 1)), labels)),
         ("probabilities", (image, torch.eye(K)[labels] * 0.9 + 0.1 / K)),
+        ("float64 probabilities", (plain, torch.eye(K, dtype=torch.float64)[labels])),
     ]
 
 
@@ -79,12 +80,12 @@ def test_targets_weigh_classes_as_the_pixels_do(name, args):
         ]
         images = next(t for t in tensors if t.dim() >= 4)
         targets = next(t for t in tensors if t.dim() == 2 and t.shape[1] == K)
-        assert targets.shape == (4, K) and targets.dtype == torch.float32
-        torch.testing.assert_close(targets.sum(1), torch.ones(4))
+        assert targets.shape == (4, K) and targets.is_floating_point()
+        torch.testing.assert_close(targets.sum(1), torch.ones(4, dtype=targets.dtype))
         means = images.as_subclass(torch.Tensor).reshape(4, -1, 3, 64).mean(dim=(1, 3))
         if name == "probabilities":  # smoothed one-hot in, so undo the smoothing first
             targets = (targets - 0.1 / K) / 0.9
-        torch.testing.assert_close(means, targets @ COLOURS, atol=1e-5, rtol=0)
+        torch.testing.assert_close(means, targets.float() @ COLOURS, atol=1e-5, rtol=0)
 
 
 def _leaves(tree):

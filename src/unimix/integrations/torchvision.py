@@ -203,6 +203,8 @@ class MixTransform(_v2.Transform):
         batch, height, width = plain.shape[0], plain.shape[-2], plain.shape[-1]
         mixed, mixed_targets = self.mixer(plain.reshape(batch, -1, height, width), targets)
         mixed = mixed.reshape(plain.shape)
+        if labels.dim() == 2 and labels.is_floating_point():
+            mixed_targets = mixed_targets.to(labels.dtype)  # probabilities keep their dtype
         if isinstance(images, _tv_tensors.TVTensor):
             mixed = _tv_tensors.wrap(mixed, like=images)
         out = list(flat)
