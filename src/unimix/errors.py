@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -96,7 +97,7 @@ def one_line(message: object) -> str:
     text = str(message)
     if "Original Traceback" in text:  # torch DataLoader workers re-raise with the traceback text
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        text = lines[-1] if lines else text
+        text = re.sub(r"^[A-Za-z_][\w.]*: ", "", lines[-1]) if lines else text  # drop "mod.Type: "
     return " ".join(text.split()) or "unknown error"
 
 

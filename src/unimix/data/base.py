@@ -294,8 +294,7 @@ def check_dataset(spec: DataSpec, workers: int | None = None, max_listed: int = 
             try:
                 loader(path)
             except Exception as err:  # any failure to decode is a bad file
-                text = str(err)
-                return text if path in text else f"'{path}': {text}"
+                return f"'{path}' ({err.__cause__ or err})"
             return None
 
         with ThreadPoolExecutor(max_workers=workers or min(32, os.cpu_count() or 1)) as pool:
