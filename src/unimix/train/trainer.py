@@ -199,17 +199,7 @@ class _Run:
         distributed.barrier(dist)
         spec = build.build_dataset(cfg)
         info = build.data_info(spec)
-        torch.manual_seed(derive_seed(cfg.seed, build.MODEL))  # the same weights on every rank
-        model = build.create_model(cfg, info).to(device)
-        if cfg.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        random.seed(derive_seed(cfg.seed, dist.rank, build.PYTHON))
-        np.random.seed(derive_seed(cfg.seed, dist.rank, build.NUMPY) % 2**32)  # noqa: NPY002
-        torch.manual_seed(derive_seed(cfg.seed, dist.rank, build.TORCH))  # one stream per rank
-        mixer = None
-        if cfg.mixing:
-            mixer_seed = derive_seed(cfg.seed, dist.rank, build.MIXER)
-            mixer = build.build_mixer(cfg, spec.num_classes, mixer_seed)
+        model, mixer = self._seeded_model_and_mixer(info)
         loader, collate = build.train_loader(cfg, spec, mixer, dist)
         steps_per_epoch = len(loader)
         if steps_per_epoch == 0:
@@ -256,6 +246,22 @@ class _Run:
             epochs=math.ceil(total_steps / steps_per_epoch),
         )
         return ctx, run
+
+    def _seeded_model_and_mixer(self, info: Mapping[str, Any]) -> tuple[nn.Module, Any]:
+        """The initial model (the same on every rank), then this rank's own global RNG streams
+        and mixer (``None`` without mixing)."""
+        cfg, rank = self.cfg, self.dist.rank
+        torch.manual_seed(derive_seed(cfg.seed, build.MODEL))
+        model = build.create_model(cfg, info).to(self.device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        random.seed(derive_seed(cfg.seed, rank, build.PYTHON))
+        np.random.seed(derive_seed(cfg.seed, rank, build.NUMPY) % 2**32)  # noqa: NPY002
+        torch.manual_seed(derive_seed(cfg.seed, rank, build.TORCH))  # dropout etc.
+        if not cfg.mixing:
+            return model, None
+        mixer_seed = derive_seed(cfg.seed, rank, build.MIXER)
+        return model, build.build_mixer(cfg, info["num_classes"], mixer_seed)
 
     def _train(self, state: Mapping[str, Any] | None) -> TrainResult:
         ctx, run = self._build(state)
