@@ -48,7 +48,7 @@ BOXES = [("cutmix", {}), ("hmix", {"r": 0.5}), ("hmix", {"r": 1.0})]  # clipped 
 
 # λ = k/64 is exact in float32 and float64, so both paths see the same box sides.
 LAMS = [0.0, 1 / 64, 0.125, 0.25, 0.4375, 0.5, 41 / 64, 0.75, 61 / 64, 1.0]
-SIZES = [(1, 1), (5, 9), (8, 8), (16, 11), (32, 32)]
+SIZES = [(1, 1), (5, 9), (8, 8), (16, 11), (32, 32), (1, 24), (24, 1)]
 
 
 def _ids(case: tuple[str, dict]) -> str:
@@ -221,3 +221,86 @@ def test_batch_mode_labels_weigh_the_pixels_and_follow_lambda(method):
         lams.append(lam)
     if method != "cutmix":
         assert abs(sum(weights) - sum(lams)) / len(lams) < 3e-3
+
+
+@pytest.mark.parametrize("boundary", ["clip", "wrap"])
+@pytest.mark.parametrize("h, w", [(1, 24), (24, 1), (1, 1)])
+def test_a_box_less_than_half_a_pixel_high_is_no_box(boundary, h, w):
+    """CutMix at λ = 0.9 on a one-pixel-high image: the box side √0.1 · 1 rounds to 0 rows, so
+    nothing is pasted (λ̄ = 1), on both paths, wherever the centre falls."""
+    sampler = masks.get("cutmix", boundary=boundary)
+    for seed in range(5):
+        batched = sampler(torch.tensor([0.9]), h, w, generator=torch.Generator().manual_seed(seed))
+        one = sampler.sample_one(0.9, h, w, CPU, torch.Generator().manual_seed(seed))
+        for out in (batched, one):
+            assert torch.all(out.masks == 1) and out.lam.item() == 1.0
+
+
+def test_cutmix_minmax_box_position_is_uniform_and_independent_per_axis():
+    """The box lies inside the image, its start uniform over every position that keeps it there
+    (both ends reached), the two axes drawn independently."""
+    n, h, w = 4000, 9, 13
+    out = masks.get("cutmix_minmax", minmax=(0.2, 0.8))(
+        torch.full((n,), 0.5), h, w, generator=torch.Generator().manual_seed(0)
+    )
+    y0, y1, x0, x1 = out.boxes.T
+    assert torch.all((y0 >= 0) & (y1 <= h) & (x0 >= 0) & (x1 <= w))
+    assert bool((y0 == 0).any()) and bool((y1 == h).any())
+    assert bool((x0 == 0).any()) and bool((x1 == w).any())
+    # (start + ½) / number of start positions: mean ½ per axis, uncorrelated across axes
+    fy = (y0.double() + 0.5) / (h - (y1 - y0) + 1).double()
+    fx = (x0.double() + 0.5) / (w - (x1 - x0) + 1).double()
+    assert abs(fy.mean().item() - 0.5) < 0.03 and abs(fx.mean().item() - 0.5) < 0.03
+    assert abs(torch.corrcoef(torch.stack([fy, fx]))[0, 1].item()) < 0.1
+
+
+FLAGS = {  # (constant, binary) as MaskSample documents them
+    "none": (True, True),
+    "mixup": (True, False),
+    "cutmix": (False, True),
+    "cutmix_minmax": (False, True),
+    "hmix": (False, False),
+    "gmix": (False, False),
+}
+
+
+@pytest.mark.parametrize("name", masks.available())
+def test_mask_flags_describe_the_masks(name):
+    """``constant``: every mask constant over the image; ``binary``: every value 0 or 1 — the
+    engine takes its fast paths on these flags, so they must be true when set, and the core
+    methods set them."""
+    sampler = masks.get(name)
+    lam = torch.tensor([0.0, 0.3, 0.7, 1.0])
+    for out in (
+        sampler(lam, 9, 7, generator=torch.Generator().manual_seed(0)),
+        sampler.sample_one(0.3, 9, 7, CPU, torch.Generator().manual_seed(0)),
+    ):
+        m = out.masks
+        if out.constant:
+            assert torch.all(m == m[:, :, :1, :1])
+        if out.binary:
+            assert torch.all((m == 0) | (m == 1))
+        if name in FLAGS:
+            assert (bool(out.constant), bool(out.binary)) == FLAGS[name]
+
+
+def test_samplers_take_a_list_of_lambdas_and_name_bad_shapes():
+    sampler = masks.get("hmix")
+    from_list = sampler([0.3, 0.7], 6, 5, generator=torch.Generator().manual_seed(0))
+    from_tensor = sampler(
+        torch.tensor([0.3, 0.7]), 6, 5, generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(from_list.masks, from_tensor.masks)
+    with pytest.raises(ValueError, match="1-D tensor"):
+        sampler(torch.full((2, 2), 0.5), 6, 5)
+
+
+def test_registry_names_and_errors():
+    assert masks.get("hmix").name == "hmix" and masks.HMix.name == "hmix"
+    with pytest.raises(TypeError, match="sampler instance"):
+        masks.get(masks.get("cutmix"), boundary="wrap")
+    with pytest.raises(ValueError, match="already registered"):
+
+        @masks.register("cutmix")
+        class Impostor(masks.MaskSampler):
+            pass
