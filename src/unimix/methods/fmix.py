@@ -127,4 +127,4 @@ class FMix(MaskSampler):
                 rank < low[:, None], 1.0, torch.where(rank >= high[:, None], 0.0, ramp)
             ).float()
         masks = masks.view(n, 1, height, width)
-        return MaskSample(masks, masks.mean(dim=(1, 2, 3)))
+        return MaskSample(masks, masks.mean(dim=(1, 2, 3)), binary=self.max_soft == 0.0)

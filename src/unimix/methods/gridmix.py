@@ -58,4 +58,4 @@ class GridMix(MaskSampler):
         col_cell = (torch.arange(width, device=device) * cells[:, None]) // width
         batch = torch.arange(n, device=device)[:, None, None]
         masks = keep[batch, row_cell[:, :, None], col_cell[:, None, :]].unsqueeze(1).float()
-        return MaskSample(masks, masks.mean(dim=(1, 2, 3)))
+        return MaskSample(masks, masks.mean(dim=(1, 2, 3)), binary=True)
