@@ -5,9 +5,20 @@
     >>> result = train(cfg, "runs/hmix-1")                    # doctest: +SKIP
     >>> result.test_error, result.time_per_epoch_s, result.mix_overhead_pct  # doctest: +SKIP
 
-See :mod:`unimix.train.trainer` (the loop, the run directory), :mod:`unimix.train.config`
-(keys, recipes, overrides), :mod:`unimix.train.checkpoint` (atomic, exactly resumable
-checkpoints) and :mod:`unimix.train.distributed` (torchrun / DistributedDataParallel).
+The parts, each small enough to read at once:
+
+- :mod:`~unimix.train.trainer`: the epoch and run loops, :func:`train`, :func:`load_run`;
+- :mod:`~unimix.train.step`: one step (mix → forward → loss → backward → optimiser step);
+- :mod:`~unimix.train.state`: :class:`~unimix.train.state.RunState`, what a checkpoint saves;
+- :mod:`~unimix.train.meters`: per-epoch timing and running sums;
+- :mod:`~unimix.train.build`: dataset, model, mixer, loaders and their random streams;
+- :mod:`~unimix.train.config`: keys, recipes, overrides; :mod:`~unimix.train.optim`: SGD and
+  the learning-rate schedule;
+- :mod:`~unimix.train.checkpoint`: atomic, checksummed, exactly resumable checkpoints;
+- :mod:`~unimix.train.rundir`: one writer per run directory, never a foreign folder;
+- :mod:`~unimix.train.distributed`: torchrun / DistributedDataParallel.
+
+Pass ``on_epoch=`` to :func:`train` to receive every epoch's metrics (e.g. for your own logger).
 """
 
 from unimix.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, state_digest
