@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from unimix import Mixer
-from unimix.targets import one_hot_targets
+from unimix.mix import one_hot_targets
 
 
 def _check_consistent(out, x, targets, y, plan, k):
