@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import unimix.mix
+from unimix import masks, registry
 from unimix.cli import build_parser, main
 from unimix.commands._methods import method_names
 from unimix.viz.gallery import _mix_one, gallery_methods, resolve_output, source_mask
@@ -24,21 +25,26 @@ def _help(command: str) -> str:
     return " ".join(sub.choices[command].format_help().split())  # undo argparse's wrapping
 
 
-def _requires_model(name: str) -> bool:
-    try:
-        from unimix.registry import requires_model
-    except ImportError:
-        from unimix.methods import requires_model
-    return bool(requires_model(name))
-
-
 def test_method_names_are_every_registered_method() -> None:
     names = method_names()
-    legacy = getattr(unimix.mix, "available_methods", None)
-    assert set(legacy() if legacy is not None else ()) <= set(names)
+    assert names == registry.available() == unimix.mix.available_methods()
     assert {"mixup", "cutmix", "hmix", "gmix", "resizemix", "saliencymix", "puzzlemix"} <= set(
         names
     )
+
+
+def test_a_newly_registered_method_appears_in_help() -> None:
+    pytest.importorskip("yaml")
+
+    @registry.register("zz_help_probe")
+    class Probe(masks.MaskSampler):
+        def sample(self, lam, height, width, device, generator):  # pragma: no cover
+            raise NotImplementedError
+
+    try:
+        assert "zz_help_probe" in _help("train") and "zz_help_probe" in _help("study")
+    finally:
+        registry.unregister("zz_help_probe")
 
 
 @pytest.mark.parametrize("command", ["train", "study", "gallery"])
@@ -60,7 +66,7 @@ def test_profile_help_lists_every_mask_method() -> None:
 
 def test_gallery_methods_cover_every_model_free_method() -> None:
     names = gallery_methods()
-    expected = {n for n in method_names() if n != "none" and not _requires_model(n)}
+    expected = {n for n in method_names() if n != "none" and not registry.requires_model(n)}
     assert set(names) == expected
     assert names[:4] == ["mixup", "cutmix", "hmix", "gmix"]
 

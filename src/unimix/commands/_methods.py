@@ -7,20 +7,10 @@ __all__ = ["method_names", "methods_help"]
 
 
 def method_names() -> list[str]:
-    """Sorted names of every registered mixing method (``unimix.registry`` and ``Mixer``'s)."""
-    names: set[str] = set()
-    try:
-        from unimix import registry
-    except ImportError:
-        pass
-    else:
-        names.update(registry.available())
-    import unimix.mix
+    """Sorted names of every registered mixing method (:func:`unimix.registry.available`)."""
+    from unimix import registry
 
-    legacy = getattr(unimix.mix, "available_methods", None)
-    if legacy is not None:
-        names.update(legacy())
-    return sorted(names)
+    return list(registry.available())
 
 
 def methods_help() -> str:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from unimix import masks as _masks
+from unimix import registry
 
 __all__ = [
     "sample_photographs",
@@ -42,61 +42,12 @@ def sample_photographs(max_side: int | None = 320) -> Tensor:
     return x.clamp(0, 1)
 
 
-def _registry() -> Any:
-    """:mod:`unimix.registry` where this engine has it, else ``None``."""
-    try:
-        from unimix import registry
-    except ImportError:
-        return None
-    return registry
-
-
-def _registered(kind: str | None = None) -> set[str]:
-    registry = _registry()
-    return set(registry.available(kind)) if registry is not None else set()
-
-
-def _all_methods() -> list[str]:
-    """Every method name the engine accepts (the registry's, and ``Mixer``'s list)."""
-    import unimix.mix
-
-    legacy = getattr(unimix.mix, "available_methods", None)
-    return sorted(_registered() | set(legacy() if legacy is not None else ()))
-
-
-def _mask_methods() -> list[str]:
-    return sorted(_registered("mask") | set(_masks.available()))
-
-
-def _requires_model(name: str) -> bool:
-    registry = _registry()
-    if registry is not None and name in _registered():
-        return bool(registry.requires_model(name))
-    import unimix.methods
-
-    check = getattr(unimix.methods, "requires_model", None)
-    return bool(check(name)) if check is not None else False
-
-
-def _build(name: str, params: dict[str, Any]) -> Any:
-    """The method registered as ``name``, built with ``params``, through the public API."""
-    registry = _registry()
-    if registry is not None and name in _registered():
-        return registry.get(name, **params)
-    from unimix.mix import Mixer
-
-    return Mixer(name, **params).methods[0]
-
-
 def gallery_methods() -> list[str]:
     """Every registered method that mixes without a model, but ``none``: the four of the paper
     first, then the other masks, then the image-dependent methods."""
-    everything = _all_methods()
-    mask_names = [n for n in _mask_methods() if n != "none"]
+    mask_names = [n for n in registry.available("mask") if n != "none"]
     core = ["mixup", "cutmix", "hmix", "gmix"]
-    image = sorted(
-        n for n in everything if n not in mask_names and n != "none" and not _requires_model(n)
-    )
+    image = [n for n in registry.available("image") if not registry.requires_model(n)]
     return [n for n in core if n in mask_names] + [n for n in mask_names if n not in core] + image
 
 
@@ -129,7 +80,7 @@ def _mix_one(
     """Mix ``x[0]`` with ``x[1]`` at ``lam``: the mixed image, its mask (derived from the pixels
     for image-dependent methods: the last item is then True) and the effective λ."""
     params = {"r": r} if name == "hmix" else {}
-    method = _build(name, params)
+    method = registry.get(name, **params)
     lam_t = torch.tensor([lam])
     if isinstance(method, _masks.MaskSampler):
         sample = method(lam_t, x.shape[-2], x.shape[-1], generator=g)
