@@ -104,6 +104,28 @@ def test_lock_of_a_dead_process_is_taken_over(tmp_path):
     assert not (out / LOCK_FILE).exists()
 
 
+def test_without_flock_the_lock_file_names_its_holder(tmp_path, monkeypatch):
+    """The fallback of file systems without flock: an exclusive file naming pid and host."""
+    from unimix.train import rundir
+
+    monkeypatch.setattr(rundir, "fcntl", None)
+    out = tmp_path / "run"
+    with rundir.RunLock(out):
+        info = json.loads((out / rundir.LOCK_FILE).read_text())
+        assert info["pid"] == os.getpid() and info["host"] == socket.gethostname()
+        with pytest.raises(rundir.RunLockedError, match=f"pid {os.getpid()} on"):
+            rundir.RunLock(out).acquire()
+    assert not (out / rundir.LOCK_FILE).exists()
+    stale = {"pid": dead_pid(), "host": socket.gethostname(), "started": "2020-01-01T00:00:00"}
+    (out / rundir.LOCK_FILE).write_text(json.dumps(stale))
+    with rundir.RunLock(out):
+        assert json.loads((out / rundir.LOCK_FILE).read_text())["pid"] == os.getpid()
+    # another host's lock cannot be checked: refused, with the way out
+    (out / rundir.LOCK_FILE).write_text(json.dumps({**stale, "host": "elsewhere"}))
+    with pytest.raises(rundir.RunLockedError, match="delete"):
+        rundir.RunLock(out).acquire()
+
+
 def test_a_folder_that_is_not_a_run_is_never_written_into(tmp_path):
     from unimix.train.rundir import NotARunDirectoryError
 

@@ -143,9 +143,12 @@ class RunLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except BlockingIOError:
                 os.close(fd)
                 raise self._refuse() from None
+            except OSError:  # a file system without flock (some network mounts)
+                os.close(fd)
+                return self._acquire_exclusive(take_unreadable=True)
             # The previous holder unlinks the file before unlocking it: if that happened between
             # our open and our flock, we hold a lock on a file nobody else will open; retry.
             try:
@@ -155,17 +158,23 @@ class RunLock:
                 pass
             os.close(fd)
 
-    def _acquire_exclusive(self) -> int:  # pragma: no cover - platforms without flock
-        for _ in range(2):
+    def _stale(self, take_unreadable: bool) -> bool:
+        """Whether the lock file names a process of this host that no longer exists."""
+        try:
+            info = json.loads(self.path.read_text())
+            return info["host"] == socket.gethostname() and not _pid_alive(int(info["pid"]))
+        except FileNotFoundError:
+            return True
+        except (OSError, ValueError, KeyError, TypeError):
+            return take_unreadable
+
+    def _acquire_exclusive(self, take_unreadable: bool = False) -> int:
+        """Without ``flock``: create the file exclusively; take over one naming a dead process."""
+        for _ in range(3):
             try:
                 return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
-                try:
-                    info = json.loads(self.path.read_text())
-                    stale = info["host"] == socket.gethostname() and not _pid_alive(int(info["pid"]))
-                except (OSError, ValueError, KeyError, TypeError):
-                    stale = False
-                if not stale:
+                if not self._stale(take_unreadable):
                     raise self._refuse() from None
                 self.path.unlink(missing_ok=True)
         raise self._refuse()
