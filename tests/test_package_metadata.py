@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,50 @@ def test_compat_is_an_attribute_and_import_stays_light() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_license_typing_marker_and_metadata(tmp_path: Path) -> None:
+    import zipfile
+    from email.parser import Parser
+
+    pytest.importorskip("setuptools")
+    # a clean copy of what the wheel is built from: no stale build/ or egg-info of the checkout
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, project / name)
+    ignore = shutil.ignore_patterns("*.egg-info", "__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "src", project / "src", ignore=ignore)
+    dist = tmp_path / "dist"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(dist),
+            str(project),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0 and "No module named pip" in done.stderr:
+        pytest.skip("pip is not installed")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (wheel,) = dist.glob("unimix-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        (meta_name,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        meta = Parser().parsestr(zf.read(meta_name).decode("utf-8"))
+    assert "unimix/py.typed" in names
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    assert any(n.startswith("unimix/recipes/") and n.endswith(".yaml") for n in names)
+    assert meta["Version"] == unimix.__version__
+    assert meta["License-Expression"] == "Apache-2.0"
+    assert "Typing :: Typed" in meta.get_all("Classifier")
