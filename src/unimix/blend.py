@@ -26,12 +26,7 @@ def blend(
     mixing in place, so no fresh tensor is allocated.
     """
     if not x.is_floating_point():
-        gathered = x.index_select(0, partner)
-        mixed = gathered.float().lerp_(x.float(), w if isinstance(w, float) else w.float())
-        mixed = to_uint8(mixed)
-        if out is None:
-            return mixed.contiguous(memory_format=memory_format(x))
-        return out.copy_(mixed)
+        return _blend_uint8(x, partner, w, out)
     if out is x:
         if workspace is not None:
             torch.index_select(x, 0, partner, out=workspace)
@@ -43,6 +38,32 @@ def blend(
             gathered = gathered.contiguous(memory_format=memory_format(x))
         return gathered.lerp_(x, w)
     return out.copy_(gathered.lerp_(x, w))
+
+
+#: float32 elements per block of the uint8 blend (1 MiB): the block's float copies stay in cache
+UINT8_BLOCK = 1 << 18
+
+
+def _blend_uint8(x: Tensor, partner: Tensor, w: Tensor | float, out: Tensor | None) -> Tensor:
+    """uint8 blend, computed in float32 and rounded, over blocks of rows that fit in cache.
+
+    The float copies of a whole batch would make the blend memory-bound (several passes over
+    4× the batch); blocks of ``UINT8_BLOCK`` elements keep them in cache. The blocks split the
+    memory, not the work: each is one vectorised blend of many rows (all of them for small
+    images). The partners are gathered first, so mixing into ``out is x`` reads no mixed row.
+    """
+    gathered = x.index_select(0, partner)
+    target = torch.empty_like(x, memory_format=memory_format(x)) if out is None else out
+    batch = x.shape[0]
+    rows = max(1, UINT8_BLOCK // max(1, x[0].numel()))
+    per_row = isinstance(w, Tensor) and w.dim() > 0 and w.shape[0] == batch and batch > 1
+    for start in range(0, batch, rows):
+        stop = min(start + rows, batch)
+        ws = w[start:stop] if per_row else w  # type: ignore[index]
+        ws = ws.float() if isinstance(ws, Tensor) else ws
+        mixed = gathered[start:stop].float().lerp_(x[start:stop].float(), ws)
+        target[start:stop] = to_uint8(mixed)
+    return target
 
 
 def select(x: Tensor, partner: Tensor, keep: Tensor, out: Tensor | None) -> Tensor:
