@@ -166,8 +166,9 @@ def test_missing_tensorboard_is_a_warning_not_silence(tmp_path, monkeypatch):
     from unimix.train.logging import TensorBoardMissingWarning
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
-    with pytest.warns(TensorBoardMissingWarning, match="pip install tensorboard"):
+    with pytest.warns(TensorBoardMissingWarning, match="pip install tensorboard") as caught:
         train({**TINY, "tensorboard": True, "steps": 1}, tmp_path / "a", progress=False)
+    assert len(caught) == 1 and caught[0].filename == __file__  # at the caller's line
     with warnings.catch_warnings():
         warnings.simplefilter("error", TensorBoardMissingWarning)
         train({**TINY, "tensorboard": False, "steps": 1}, tmp_path / "b", progress=False)

@@ -56,28 +56,42 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def summary_writer_class() -> Any:
+    """TensorBoard's ``SummaryWriter`` class, or ``None`` when tensorboard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter
+
+
+def warn_tensorboard_missing(stacklevel: int = 2) -> None:
+    """Say that TensorBoard logging was asked for but cannot happen (a
+    :class:`TensorBoardMissingWarning` pointing ``stacklevel`` frames up)."""
+    warnings.warn(
+        "TensorBoard logging was asked for (tensorboard: true) but the tensorboard package is "
+        "not installed; metrics go to metrics.csv and metrics.jsonl only. pip install "
+        "tensorboard, or set tensorboard: false (--no-tensorboard)",
+        TensorBoardMissingWarning,
+        stacklevel=stacklevel + 1,
+    )
+
+
 class MetricsLogger:
     """Writes the history of per-epoch rows to ``metrics.csv`` and ``metrics.jsonl`` in a run
     directory, and each new row to TensorBoard when ``tensorboard`` is installed and wanted."""
 
-    def __init__(self, out_dir: str | Path, tensorboard: bool = True) -> None:
+    def __init__(
+        self, out_dir: str | Path, tensorboard: bool = True, *, warn_missing: bool = True
+    ) -> None:
         self.out_dir = Path(out_dir)
         self._tb = None
         self._tb_last = 0
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is optional: say so, once per run, and go on
-                SummaryWriter = None  # noqa: N806
-                warnings.warn(
-                    "TensorBoard logging was asked for (tensorboard: true) but the tensorboard "
-                    "package is not installed; metrics go to metrics.csv and metrics.jsonl only. "
-                    "pip install tensorboard, or set tensorboard: false (--no-tensorboard)",
-                    TensorBoardMissingWarning,
-                    stacklevel=3,
-                )
-            if SummaryWriter is not None:
-                self._tb = SummaryWriter(log_dir=str(self.out_dir / "tensorboard"))
+        writer = summary_writer_class() if tensorboard else None
+        if tensorboard and writer is None and warn_missing:
+            warn_tensorboard_missing(stacklevel=3)
+        if writer is not None:
+            self._tb = writer(log_dir=str(self.out_dir / "tensorboard"))
 
     def write(self, history: Sequence[Mapping[str, Any]]) -> None:
         cols = _columns(history)

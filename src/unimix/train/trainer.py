@@ -43,7 +43,13 @@ from unimix.train.build import derive_seed
 from unimix.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, state_digest
 from unimix.train.config import RESUME_MUTABLE, TrainConfig, config_differences, write_yaml
 from unimix.train.fileio import remove_stale_temporaries
-from unimix.train.logging import EpochProgress, MetricsLogger, format_epoch_line
+from unimix.train.logging import (
+    EpochProgress,
+    MetricsLogger,
+    format_epoch_line,
+    summary_writer_class,
+    warn_tensorboard_missing,
+)
 from unimix.train.meters import EpochMeter, TimedCollate
 from unimix.train.optim import build_optimizer, build_scheduler, lr_factor
 from unimix.train.result import TrainingInterrupted, TrainResult
@@ -265,7 +271,9 @@ class _Run:
 
     def _train(self, state: Mapping[str, Any] | None) -> TrainResult:
         ctx, run = self._build(state)
-        logger = MetricsLogger(self.out, self.cfg.tensorboard) if self.dist.is_main else None
+        logger = None
+        if self.dist.is_main:  # train() has warned already if tensorboard is missing
+            logger = MetricsLogger(self.out, self.cfg.tensorboard, warn_missing=False)
         if logger is not None:
             logger.write(run.history)  # drop rows of epochs after the checkpoint, if any
         self._session_start = time.perf_counter()
@@ -450,6 +458,8 @@ def train(
         if hook is not None and not callable(hook):
             raise TypeError(f"{name} must be callable or None, got {type(hook).__name__}")
     dist = distributed.setup(cfg.device)
+    if cfg.tensorboard and dist.is_main and summary_writer_class() is None:
+        warn_tensorboard_missing(stacklevel=2)  # at the caller's line, not deep in the trainer
     try:
         return _Run(cfg, out, dist, progress, on_step, on_epoch).run(resume)
     finally:
