@@ -48,7 +48,9 @@ __all__ = [
 ]
 
 #: Keys that may change when a run is resumed: they change where or how fast it runs, not what
-#: it computes (on the same device type).
+#: it computes. ``data_dir`` and ``num_workers`` leave the final weights bitwise identical (data
+#: order, augmentation and collate mixing are functions of (seed, epoch, batch), tested with
+#: workers); ``device`` and ``compile`` may change floating-point rounding (other kernels).
 RESUME_MUTABLE = frozenset(
     {"data_dir", "num_workers", "device", "compile", "eval_batch_size", "tensorboard"}
 )
