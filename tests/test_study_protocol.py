@@ -88,3 +88,25 @@ def test_fit_temperature_recovers_a_known_scale():
     t = fit_temperature(true * 2.5, labels)  # over-confident by 2.5×
     assert t == pytest.approx(2.5, rel=0.1)
     assert nll(true * 2.5 / t, labels) <= nll(true * 2.5, labels)
+
+
+def test_every_method_of_a_seed_starts_from_the_same_weights_and_data(tmp_path):
+    from unimix.study import check_same_start, plan_runs
+
+    cfg = _config(tmp_path, methods=["none", "mixup", "cutmix", "hmix", "gmix"], seeds=2)
+    check = check_same_start(plan_runs(cfg))
+    assert check == {"ok": True, "groups": 2, "mismatches": []}
+
+
+def test_imagefolder_without_a_recipe_picks_a_small_one_on_cpu(tmp_path, monkeypatch):
+    from unimix.commands.study import pick_recipe
+    from unimix.train import load_recipe
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    (tmp_path / "train" / "a" / "x.png").write_bytes(b"")
+    name, why = pick_recipe("imagefolder", str(tmp_path), "auto")
+    assert name == "imagefolder_small" and "no GPU" in why
+    recipe = load_recipe(name)
+    assert recipe["model"] == "small_cnn" and recipe["image_size"] <= 64
+    assert pick_recipe("digits", None, "auto") == ("digits", "")

@@ -77,7 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=8 / 255,
         help="ε of the FGSM/PGD columns of results.csv, pixel units (default 8/255)",
     )
-    parser.add_argument("--pgd-steps", type=int, default=10, help="PGD iterations (default 10)")
+    parser.add_argument(
+        "--pgd-steps",
+        type=int,
+        default=None,
+        help="PGD iterations (default: the recipe's, else 10)",
+    )
     parser.add_argument(
         "--fresh",
         action="store_true",
@@ -171,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     if args.quick:
         overrides = QUICK_OVERRIDES + overrides
         seeds = seeds or 2
-        pgd_steps = min(pgd_steps, 2)
+        pgd_steps = min(pgd_steps or 2, 2)
         eps_list = [args.eps]
         if regimes is None:
             from unimix.study.runner import first_regime

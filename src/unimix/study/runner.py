@@ -200,8 +200,7 @@ def plan_runs(cfg: StudyConfig) -> list[StudyRun]:
     section = load_study_section(cfg.recipe)
     base = load_recipe(cfg.recipe)
     seeds = cfg.seeds if cfg.seeds is not None else int(section.get("seeds", 3))
-    if cfg.attack_images is None and section.get("attack_images"):
-        cfg.attack_images = int(section["attack_images"])
+    cfg.resolve(section)
     runs = []
     for regime, keys in _regimes(cfg, section).items():
         data = apply_overrides(base, keys)
@@ -397,8 +396,9 @@ def _sizes(config: Any) -> dict[str, int]:
 def _probe_image_seconds(run: StudyRun, budget_s: float = 30.0) -> float:
     """Seconds per image of one real training step of ``run`` (forward, backward, update).
 
-    Two steps at the run's batch size and image size (never bigger than one real step); the
-    first warms up, the second is timed unless the first already took longer than ``budget_s``.
+    Three steps at the run's batch size and image size (never bigger than one real step); the
+    first warms up, the fastest of the others is taken; it stops early when a step takes longer
+    than ``budget_s``.
     """
     from unimix.models import create_model
 
@@ -423,8 +423,8 @@ def _probe_image_seconds(run: StudyRun, budget_s: float = 30.0) -> float:
     batch = min(c.batch_size, len(spec.train))
     x = torch.randn(batch, spec.in_chans, *spec.image_size, device=device)
     y = torch.randint(0, spec.num_classes, (batch,), device=device)
-    seconds = math.inf
-    for _ in range(2):
+    times = []
+    for _ in range(3):
         t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(model(x), y).backward()
@@ -432,9 +432,10 @@ def _probe_image_seconds(run: StudyRun, budget_s: float = 30.0) -> float:
         if device == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t
+        times.append(seconds)
         if seconds > budget_s:
             break
-    return seconds / batch
+    return min(times[1:] or times) / batch
 
 
 def _estimate_seconds(runs: Sequence[StudyRun], cfg: StudyConfig) -> float:
@@ -661,7 +662,8 @@ def run_study(
             bar.update(1)
             finished += 1
             if not cfg.progress:
-                log(f"study: {run.name} done ({finished}/{len(runs)})")
+                left_s = _estimate_seconds(runs, cfg) if finished < len(runs) else 0.0
+                log(f"study: {run.name} done ({finished}/{len(runs)}; about {_hms(left_s)} left)")
             if after_run is not None:
                 after_run(run)
     except KeyboardInterrupt:

@@ -100,7 +100,8 @@ class StudyConfig:
     ``grid`` maps a training key or method parameter to the values to sweep (every combination
     is trained for every method that takes the keys). ``attack_eps`` is the ε (pixel units) of
     the FGSM/PGD columns of ``results.csv``; ``eps_list`` the radii of the robustness curves.
-    ``seeds`` ``None`` takes the recipe's number (3 without one). ``attack_images``: the attacks
+    ``seeds``, ``pgd_steps``, ``eps_list`` and ``attack_images`` left ``None`` take the recipe's
+    ``study:`` values (else 3 seeds, 10 PGD steps, ε ∈ {2, 4, 8, 16}/255, every test image). ``attack_images``: the attacks
     and occlusion run on the first that many test images (``None``: the recipe's ``study:
     attack_images``, else all); error, NLL and ECE always use the whole test set.
     """
@@ -115,7 +116,7 @@ class StudyConfig:
     device: str = "auto"
     eps_list: list[float] | None = None
     attack_eps: float = 8 / 255
-    pgd_steps: int = 10
+    pgd_steps: int | None = None
     occlusion_size: int | None = None
     attack_images: int | None = None
     progress: bool = True
@@ -139,11 +140,9 @@ class StudyConfig:
             raise ValueError(
                 f"seeds must be a positive int (the number of seeds), got {self.seeds!r}"
             )
-        if self.eps_list is None:
-            self.eps_list = [2 / 255, 4 / 255, 8 / 255, 16 / 255]
-        if self.attack_eps not in self.eps_list:
+        if self.eps_list is not None and self.attack_eps not in self.eps_list:
             self.eps_list = sorted({*self.eps_list, self.attack_eps})
-        if (
+        if self.pgd_steps is not None and (
             isinstance(self.pgd_steps, bool)
             or not isinstance(self.pgd_steps, int)
             or (self.pgd_steps < 1)
@@ -161,6 +160,18 @@ class StudyConfig:
             if not isinstance(values, list) or not values:
                 raise ValueError(f"grid {key!r} needs at least one value, e.g. --grid {key}=A,B")
 
+    def resolve(self, section: dict[str, Any]) -> None:
+        """Fill the settings left ``None`` from a recipe's ``study:`` section, then defaults."""
+        if self.pgd_steps is None:
+            self.pgd_steps = int(section.get("pgd_steps", 10))
+        if self.eps_list is None:
+            eps = section.get("eps_list")
+            self.eps_list = [_eps(e) for e in eps] if eps else [2 / 255, 4 / 255, 8 / 255, 16 / 255]
+            if self.attack_eps not in self.eps_list:
+                self.eps_list = sorted({*self.eps_list, self.attack_eps})
+        if self.attack_images is None and section.get("attack_images"):
+            self.attack_images = int(section["attack_images"])
+
     def to_dict(self) -> dict[str, Any]:
         """The settings that decide the results (``out``, ``progress``, ``fresh`` excluded)."""
         return {
@@ -177,6 +188,14 @@ class StudyConfig:
             "occlusion_size": self.occlusion_size,
             "attack_images": self.attack_images,
         }
+
+
+def _eps(value: Any) -> float:
+    """``8/255`` (a string in YAML) or a number."""
+    if isinstance(value, str) and "/" in value:
+        num, den = value.split("/", 1)
+        return float(num) / float(den)
+    return float(value)
 
 
 def _available_methods() -> list[str]:
