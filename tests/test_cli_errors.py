@@ -378,3 +378,19 @@ def test_as_the_user_runs_it(tmp_path):
         [sys.executable, "-m", "unimix", "--version"], env=env, capture_output=True, text=True
     )
     assert proc.returncode == 0 and proc.stdout.startswith("unimix ")
+
+
+def test_removed_on_failure_never_removes_another_runs_folder(tmp_path):
+    """Two commands started together on one new folder both see it missing on entry; the one
+    refused (the other holds the run lock) must not remove the other's run."""
+    target = tmp_path / "run"
+    with pytest.raises(FileExistsError), removed_on_failure(target):
+        target.mkdir()  # the other process made it
+        raise FileExistsError("run is locked by pid 123")
+    assert target.is_dir()
+    target.rmdir()
+    with pytest.raises(RuntimeError), removed_on_failure(target):
+        target.mkdir()
+        (target / ".unimix.lock").write_text("pid 123")  # a live run's lock
+        raise RuntimeError
+    assert (target / ".unimix.lock").exists()

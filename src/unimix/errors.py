@@ -192,6 +192,9 @@ def check_output_file(path: str | os.PathLike[str], name: str = "--out") -> Path
     return path
 
 
+_RUN_LOCK = ".unimix.lock"  # unimix.train.rundir.LOCK_FILE (not imported: it needs the extras)
+
+
 @contextlib.contextmanager
 def removed_on_failure(
     path: str | os.PathLike[str], keep: Iterable[str] = ("checkpoint.pt",)
@@ -202,6 +205,11 @@ def removed_on_failure(
     ``keep`` (a real result, e.g. a checkpoint to resume): the topmost folder missing on entry
     (``path`` or one of its parents) is removed; a folder ``path`` that existed on entry is kept,
     and emptied again only if it was empty on entry. A file that existed before is never touched.
+
+    Another process's run is never removed: nothing is when the error is a FileExistsError
+    (the trainer's "locked by another run" / "not a run directory") or when a run lock file
+    (``.unimix.lock``, see :mod:`unimix.train.rundir`) is in the folder, since two commands
+    started together on one new folder both see it missing on entry.
     """
     path = Path(path).expanduser()
     base = _existing_ancestor(path)
@@ -213,7 +221,10 @@ def removed_on_failure(
     was_empty = created is None and path.is_dir() and next(path.iterdir(), None) is None
     try:
         yield path
-    except BaseException:
+    except BaseException as err:
+        if isinstance(err, FileExistsError):
+            raise
+        keep = (*keep, _RUN_LOCK)
         folder = created if created is not None else (path if was_empty else None)
         if folder is not None and folder.is_dir() and not folder.is_symlink():
             if not any(next(folder.rglob(pattern), None) is not None for pattern in keep):
