@@ -41,14 +41,17 @@ def test_reports_every_registered_method_and_mode(bench, tmp_path, capsys):
 
 
 def test_a_method_that_cannot_run_is_skipped_with_its_reason(bench, monkeypatch, capsys):
-    from unimix import masks
+    from unimix import masks, registry
 
     class Broken(masks.MaskSampler):
-        def _sample(self, lam, height, width, device, generator):
+        def sample(self, lam, height, width, device, generator):
             raise RuntimeError("needs something the benchmark lacks")
 
-    monkeypatch.setitem(masks._REGISTRY, "broken", Broken)
-    assert bench.main([*TINY, "--methods", "broken", "mixup"]) == 0
+    registry.register("broken")(Broken)
+    try:
+        assert bench.main([*TINY, "--methods", "broken", "mixup"]) == 0
+    finally:
+        registry.unregister("broken")
     printed = capsys.readouterr().out
     assert "broken [1]" in printed and "needs something the benchmark lacks" in printed
     assert "| mixup | elem |" in printed

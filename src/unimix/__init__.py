@@ -7,7 +7,14 @@ Mixup, CutMix, HMix and GMix (Park, Yun & Chun, NeurIPS 2022) and more, in one v
 
 # importing methods registers fmix, smoothmix, gridmix, resizemix, saliencymix, puzzlemix, manifold
 from unimix import masks, methods, registry
-from unimix.mix import Mixer, MixInfo, MixMethod, MixPlan, SoftTargetCrossEntropy, soft_target_cross_entropy
+from unimix.mix import (
+    Mixer,
+    MixInfo,
+    MixMethod,
+    MixPlan,
+    SoftTargetCrossEntropy,
+    soft_target_cross_entropy,
+)
 
 __all__ = [
     "Mixer",
