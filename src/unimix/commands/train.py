@@ -12,9 +12,11 @@ with ``--set key=value`` (repeatable; dotted keys for mappings: ``--set method_p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -163,6 +165,11 @@ def _list_recipes() -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _untouched(path: Path, keep: tuple[str, ...] = ()) -> Iterator[Path]:
+    yield path
+
+
 def _error(message: str) -> NoReturn:
     """Stop with ``unimix train: error: MESSAGE`` (printed by :func:`unimix.cli.main`)."""
     raise UsageError(message)
@@ -264,7 +271,9 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "check_data", False):
         check_data(cfg)
     try:
-        with removed_on_failure(out, keep=(CHECKPOINT_FILE,)):
+        # rank 0 alone tidies up: under torchrun the others never own the folder
+        tidy = removed_on_failure if os.environ.get("RANK", "0") == "0" else _untouched
+        with tidy(out, keep=(CHECKPOINT_FILE,)):
             result = train(cfg, out, resume=resume, progress=not args.no_progress)
     except TrainingInterrupted as stop:
         return 128 + int(getattr(stop, "signum", signal.SIGINT))
