@@ -1,0 +1,100 @@
+"""``unimix.compat.TimmMixup`` where the timm comparison tests did not look (issue 13: survivors
+of the mutation run): the settings it keeps, its defaults in use, ``cutmix_minmax`` box sides,
+``multi_label`` targets and the input checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unimix.compat import TimmMixup, mixup_target
+
+timm_mixup = pytest.importorskip("timm.data.mixup")
+
+SETTINGS = [
+    {},
+    {"cutmix_minmax": (0.3, 0.7), "correct_lam": False, "num_classes": 10},
+    {
+        "mixup_alpha": 0.4,
+        "cutmix_alpha": 1.0,
+        "prob": 0.7,
+        "switch_prob": 0.3,
+        "mode": "elem",
+        "label_smoothing": 0.0,
+        "num_classes": 5,
+        "multi_label": True,
+    },
+]
+
+
+@pytest.mark.filterwarnings("ignore:correct_lam=False is ignored")
+@pytest.mark.parametrize("kwargs", SETTINGS)
+def test_settings_are_kept_as_timm_keeps_them(kwargs):
+    """Every attribute timm's Mixup sets from its arguments, TimmMixup has with the same value
+    (code reads them, e.g. ``mixup_fn.mixup_alpha`` or ``mixup_fn.cutmix_minmax``)."""
+    ours, theirs = TimmMixup(**kwargs), timm_mixup.Mixup(**kwargs)
+    for name, value in vars(theirs).items():
+        assert getattr(ours, name) == value, name
+
+
+def test_default_timm_mixup_is_mixup_only():
+    """timm's defaults (mixup_alpha=1, cutmix_alpha=0): every mask is constant over the image."""
+    fn = TimmMixup(num_classes=2, label_smoothing=0.0, generator=torch.Generator().manual_seed(0))
+    for _ in range(20):
+        x = torch.stack([torch.ones(1, 6, 7), torch.zeros(1, 6, 7)])
+        mixed, targets = fn(x, torch.tensor([0, 1]))
+        assert torch.all(mixed[0] == mixed[0, 0, 0, 0])  # row 0 is the mask itself: constant
+        assert targets[0, 0].item() == pytest.approx(mixed[0, 0, 0, 0].item(), abs=1e-6)
+
+
+def test_cutmix_minmax_box_sides_lie_in_the_range_given():
+    """Box sides uniform in [min, max] of each side (timm's rand_bbox_minmax): measured from the
+    pixels pasted, every side lies in the range and both ends of it are reached."""
+    lo, hi, h, w, n = 0.3, 0.7, 20, 30, 3000
+    fn = TimmMixup(
+        mixup_alpha=0.0,
+        cutmix_minmax=(lo, hi),
+        mode="elem",
+        num_classes=2,
+        label_smoothing=0.0,
+        generator=torch.Generator().manual_seed(0),
+    )
+    x = torch.arange(float(n)).view(-1, 1, 1, 1).expand(n, 1, h, w).clone()  # rows all differ
+    original = x.clone()
+    fn(x, torch.zeros(n, dtype=torch.long))
+    pasted = (x != original)[:, 0]
+    rows = pasted.any(dim=2).sum(dim=1)  # box height in pixels
+    cols = pasted.any(dim=1).sum(dim=1)
+    keep = rows > 0  # the middle row is its own partner when n is odd; here none is
+    assert bool(keep.all())
+    assert int(rows.min()) >= int(lo * h) and int(rows.max()) <= int(hi * h)
+    assert int(cols.min()) >= int(lo * w) and int(cols.max()) <= int(hi * w)
+    assert int(rows.min()) <= int(lo * h) + 1 and int(rows.max()) >= int(hi * h) - 1
+    assert int(cols.min()) <= int(lo * w) + 1 and int(cols.max()) >= int(hi * w) - 1
+
+
+def test_multi_label_targets_are_mixed_as_timm_does():
+    fn = TimmMixup(
+        mixup_alpha=1.0,
+        num_classes=4,
+        label_smoothing=0.2,
+        multi_label=True,
+        generator=torch.Generator().manual_seed(0),
+    )
+    dense = torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]])
+    x = torch.stack([torch.full((1, 3, 3), float(k)) for k in range(3)])
+    mixed, targets = fn(x, dense)
+    lam = mixed[2, 0, 0, 0].item() / 2  # row 2 = λ·2 + (1 − λ)·0 (partner: row 0)
+    expect = mixup_target(dense, 4, lam, 0.2, multi_label=True)
+    torch.testing.assert_close(targets, expect, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="multi_label"):
+        fn(x, torch.zeros(3, 5))  # dense targets of the wrong width
+
+
+@pytest.mark.parametrize(
+    "x", [torch.zeros(2, 4, 4), [[0.0]], torch.zeros(2, 1, 1, 4, 4)], ids=["3-D", "list", "5-D"]
+)
+def test_images_must_be_a_4d_tensor(x):
+    fn = TimmMixup(num_classes=3)
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        fn(x, torch.tensor([0, 1]))
