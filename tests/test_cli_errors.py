@@ -63,10 +63,12 @@ def read_only(monkeypatch):
     """Every folder refuses new files (a root user ignores chmod, so stand in for the OS)."""
     import unimix.errors
 
-    def refuse(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
+    real = os.access
 
-    monkeypatch.setattr(unimix.errors.tempfile, "mkstemp", refuse)
+    def access(path, mode, *args, **kwargs):
+        return False if mode & os.W_OK else real(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(unimix.errors.os, "access", access)
 
 
 # -- train --------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ import contextlib
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -150,22 +149,21 @@ def _existing_ancestor(path: Path) -> Path:
 
 
 def _probe_writable(folder: Path, what: str) -> None:
-    """Create and delete a file in ``folder``, or raise :class:`UsageError` naming ``what``."""
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".unimix-probe-", dir=folder)
-    except OSError as err:
-        raise UsageError(
-            f"cannot write {what}: {folder} is not writable ({err.strerror or err})"
-        ) from None
-    os.close(fd)
-    os.unlink(probe)
+    """Raise :class:`UsageError` naming ``what`` unless files can be created in ``folder``.
+
+    Asks the operating system (``access``) rather than writing a probe file, so that nothing
+    appears in a folder another process may be checking (torchrun ranks, a running study);
+    a read-only file system is refused even for root.
+    """
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write {what}: {folder} is not writable (permission denied)")
 
 
 def check_output_dir(path: str | os.PathLike[str], name: str = "--out") -> Path:
     """Check that ``path`` is, or can be made, a writable directory; return it as a Path.
 
     Refuses a path naming a file, a path below a file, and a read-only location (the nearest
-    existing folder is probed with a temporary file). Creates nothing.
+    existing folder). Creates nothing.
     """
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
