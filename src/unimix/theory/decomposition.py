@@ -186,6 +186,170 @@ class LossDecomposition:
         return asdict(self)
 
 
+def _check_decomposition_args(draws: int, epsilons: Sequence[float], mixer: Any) -> list[float]:
+    """Validate :func:`loss_decomposition`'s draws, epsilons and mixer; the scales as floats."""
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 2:
+        raise ValueError(
+            f"draws must be an int >= 2 (standard errors need two draws), got {draws!r}"
+        )
+    eps = [float(e) for e in epsilons]
+    if len(eps) < 2 or any(not 0 < e for e in eps):
+        raise ValueError(f"epsilons must hold at least two positive scales, got {list(epsilons)}")
+    if getattr(mixer, "label_smoothing", 0.0):
+        raise ValueError(
+            "the mixer smooths labels (label_smoothing > 0); the decomposition is of the "
+            "label-mixed loss without smoothing: pass a Mixer with label_smoothing=0"
+        )
+    if not (callable(getattr(mixer, "sample", None)) and callable(getattr(mixer, "apply", None))):
+        raise TypeError(f"mixer must be a unimix.Mixer, got {type(mixer).__name__}")
+    return eps
+
+
+@dataclass(frozen=True)
+class _Perturbations:
+    """The expansion's terms over all draws: anchor rows, their ``δ`` and weights, and L_MSDA."""
+
+    anchor: Tensor  # [D·2B] anchor rows a_t
+    delta: Tensor  # [D·2B, C, H, W] perturbations δ_t
+    weight: Tensor  # [D, 2B] weights w_t (λ̄/B, then (1 − λ̄)/B)
+    msda: Tensor  # [D] label-mixed loss of each draw
+
+
+def _draw_perturbations(
+    mixer: Any,
+    net: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    x: Tensor,
+    y: Tensor,
+    draws: int,
+) -> _Perturbations:
+    """Call ``mixer`` ``draws`` times on ``x``; each row and its partner become an anchor.
+
+    Checks that the mixer's images are ``M ⊙ x + (1 − M) ⊙ x[partner]`` for the masks and
+    partners of its plan, and records the label-mixed loss of its images.
+    """
+    batch, device, dtype = x.shape[0], x.device, x.dtype
+    rows = torch.arange(batch, device=device)
+    anchor, delta, weight, msda = [], [], [], []
+    for _ in range(draws):
+        info = mixer.sample(batch, x.shape[2], x.shape[3], device=device)
+        mixed = mixer.apply(x, info)
+        if info.masks is None:
+            raise ValueError(
+                "the mixer used an image-dependent method (no mask); the decomposition needs "
+                "mask methods of unimix.masks"
+            )
+        m = info.masks.to(device=device, dtype=dtype).expand(batch, 1, *x.shape[2:])
+        partner = info.partner.to(device)
+        lam = info.label_weights.to(device=device, dtype=dtype)  # λ̄, or λ if "nominal"
+        expected = m * x + (1 - m) * x[partner]
+        if not torch.allclose(mixed.to(dtype), expected, rtol=1e-5, atol=1e-5):
+            raise RuntimeError("the mixer's images do not match the masks and partners it reported")
+        with torch.no_grad():
+            logits = net(mixed.to(dtype))
+            msda.append((lam * loss_fn(logits, y) + (1 - lam) * loss_fn(logits, y[partner])).mean())
+        # row k as anchor: δ = (1 − M)(x_j − x_k), weight λ̄; its partner j: δ = M (x_k − x_j), 1 − λ̄
+        anchor.append(torch.cat([rows, partner]))
+        diff = x[partner] - x
+        delta.append(torch.cat([(1 - m) * diff, -m * diff]))
+        weight.append(torch.cat([lam, 1 - lam]) / batch)
+    return _Perturbations(
+        anchor=torch.stack(anchor).reshape(-1),
+        delta=torch.stack(delta).flatten(0, 1),
+        weight=torch.stack(weight),
+        msda=torch.stack(msda),
+    )
+
+
+def _taylor_terms(
+    net: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    x: Tensor,
+    y: Tensor,
+    terms: _Perturbations,
+    chunk_size: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per term ``t``: ``ℓ(x_a)``, ``∇ℓᵀδ_t`` and ``½ δ_tᵀ∇²ℓ δ_t``, in chunks of ``chunk_size``."""
+    n_terms = terms.anchor.numel()
+    zeroth = torch.empty(n_terms, dtype=x.dtype, device=x.device)
+    first = torch.empty_like(zeroth)
+    second = torch.empty_like(zeroth)
+    for sl in _chunks(n_terms, chunk_size):
+        idx = terms.anchor[sl]
+        zeroth[sl], first[sl], second[sl] = _directional_derivatives(
+            net, loss_fn, x[idx], y[idx], terms.delta[sl]
+        )
+    return zeroth, first, 0.5 * second
+
+
+def _shifted_losses(
+    net: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    x: Tensor,
+    y: Tensor,
+    terms: _Perturbations,
+    scale: float,
+    chunk_size: int,
+) -> Tensor:
+    """``ℓ(x_a + scale·δ_t, y_a)`` per term ``t``."""
+    out = torch.empty(terms.anchor.numel(), dtype=x.dtype, device=x.device)
+    with torch.no_grad():
+        for sl in _chunks(terms.anchor.numel(), chunk_size):
+            idx = terms.anchor[sl]
+            out[sl] = loss_fn(net(x[idx] + scale * terms.delta[sl]), y[idx])
+    return out
+
+
+def _per_draw(values: Tensor, weight: Tensor) -> Tensor:
+    """``Σ_t w_t values_t`` for each draw: ``[D·2B] → [D]``."""
+    return (values.reshape(weight.shape[0], -1) * weight).sum(1)
+
+
+def _remainder_slope(epsilons: Sequence[float], remainders: Sequence[float]) -> float:
+    """Slope of ``log |E R(ε)|`` against ``log ε`` (NaN if a remainder is zero)."""
+    with np.errstate(divide="ignore"):
+        logs = np.log(np.asarray(remainders))
+    if not np.all(np.isfinite(logs)):
+        return math.nan
+    return float(np.polyfit(np.log(epsilons), logs, 1)[0])
+
+
+def _summary(
+    msda: Tensor,
+    reweighted: Tensor,
+    terms: tuple[Tensor, Tensor, Tensor],
+    standard: float,
+    epsilons: list[float],
+    remainders: list[float],
+) -> LossDecomposition:
+    """Means and standard errors over the draws of the per-draw MSDA loss and its terms."""
+    zeroth, first, second = terms
+    z_mean, z_se = _mean_se(zeroth)
+    f_mean, f_se = _mean_se(first)
+    s_mean, s_se = _mean_se(second)
+    r_mean, r_se = _mean_se(reweighted - zeroth - first - second)
+    msda_mean, msda_se = _mean_se(msda)
+    return LossDecomposition(
+        msda_loss=msda_mean,
+        msda_loss_stderr=msda_se,
+        reweighted_loss=float(reweighted.mean()),
+        identity_error=float((msda - reweighted).abs().max()),
+        standard_loss=standard,
+        zeroth=z_mean,
+        zeroth_stderr=z_se,
+        first=f_mean,
+        first_stderr=f_se,
+        second=s_mean,
+        second_stderr=s_se,
+        remainder=r_mean,
+        remainder_stderr=r_se,
+        epsilons=tuple(epsilons),
+        remainders=tuple(remainders),
+        remainder_slope=_remainder_slope(epsilons, remainders),
+        draws=msda.numel(),
+    )
+
+
 def loss_decomposition(
     model: nn.Module,
     images: Tensor,
@@ -230,112 +394,29 @@ def loss_decomposition(
         :class:`LossDecomposition`.
     """
     _check_batch(images, labels)
-    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 2:
-        raise ValueError(
-            f"draws must be an int >= 2 (standard errors need two draws), got {draws!r}"
-        )
-    eps = [float(e) for e in epsilons]
-    if len(eps) < 2 or any(not 0 < e for e in eps):
-        raise ValueError(f"epsilons must hold at least two positive scales, got {list(epsilons)}")
-    if getattr(mixer, "label_smoothing", 0.0):
-        raise ValueError(
-            "the mixer smooths labels (label_smoothing > 0); the decomposition is of the "
-            "label-mixed loss without smoothing: pass a Mixer with label_smoothing=0"
-        )
-    if not (callable(getattr(mixer, "sample", None)) and callable(getattr(mixer, "apply", None))):
-        raise TypeError(f"mixer must be a unimix.Mixer, got {type(mixer).__name__}")
+    eps = _check_decomposition_args(draws, epsilons, mixer)
     loss_fn = _per_sample_loss(loss)
     net = _frozen_copy(model, dtype)
     device = _model_device(net, images.device)
     x = images.detach().to(device=device, dtype=dtype)
     y = labels.detach().to(device)
-    batch = x.shape[0]
-    rows = torch.arange(batch, device=device)
-
-    anchor, delta, weight, msda = [], [], [], []
-    for _ in range(draws):
-        info = mixer.sample(batch, x.shape[2], x.shape[3], device=device)
-        mixed = mixer.apply(x, info)
-        if info.masks is None:
-            raise ValueError(
-                "the mixer used an image-dependent method (no mask); the decomposition needs "
-                "mask methods of unimix.masks"
-            )
-        m = info.masks.to(device=device, dtype=dtype).expand(batch, 1, *x.shape[2:])
-        partner = info.partner.to(device)
-        lam = info.label_weights.to(device=device, dtype=dtype)  # λ̄, or λ if "nominal"
-        expected = m * x + (1 - m) * x[partner]
-        if not torch.allclose(mixed.to(dtype), expected, rtol=1e-5, atol=1e-5):
-            raise RuntimeError("the mixer's images do not match the masks and partners it reported")
-        with torch.no_grad():
-            logits = net(mixed.to(dtype))
-            msda.append((lam * loss_fn(logits, y) + (1 - lam) * loss_fn(logits, y[partner])).mean())
-        # row k as anchor: δ = (1 − M)(x_j − x_k), weight λ̄; its partner j: δ = M (x_k − x_j), 1 − λ̄
-        anchor.append(torch.cat([rows, partner]))
-        diff = x[partner] - x
-        delta.append(torch.cat([(1 - m) * diff, -m * diff]))
-        weight.append(torch.cat([lam, 1 - lam]) / batch)
-    anchor_t = torch.stack(anchor)  # [D, 2B]
-    delta_t = torch.stack(delta).flatten(0, 1)  # [D·2B, C, H, W]
-    weight_t = torch.stack(weight)  # [D, 2B]
-    msda_t = torch.stack(msda)
-
-    flat_anchor = anchor_t.reshape(-1)
-    n_terms = flat_anchor.numel()
-    zeroth = torch.empty(n_terms, dtype=dtype, device=device)
-    first = torch.empty_like(zeroth)
-    second = torch.empty_like(zeroth)
-    for sl in _chunks(n_terms, chunk_size):
-        idx = flat_anchor[sl]
-        zeroth[sl], first[sl], second[sl] = _directional_derivatives(
-            net, loss_fn, x[idx], y[idx], delta_t[sl]
-        )
-    second = 0.5 * second
+    terms = _draw_perturbations(mixer, net, loss_fn, x, y, draws)
+    zeroth, first, second = _taylor_terms(net, loss_fn, x, y, terms, chunk_size)
 
     def per_draw(values: Tensor) -> Tensor:
-        return (values.reshape(draws, -1) * weight_t).sum(1)
+        return _per_draw(values, terms.weight)
 
-    def shifted_losses(scale: float) -> Tensor:
-        out = torch.empty_like(zeroth)
-        with torch.no_grad():
-            for sl in _chunks(n_terms, chunk_size):
-                idx = flat_anchor[sl]
-                out[sl] = loss_fn(net(x[idx] + scale * delta_t[sl]), y[idx])
-        return out
+    def shifted(scale: float) -> Tensor:
+        return _shifted_losses(net, loss_fn, x, y, terms, scale, chunk_size)
 
-    z_d, f_d, s_d = per_draw(zeroth), per_draw(first), per_draw(second)
-    reweighted = per_draw(shifted_losses(1.0))
-    remainder_d = reweighted - z_d - f_d - s_d
-    remainders = []
-    for e in eps:
-        r_e = per_draw(shifted_losses(e) - zeroth - e * first - e * e * second)
-        remainders.append(abs(float(r_e.mean())))
-    with np.errstate(divide="ignore"):
-        logs = np.log(np.asarray(remainders))
-    slope = float(np.polyfit(np.log(eps), logs, 1)[0]) if np.all(np.isfinite(logs)) else math.nan
-
+    reweighted = per_draw(shifted(1.0))
+    remainders = [
+        abs(float(per_draw(shifted(e) - zeroth - e * first - e * e * second).mean())) for e in eps
+    ]
     with torch.no_grad():
         standard = float(loss_fn(net(x), y).mean())
-    msda_mean, msda_se = _mean_se(msda_t)
-    return LossDecomposition(
-        msda_loss=msda_mean,
-        msda_loss_stderr=msda_se,
-        reweighted_loss=float(reweighted.mean()),
-        identity_error=float((msda_t - reweighted).abs().max()),
-        standard_loss=standard,
-        zeroth=_mean_se(z_d)[0],
-        zeroth_stderr=_mean_se(z_d)[1],
-        first=_mean_se(f_d)[0],
-        first_stderr=_mean_se(f_d)[1],
-        second=_mean_se(s_d)[0],
-        second_stderr=_mean_se(s_d)[1],
-        remainder=_mean_se(remainder_d)[0],
-        remainder_stderr=_mean_se(remainder_d)[1],
-        epsilons=tuple(eps),
-        remainders=tuple(remainders),
-        remainder_slope=slope,
-        draws=draws,
-    )
+    parts = (per_draw(zeroth), per_draw(first), per_draw(second))
+    return _summary(terms.msda, reweighted, parts, standard, eps, remainders)
 
 
 # ---- the second-order term through A --------------------------------------------------------
