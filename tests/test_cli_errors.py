@@ -330,6 +330,10 @@ def test_check_device():
     if not torch.cuda.is_available():
         with pytest.raises(UsageError, match="CUDA is not available"):
             check_device("cuda:0")
+    else:
+        assert check_device("cuda") == "cuda"
+        with pytest.raises(UsageError, match="CUDA device"):
+            check_device(f"cuda:{torch.cuda.device_count()}")
 
 
 def test_check_outputs(tmp_path):
