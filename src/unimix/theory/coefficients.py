@@ -28,7 +28,7 @@ Two estimators, for any mask sampler:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from unimix.theory._sampling import (
+    MaskDraws,
     MethodLike,
     Weighting,
     _check_alpha,
@@ -277,6 +278,75 @@ def _common_args(
     )
 
 
+def _chunk_size(chunk_size: int | None, samples: int, bytes_per_mask: int) -> int:
+    """``chunk_size``, or by default as many masks as fit in ``_CHUNK_BYTES`` (at most all)."""
+    if chunk_size is None:
+        chunk_size = max(1, min(samples, _CHUNK_BYTES // bytes_per_mask))
+    return _check_positive_int("chunk_size", chunk_size)
+
+
+def _mask_chunks(
+    sampler: Callable[..., Any],
+    samples: int,
+    height: int,
+    width: int,
+    alpha: float,
+    lam: float | None,
+    chunk_size: int,
+    generator: torch.Generator | None,
+    device: torch.device,
+) -> Iterator[MaskDraws]:
+    """The ``samples`` masks of ``sampler`` in chunks (see :func:`draw_masks`)."""
+    return draw_masks(
+        sampler,
+        samples,
+        height,
+        width,
+        alpha=alpha,
+        lam=lam,
+        chunk_size=chunk_size,
+        generator=generator,
+        device=device,
+    )
+
+
+def _coefficient_rows(
+    pixels: Any, height: int, width: int, device: torch.device, max_bytes: int
+) -> Tensor:
+    """Flat indices of the rows of ``A`` to estimate; refused when they need over ``max_bytes``."""
+    hw = height * width
+    rows = torch.arange(hw) if pixels is None else _flat_pixels(pixels, height, width)
+    rows = rows.to(device)
+    n_rows = rows.numel()
+    need = 2 * n_rows * hw * 8
+    if need > max_bytes:
+        raise ValueError(
+            f"A for {n_rows} rows of a {height}×{width} image takes {need / 2**30:.1f} GiB "
+            f"(> max_bytes={max_bytes / 2**30:.1f} GiB); pass pixels=[...] for chosen rows, use "
+            "distance_profile() for the offset/radial profile, or raise max_bytes"
+        )
+    return rows
+
+
+def _outer_product_sums(
+    chunks: Iterable[MaskDraws], rows: Tensor, hw: int, weighting: Weighting, bar: Any
+) -> tuple[Tensor, Tensor]:
+    """``Σ_i X_i[rows]`` and ``Σ_i X_i[rows]²`` over the masks, ``X_i = Σ_t w_t v_t v_tᵀ``."""
+    total = torch.zeros(rows.numel(), hw, dtype=torch.float64, device=rows.device)
+    total_sq = torch.zeros_like(total)
+    for chunk in chunks:
+        feats = chunk.features(weighting)
+        for w, v in feats:
+            total.addmm_((v[:, rows] * w[:, None]).T, v)
+        # Σ_i X_i² with X_i = Σ_t w_t v_t v_tᵀ expands into products of pairs of terms.
+        for w1, v1 in feats:
+            for w2, v2 in feats:
+                prod = v1 * v2
+                total_sq.addmm_((prod[:, rows] * (w1 * w2)[:, None]).T, prod)
+        bar.update(chunk.masks.shape[0])
+    return total, total_sq
+
+
 def pairwise_coefficients(
     method: MethodLike,
     height: int,
@@ -325,45 +395,13 @@ def pairwise_coefficients(
         method, height, width, alpha, samples, lam, weighting, params
     )
     device = _default_device(device, generator)
-    hw = height * width
-    rows = torch.arange(hw) if pixels is None else _flat_pixels(pixels, height, width)
-    rows = rows.to(device)
-    n_rows = rows.numel()
-    need = 2 * n_rows * hw * 8
-    if need > max_bytes:
-        raise ValueError(
-            f"A for {n_rows} rows of a {height}×{width} image takes {need / 2**30:.1f} GiB "
-            f"(> max_bytes={max_bytes / 2**30:.1f} GiB); pass pixels=[...] for chosen rows, use "
-            "distance_profile() for the offset/radial profile, or raise max_bytes"
-        )
-    if chunk_size is None:
-        chunk_size = max(1, min(samples, _CHUNK_BYTES // (8 * 8 * (hw + n_rows))))
-    chunk_size = _check_positive_int("chunk_size", chunk_size)
-
-    total = torch.zeros(n_rows, hw, dtype=torch.float64, device=device)
-    total_sq = torch.zeros_like(total)
+    rows = _coefficient_rows(pixels, height, width, device, max_bytes)
+    chunk_size = _chunk_size(chunk_size, samples, 8 * 8 * (height * width + rows.numel()))
     bar = progress_bar(samples, progress, f"A {method_name(method)}")
-    draws = draw_masks(
-        sampler,
-        samples,
-        height,
-        width,
-        alpha=alpha,
-        lam=lam,
-        chunk_size=chunk_size,
-        generator=generator,
-        device=device,
+    chunks = _mask_chunks(
+        sampler, samples, height, width, alpha, lam, chunk_size, generator, device
     )
-    for chunk in draws:
-        feats = chunk.features(weighting)
-        for w, v in feats:
-            total.addmm_((v[:, rows] * w[:, None]).T, v)
-        # Σ_i X_i² with X_i = Σ_t w_t v_t v_tᵀ expands into products of pairs of terms.
-        for w1, v1 in feats:
-            for w2, v2 in feats:
-                prod = v1 * v2
-                total_sq.addmm_((prod[:, rows] * (w1 * w2)[:, None]).T, prod)
-        bar.update(chunk.masks.shape[0])
+    total, total_sq = _outer_product_sums(chunks, rows, height * width, weighting, bar)
     bar.close()
     return PairwiseCoefficients(
         total / samples,
@@ -375,6 +413,77 @@ def pairwise_coefficients(
         weighting,
         method_name(method),
     )
+
+
+@dataclass(frozen=True)
+class _FFTGrid:
+    """The offset grid of an ``H×W`` image and where its offsets sit in an FFT correlation."""
+
+    height: int
+    width: int
+    fy: int  # FFT size ≥ 2H − 1: no circular wrap-around in the correlation
+    fx: int
+    pairs: Tensor  # [2H−1, 2W−1] pixel pairs per offset
+    bins: Tensor  # [2H−1, 2W−1] radial bin of each offset
+    pairs_bin: Tensor  # [R] pixel pairs per radial bin
+    iy: Tensor  # [2H−1] FFT rows of dy = −(H−1) … H−1
+    ix: Tensor  # [2W−1] FFT columns of dx
+
+    @classmethod
+    def build(cls, height: int, width: int, device: torch.device) -> _FFTGrid:
+        fy, fx = 2 * height, 2 * width
+        pairs, _, bins = offset_grid(height, width, device)
+        return cls(
+            height,
+            width,
+            fy,
+            fx,
+            pairs,
+            bins,
+            _bin_sum(pairs, bins),
+            torch.arange(-(height - 1), height, device=device).remainder(fy),
+            torch.arange(-(width - 1), width, device=device).remainder(fx),
+        )
+
+
+def _chunk_correlations(
+    chunk: MaskDraws, weighting: Weighting, grid: _FFTGrid
+) -> tuple[Tensor, Tensor]:
+    """Each mask's ``a(Δ)`` ``[n, 2H−1, 2W−1]`` and its radial profile ``[n, R]``."""
+    n = chunk.masks.shape[0]
+    feats = chunk.features(weighting)
+    if chunk.constant:
+        # a constant v gives Σ_p v_p v_{p+Δ} = v² · pairs(Δ): a(Δ) is v² at every offset
+        level = sum(w * v[:, 0].square() for w, v in feats)
+        per_offset = level[:, None, None].expand(n, *grid.pairs.shape)
+        per_bin = level[:, None].expand(n, grid.pairs_bin.numel())
+        return per_offset, per_bin
+    size = (grid.fy, grid.fx)
+    power = sum(
+        w[:, None, None]
+        * torch.fft.rfft2(v.reshape(n, grid.height, grid.width), s=size).abs().square()
+        for w, v in feats
+    )
+    corr = torch.fft.irfft2(power, s=size)[:, grid.iy][:, :, grid.ix]
+    return corr / grid.pairs, _bin_sum(corr, grid.bins) / grid.pairs_bin
+
+
+def _profile_sums(
+    chunks: Iterable[MaskDraws], grid: _FFTGrid, weighting: Weighting, bar: Any
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Sums and sums of squares over the masks of ``a(Δ)`` and of the radial profile."""
+    total = torch.zeros_like(grid.pairs)
+    total_sq = torch.zeros_like(grid.pairs)
+    rad_total = torch.zeros_like(grid.pairs_bin)
+    rad_total_sq = torch.zeros_like(grid.pairs_bin)
+    for chunk in chunks:
+        per_offset, per_bin = _chunk_correlations(chunk, weighting, grid)
+        total += per_offset.sum(0)
+        total_sq += per_offset.square().sum(0)
+        rad_total += per_bin.sum(0)
+        rad_total_sq += per_bin.square().sum(0)
+        bar.update(chunk.masks.shape[0])
+    return total, total_sq, rad_total, rad_total_sq
 
 
 def distance_profile(
@@ -411,60 +520,19 @@ def distance_profile(
         method, height, width, alpha, samples, lam, weighting, params
     )
     device = _default_device(device, generator)
-    fy, fx = 2 * height, 2 * width  # ≥ 2H − 1: no circular wrap-around in the correlation
-    if chunk_size is None:
-        chunk_size = max(1, min(samples, _CHUNK_BYTES // (16 * 6 * fy * (fx // 2 + 1))))
-    chunk_size = _check_positive_int("chunk_size", chunk_size)
-
-    pairs, _, bins = offset_grid(height, width, device)
-    pairs_bin = _bin_sum(pairs, bins)
-    iy = torch.arange(-(height - 1), height, device=device).remainder(fy)
-    ix = torch.arange(-(width - 1), width, device=device).remainder(fx)
-    total = torch.zeros_like(pairs)
-    total_sq = torch.zeros_like(pairs)
-    rad_total = torch.zeros_like(pairs_bin)
-    rad_total_sq = torch.zeros_like(pairs_bin)
-
+    grid = _FFTGrid.build(height, width, device)
+    chunk_size = _chunk_size(chunk_size, samples, 16 * 6 * grid.fy * (grid.fx // 2 + 1))
     bar = progress_bar(samples, progress, f"profile {method_name(method)}")
-    draws = draw_masks(
-        sampler,
-        samples,
-        height,
-        width,
-        alpha=alpha,
-        lam=lam,
-        chunk_size=chunk_size,
-        generator=generator,
-        device=device,
+    chunks = _mask_chunks(
+        sampler, samples, height, width, alpha, lam, chunk_size, generator, device
     )
-    for chunk in draws:
-        n = chunk.masks.shape[0]
-        feats = chunk.features(weighting)
-        if chunk.constant:
-            # a constant v gives Σ_p v_p v_{p+Δ} = v² · pairs(Δ): a(Δ) is v² at every offset
-            level = sum(w * v[:, 0].square() for w, v in feats)
-            per_offset = level[:, None, None].expand(n, *pairs.shape)
-            per_bin = level[:, None].expand(n, pairs_bin.numel())
-        else:
-            power = sum(
-                w[:, None, None]
-                * torch.fft.rfft2(v.reshape(n, height, width), s=(fy, fx)).abs().square()
-                for w, v in feats
-            )
-            corr = torch.fft.irfft2(power, s=(fy, fx))[:, iy][:, :, ix]
-            per_offset = corr / pairs
-            per_bin = _bin_sum(corr, bins) / pairs_bin
-        total += per_offset.sum(0)
-        total_sq += per_offset.square().sum(0)
-        rad_total += per_bin.sum(0)
-        rad_total_sq += per_bin.square().sum(0)
-        bar.update(n)
+    total, total_sq, rad_total, rad_total_sq = _profile_sums(chunks, grid, weighting, bar)
     bar.close()
     return DistanceProfile(
         offsets=total / samples,
         offsets_stderr=_stderr(total, total_sq, samples),
-        pairs=pairs,
-        radius=torch.arange(pairs_bin.numel(), dtype=torch.float64, device=device),
+        pairs=grid.pairs,
+        radius=torch.arange(grid.pairs_bin.numel(), dtype=torch.float64, device=device),
         radial=rad_total / samples,
         radial_stderr=_stderr(rad_total, rad_total_sq, samples),
         height=height,
