@@ -151,3 +151,15 @@ def test_misspelt_call_keyword_is_a_type_error():
     mixer = Mixer("mixup", num_classes=3)
     with pytest.raises(TypeError):
         mixer(torch.rand(2, 1, 3, 3), torch.arange(2), modle=None)
+
+
+def test_a_plan_can_be_saved_and_replayed(tmp_path):
+    x, y = torch.rand(6, 3, 8, 10), torch.arange(6) % 3
+    for mode in ("batch", "elem"):
+        mixer = Mixer(["cutmix", "hmix", "gmix"], mode=mode, num_classes=3,
+                      generator=torch.Generator().manual_seed(1))  # fmt: skip
+        plan = mixer.sample(6, 8, 10)
+        torch.save(plan, tmp_path / "plan.pt")
+        replayed = torch.load(tmp_path / "plan.pt", weights_only=False)
+        assert torch.equal(mixer.apply(x, replayed), mixer.apply(x, plan))
+        assert torch.equal(mixer.targets(y, replayed), mixer.targets(y, plan))

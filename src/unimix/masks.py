@@ -100,6 +100,17 @@ class MaskSample:
             self._masks, self._build = self._build(), None
         return self._masks
 
+    def __getstate__(self) -> dict[str, object]:
+        # lazily built masks are made now: a saved (or logged) sample holds its masks
+        state = {k: getattr(self, k) for k in ("lam", "boxes", "outside", "constant", "binary")}
+        state["_masks"] = self.masks
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
+        object.__setattr__(self, "_build", None)
+
     def __repr__(self) -> str:
         shape = tuple(self._masks.shape) if self._masks is not None else "lazy"
         return f"MaskSample(masks={shape}, lam={self.lam}, constant={self.constant}, binary={self.binary})"
