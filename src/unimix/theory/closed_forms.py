@@ -219,6 +219,44 @@ def _torus_to_offsets(table: np.ndarray, height: int, width: int) -> np.ndarray:
     return table[np.ix_(iy, ix)]
 
 
+def _closed_form_method(
+    method: str | _masks.MaskSampler, r: float | None
+) -> tuple[str, float | None]:
+    """The method's name, checked to have a closed form, and ``r`` (a sampler's own by default)."""
+    if isinstance(method, _masks.MaskSampler):
+        name = type(method).name
+        if r is None:
+            r = getattr(method, "r", None)
+    elif isinstance(method, str):
+        name = method
+    else:
+        raise TypeError(
+            f"method must be a name or a unimix.masks sampler, got {type(method).__name__}"
+        )
+    if name not in CLOSED_FORMS:
+        raise ValueError(
+            f"no closed form for method {name!r} (known: {', '.join(CLOSED_FORMS)}); "
+            "estimate it with distance_profile() or pairwise_coefficients()"
+        )
+    return name, r
+
+
+def _check_geometry_and_r(name: str, geometry: str, r: float | None) -> float:
+    """Check ``geometry`` and ``r`` against the method; ``r`` as a float (HMix's default 0.5)."""
+    if geometry not in ("torus", "plane"):
+        raise ValueError(f"geometry must be 'torus' or 'plane', got {geometry!r}")
+    if geometry == "plane" and name != "gmix":
+        raise ValueError(
+            f"geometry='plane' is GMix's untruncated form; {name} has geometry='torus' only"
+        )
+    if r is not None and name != "hmix":
+        raise ValueError(f"r is HMix's parameter; {name} takes none")
+    r = 0.5 if r is None else float(r)
+    if not 0.0 <= r <= 1.0:
+        raise ValueError(f"r must lie in [0, 1], got {r}")
+    return r
+
+
 def closed_form(
     method: str | _masks.MaskSampler,
     height: int,
@@ -258,36 +296,11 @@ def closed_form(
     Returns:
         A :class:`DistanceProfile` with zero standard errors; ``to_matrix()`` gives ``A``.
     """
-    if isinstance(method, _masks.MaskSampler):
-        name = type(method).name
-        if r is None:
-            r = getattr(method, "r", None)
-    elif isinstance(method, str):
-        name = method
-    else:
-        raise TypeError(
-            f"method must be a name or a unimix.masks sampler, got {type(method).__name__}"
-        )
-    if name not in CLOSED_FORMS:
-        raise ValueError(
-            f"no closed form for method {name!r} (known: {', '.join(CLOSED_FORMS)}); "
-            "estimate it with distance_profile() or pairwise_coefficients()"
-        )
+    name, r = _closed_form_method(method, r)
     _check_positive_int("height", height)
     _check_positive_int("width", width)
     alpha, lam, weighting = _check_alpha(alpha), _check_lam(lam), _check_weighting(weighting)
-    if geometry not in ("torus", "plane"):
-        raise ValueError(f"geometry must be 'torus' or 'plane', got {geometry!r}")
-    if geometry == "plane" and name != "gmix":
-        raise ValueError(
-            f"geometry='plane' is GMix's untruncated form; {name} has geometry='torus' only"
-        )
-    if r is not None and name != "hmix":
-        raise ValueError(f"r is HMix's parameter; {name} takes none")
-    r = 0.5 if r is None else float(r)
-    if not 0.0 <= r <= 1.0:
-        raise ValueError(f"r must lie in [0, 1], got {r}")
-
+    r = _check_geometry_and_r(name, geometry, r)
     if name == "none":
         table = np.zeros((height, width))
     elif name == "gmix":
