@@ -240,3 +240,104 @@ def test_more_pgd_steps_never_raise_accuracy(seed, eps, random_start):
         previous = correct
         accs.append(correct.float().mean().item())
     assert accs == sorted(accs, reverse=True)
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "pgd"])
+def test_a_batch_of_one_is_attacked(attack):
+    model, images, labels, pixels, mean, std = problem(5, batch=1, interior=True)
+    eps = 0.05
+    if attack == "fgsm":
+        adv = fgsm(model, images, labels, eps=eps, mean=mean, std=std)
+    else:
+        adv = pgd(
+            model,
+            images,
+            labels,
+            eps=eps,
+            mean=mean,
+            std=std,
+            steps=1,
+            step_size=eps,
+            random_start=False,
+        )
+    expect = expected_delta(model, labels, pixels, eps, eps)
+    torch.testing.assert_close(pixel_delta(adv, images, std), expect, atol=1e-6, rtol=0)
+
+
+def test_pgd_stops_early_by_default():
+    """The default keeps the first fooling iterate: a fooled example is not pushed further."""
+    model, images, labels, pixels, mean, std = problem(6, batch=64)
+    kw = dict(eps=0.5, mean=mean, std=std, steps=20, step_size=0.01, random_start=False)
+    by_default = pgd(model, images, labels, **kw)
+    assert torch.equal(by_default, pgd(model, images, labels, early_stop=True, **kw))
+    assert not torch.equal(by_default, pgd(model, images, labels, early_stop=False, **kw))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_random_start_is_uniform_in_the_ball_from_the_generator_or_torchs_rng(dtype):
+    """δ_0 = Π_F(ε (2u − 1)), u ~ U[0, 1) drawn in the images' dtype from ``generator``, or from
+    torch's global RNG when no generator is given."""
+    model, images, labels, pixels, mean, std = problem(7, interior=True)
+    model, images = model.to(dtype), images.to(dtype)
+    eps = 0.1
+    kw = dict(eps=eps, mean=mean, std=std, steps=0, random_start=True)
+    start = pgd(model, images, labels, generator=torch.Generator().manual_seed(3), **kw)
+    u = torch.rand(images.shape, generator=torch.Generator().manual_seed(3), dtype=dtype)
+    expect = (eps * (2 * u - 1)).clamp(-eps, eps)  # interior pixels: only the ball binds
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+    got = pixel_delta(start, images, std.to(dtype))
+    torch.testing.assert_close(got, expect, atol=tol, rtol=0)
+    torch.manual_seed(11)
+    a = pgd(model, images, labels, **kw)
+    torch.manual_seed(11)
+    assert torch.equal(a, pgd(model, images, labels, **kw))
+
+
+def test_float64_images_are_attacked_in_float64():
+    """Channel statistics take the images' dtype: the pixel bounds hold to float64 precision."""
+    model, images, labels, pixels, mean, std = problem(8)
+    model = model.double()
+    images = images.double()
+    pixels = images * std.double().view(1, C, 1, 1) + mean.double().view(1, C, 1, 1)
+    eps = 0.1
+    for mean_arg, std_arg in (([0.4, 0.6], [0.5, 0.25]), (0.4, 0.5)):
+        x = (pixels - torch.tensor(mean_arg, dtype=torch.float64).view(-1, 1, 1)) / torch.tensor(
+            std_arg, dtype=torch.float64
+        ).view(-1, 1, 1)
+        adv = fgsm(model, x, labels, eps=eps, mean=mean_arg, std=std_arg)
+        assert adv.dtype == torch.float64
+        s = torch.tensor(std_arg, dtype=torch.float64).view(-1, 1, 1)
+        m = torch.tensor(mean_arg, dtype=torch.float64).view(-1, 1, 1)
+        adv_pixels, clean = adv * s + m, x * s + m
+        assert float((adv_pixels - clean).abs().max()) <= eps + 1e-12
+        assert float(adv_pixels.min()) >= -1e-12 and float(adv_pixels.max()) <= 1 + 1e-12
+
+
+def test_attacks_name_bad_arguments():
+    model, images, labels, pixels, mean, std = problem(9)
+    kw = dict(mean=mean, std=std)
+    with pytest.raises(TypeError, match="eps must be a number.*got str"):
+        fgsm(model, images, labels, eps="0.1", **kw)
+    with pytest.raises(TypeError, match="step_size must be a number"):
+        pgd(model, images, labels, eps=0.1, step_size="0.1", **kw)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        fgsm(model, images, labels.tolist(), eps=0.1, **kw)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        fgsm(model, images.tolist(), labels, eps=0.1, **kw)
+    with pytest.raises(ValueError, match="labels must be class indices of shape \\[5\\]"):
+        fgsm(model, images, labels[:, None], eps=0.1, **kw)
+    with pytest.raises(ValueError, match="labels must be class indices of shape \\[5\\]"):
+        fgsm(model, images, labels[:3], eps=0.1, **kw)
+    with pytest.raises(ValueError, match="normalised float"):
+        fgsm(model, (pixels * 255).to(torch.uint8), labels, eps=0.1, mean=0.0, std=1.0)
+    with pytest.raises(TypeError, match="mean must be a number"):
+        fgsm(model, images, labels, eps=0.1, mean="0.5", std=std)
+    for off in (1.01, 1.5, 3.0):  # pixels outside [0, 1] beyond the 1e-3 tolerance
+        bad = images.clone()
+        bad[0, 0, 0, 0] = (off - 0.4) / 0.5
+        with pytest.raises(ValueError, match="not \\[0, 1\\]"):
+            fgsm(model, bad, labels, eps=0.1, **kw)
+    bad = images.clone()
+    bad[0, 0, 0, 0] = (-0.01 - 0.4) / 0.5
+    with pytest.raises(ValueError, match="not \\[0, 1\\]"):
+        fgsm(model, bad, labels, eps=0.1, **kw)
