@@ -6,7 +6,7 @@ Kim, Choo & Song, "Puzzle Mix: Exploiting Saliency and Local Statistics for Opti
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -103,16 +103,8 @@ def solve_grid_labels(unary: Tensor, cost_v: Tensor, cost_h: Tensor) -> Tensor:
     source side of the minimum cut. For ``L = 2`` this is the usual binary graph cut. The
     reference code of Puzzle Mix approximates the same minimum with α-β swap moves (``gco``).
     """
-    if unary.dim() != 4:
-        raise ValueError(f"unary must be [N, h, w, L], got shape {tuple(unary.shape)}")
+    _check_grid_args(unary, cost_v, cost_h)
     n, h, w, n_labels = unary.shape
-    if tuple(cost_v.shape) != (n, h - 1, w) or tuple(cost_h.shape) != (n, h, w - 1):
-        raise ValueError(
-            f"cost_v must be [N, h-1, w] = {(n, h - 1, w)} and cost_h [N, h, w-1] = {(n, h, w - 1)}, "
-            f"got {tuple(cost_v.shape)} and {tuple(cost_h.shape)}"
-        )
-    if bool((cost_v < 0).any()) or bool((cost_h < 0).any()):
-        raise ValueError("pairwise weights must be >= 0 (the energy must be submodular)")
     device = unary.device
     if n_labels == 1 or n == 0:
         return torch.zeros(n, h, w, dtype=torch.long, device=device)
@@ -120,6 +112,37 @@ def solve_grid_labels(unary: Tensor, cost_v: Tensor, cost_h: Tensor) -> Tensor:
     u = u - u.min(axis=-1, keepdims=True)  # a constant per block does not move the minimum
     cv = cost_v.detach().cpu().long().numpy()
     ch = cost_h.detach().cpu().long().numpy()
+    rows, cols, caps = _ishikawa_edges(u, cv, ch)
+    k = n_labels - 1
+    blocks = n * h * w
+    on_source = _min_cut_source_side(rows, cols, caps, blocks * k + 2, blocks * k, blocks * k + 1)
+    labels = on_source[: blocks * k].reshape(blocks, k).sum(axis=1)
+    return torch.from_numpy(labels.reshape(n, h, w)).to(device)
+
+
+def _check_grid_args(unary: Tensor, cost_v: Tensor, cost_h: Tensor) -> None:
+    if unary.dim() != 4:
+        raise ValueError(f"unary must be [N, h, w, L], got shape {tuple(unary.shape)}")
+    n, h, w, _ = unary.shape
+    if tuple(cost_v.shape) != (n, h - 1, w) or tuple(cost_h.shape) != (n, h, w - 1):
+        raise ValueError(
+            f"cost_v must be [N, h-1, w] = {(n, h - 1, w)} and cost_h [N, h, w-1] = {(n, h, w - 1)}, "
+            f"got {tuple(cost_v.shape)} and {tuple(cost_h.shape)}"
+        )
+    if bool((cost_v < 0).any()) or bool((cost_h < 0).any()):
+        raise ValueError("pairwise weights must be >= 0 (the energy must be submodular)")
+
+
+def _ishikawa_edges(
+    u: np.ndarray, cv: np.ndarray, ch: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sources, targets and capacities of the edges of :func:`solve_grid_labels`' graph.
+
+    Block ``b``'s chain node ``v_i`` (``i = 1 … k``, ``k = L − 1``) is node ``b·k + i − 1``; the
+    source and the sink are the two nodes after them. ``u`` ``[N, h, w, L]`` (minimum 0 per
+    block), ``cv`` and ``ch`` are the integer costs of :func:`solve_grid_labels`.
+    """
+    n, h, w, n_labels = u.shape
     k = n_labels - 1
     blocks = n * h * w
     source, sink = blocks * k, blocks * k + 1
@@ -152,11 +175,14 @@ def solve_grid_labels(unary: Tensor, cost_v: Tensor, cost_h: Tensor) -> Tensor:
         )
     edges += [(node(all_b, i + 1), node(all_b, i), np.full(blocks, big)) for i in range(1, k)]
     src, dst, cap = (list(t) for t in zip(*edges, strict=True))
-    rows = np.concatenate(src)
-    cols = np.concatenate(dst)
-    caps = np.concatenate(cap).astype(np.int64)
+    return np.concatenate(src), np.concatenate(dst), np.concatenate(cap).astype(np.int64)
+
+
+def _min_cut_source_side(
+    rows: np.ndarray, cols: np.ndarray, caps: np.ndarray, size: int, source: int, sink: int
+) -> np.ndarray:
+    """``[size]`` bool: the nodes on the source side of a minimum s–t cut of the graph."""
     keep = caps > 0
-    size = blocks * k + 2
     sp = _scipy()
     graph = sp.sparse.csr_matrix(
         (caps[keep].astype(np.int32), (rows[keep], cols[keep])), shape=(size, size)
@@ -171,8 +197,7 @@ def solve_grid_labels(unary: Tensor, cost_v: Tensor, cost_h: Tensor) -> Tensor:
     )
     on_source = np.zeros(size, dtype=bool)
     on_source[reach] = True
-    labels = on_source[: blocks * k].reshape(blocks, k).sum(axis=1)
-    return torch.from_numpy(labels.reshape(n, h, w)).to(device)
+    return on_source
 
 
 # ---- transport -----------------------------------------------------------------------------------
@@ -322,89 +347,178 @@ def puzzle_mix(
     check_pair(images, partners, lam)
     if n_labels < 2:
         raise ValueError(f"n_labels must be >= 2, got {n_labels}")
-    n_rows, c, height, width = images.shape
+    n_rows, _, height, width = images.shape
     device = images.device
     x1 = as_float(images)
     x2 = as_float(partners).to(x1.dtype)
     if isinstance(block_num, int):
         block_num = torch.full((n_rows,), block_num, dtype=torch.long)
     block_num = block_num.to(device=device, dtype=torch.long)
-    scale01 = 1.0 / 255.0 if not images.is_floating_point() else 1.0
-    mean_t = torch.as_tensor(mean if mean is not None else [0.0] * c, dtype=x1.dtype, device=device)
-    std_t = torch.as_tensor(std if std is not None else [1.0] * c, dtype=x1.dtype, device=device)
-    mean_t, std_t = mean_t.view(1, -1, 1, 1), std_t.view(1, -1, 1, 1)
+    to_unit = _unit_range(images, mean, std, x1.dtype)
+    opts = _PuzzleOptions(
+        beta, gamma, eta, neigh_size, n_labels, transport, t_eps, t_size, t_solver
+    )
 
-    out = torch.empty_like(x1)
-    own_t = torch.empty_like(x1)
-    partner_t = torch.empty_like(x1)
+    out, own_t, partner_t = torch.empty_like(x1), torch.empty_like(x1), torch.empty_like(x1)
     masks = torch.empty(n_rows, 1, height, width, device=device, dtype=x1.dtype)
     lam_eff = torch.empty(n_rows, device=device, dtype=torch.float32)
     for n in torch.unique(block_num).tolist():
         if height % n or width % n:
             raise ValueError(f"block_num {n} must divide the image size {height}x{width}")
         idx = (block_num == n).nonzero().squeeze(1)
-        g = idx.numel()
-        a, b = x1[idx], x2[idx]
-        bh, bw = height // n, width // n
-        s1 = F.adaptive_avg_pool2d(saliency[idx].float().unsqueeze(1), n).squeeze(1)
-        s2 = F.adaptive_avg_pool2d(partner_saliency[idx].float().unsqueeze(1), n).squeeze(1)
-        s1 = s1 / s1.flatten(1).sum(1).clamp_min(1e-12)[:, None, None]
-        s2 = s2 / s2.flatten(1).sum(1).clamp_min(1e-12)[:, None, None]
-        labels_n = torch.zeros(g, n, n, dtype=torch.long, device=device)
-        if n > 1:
-            beta_n = beta / n / 16
-            kh, kw = max(1, bh // min(neigh_size, bh)), max(1, bw // min(neigh_size, bw))
-            p1 = F.adaptive_avg_pool2d((a * std_t + mean_t) * scale01, (n * kh, n * kw))
-            p2 = F.adaptive_avg_pool2d((b * std_t + mean_t) * scale01, (n * kh, n * kw))
-            # pw[i][j]: upper/left block from image i, lower/right from image j (0 partner, 1 own)
-            pv = [[None, None], [None, None]]
-            ph = [[None, None], [None, None]]
-            for i, pi in enumerate((p2, p1)):
-                for j, pj in enumerate((p2, p1)):
-                    v, h_ = _neigh_penalty(pi, pj, n, kh, kw)
-                    pv[i][j], ph[i][j] = beta_n * gamma * v, beta_n * gamma * h_
-            keep_cost = s2.clone()  # choosing the own image loses the partner's saliency
-            show_cost = s1.clone()
-            keep_cost[:, :-1, :] += (pv[1][0] + pv[1][1]) / 2
-            show_cost[:, :-1, :] += (pv[0][1] + pv[0][0]) / 2
-            keep_cost[:, 1:, :] += (pv[0][1] + pv[1][1]) / 2
-            show_cost[:, 1:, :] += (pv[1][0] + pv[0][0]) / 2
-            keep_cost[:, :, :-1] += (ph[1][0] + ph[1][1]) / 2
-            show_cost[:, :, :-1] += (ph[0][1] + ph[0][0]) / 2
-            keep_cost[:, :, 1:] += (ph[0][1] + ph[1][1]) / 2
-            show_cost[:, :, 1:] += (ph[1][0] + ph[0][0]) / 2
-            w_v = (pv[1][0] + pv[0][1] - pv[1][1] - pv[0][0]) / 2 + beta_n
-            w_h = (ph[1][0] + ph[0][1] - ph[1][1] - ph[0][0]) / 2 + beta_n
-            large = 1000.0 * n * n
-            t = torch.linspace(0, 1, n_labels, device=device, dtype=torch.float64)
-            prior = eta * _binomial_prior(lam[idx].to(device), n_labels) / (n * n)  # [g, L]
-            cost = (1 - t) * keep_cost.double()[..., None] + t * show_cost.double()[..., None]
-            cost = cost + prior[:, None, None, :]
-            unary = torch.trunc(large * cost).long() * (n_labels - 1) ** 2
-            cost_v = torch.trunc(large * w_v.double()).long().clamp_min(0)
-            cost_h = torch.trunc(large * w_h.double()).long().clamp_min(0)
-            labels_n = solve_grid_labels(unary, cost_v, cost_h)
-        mask_n = 1.0 - labels_n.to(x1.dtype) / (n_labels - 1)  # [g, n, n]
-        if transport and n > 1:
-            f = 1
-            if t_size != -1 and t_size < min(bh, bw):
-                f = min(bh, bw) // t_size
-                while f > 1 and (height % (n * f) or width % (n * f)):
-                    f -= 1
-            m = n * f
-            mask_m = mask_n.repeat_interleave(f, 1).repeat_interleave(f, 2)
-            st1 = F.adaptive_avg_pool2d(saliency[idx].float().unsqueeze(1), m).squeeze(1)
-            st2 = F.adaptive_avg_pool2d(partner_saliency[idx].float().unsqueeze(1), m).squeeze(1)
-            st1 = st1 / st1.flatten(1).sum(1).clamp_min(1e-12)[:, None, None]
-            st2 = st2 / st2.flatten(1).sum(1).clamp_min(1e-12)[:, None, None]
-            a = _move_blocks(a, transport_blocks(mask_m, st1, t_eps, t_solver), m)
-            b = _move_blocks(b, transport_blocks(1 - mask_m, st2, t_eps, t_solver), m)
-        mask_px = mask_n.repeat_interleave(bh, 1).repeat_interleave(bw, 2).unsqueeze(1)
+        sal = (saliency[idx], partner_saliency[idx])
+        mask_n, a, b = _mix_group(x1[idx], x2[idx], sal, lam[idx].to(device), n, opts, to_unit)
+        mask_px = mask_n.repeat_interleave(height // n, 1).repeat_interleave(width // n, 2)
+        mask_px = mask_px.unsqueeze(1)
         masks[idx] = mask_px
         own_t[idx], partner_t[idx] = a, b
         out[idx] = mask_px * a + (1 - mask_px) * b
         lam_eff[idx] = mask_n.flatten(1).float().mean(1)
     return PuzzleMixResult(out, lam_eff, masks, block_num, own_t, partner_t)
+
+
+@dataclass(frozen=True)
+class _PuzzleOptions:
+    """The parameters of :func:`puzzle_mix` past the images, saliency maps and λ."""
+
+    beta: float
+    gamma: float
+    eta: float
+    neigh_size: int
+    n_labels: int
+    transport: bool
+    t_eps: float
+    t_size: int
+    t_solver: TransportSolver
+
+
+def _unit_range(
+    images: Tensor, mean: Sequence[float] | None, std: Sequence[float] | None, dtype: torch.dtype
+) -> Callable[[Tensor], Tensor]:
+    """The map taking rows of ``images`` (as ``dtype``) back to ``[0, 1]``: ``(x·std + mean)·s``."""
+    c, device = images.shape[1], images.device
+    scale01 = 1.0 / 255.0 if not images.is_floating_point() else 1.0
+    mean_t = torch.as_tensor(mean if mean is not None else [0.0] * c, dtype=dtype, device=device)
+    std_t = torch.as_tensor(std if std is not None else [1.0] * c, dtype=dtype, device=device)
+    mean_t, std_t = mean_t.view(1, -1, 1, 1), std_t.view(1, -1, 1, 1)
+    return lambda x: (x * std_t + mean_t) * scale01
+
+
+def _pooled_saliency(saliency: Tensor, n: int) -> Tensor:
+    """``[g, H, W]`` saliency averaged over ``n×n`` blocks, normalised to sum to 1 per row."""
+    s = F.adaptive_avg_pool2d(saliency.float().unsqueeze(1), n).squeeze(1)
+    return s / s.flatten(1).sum(1).clamp_min(1e-12)[:, None, None]
+
+
+def _mix_group(
+    a: Tensor,
+    b: Tensor,
+    saliency: tuple[Tensor, Tensor],
+    lam: Tensor,
+    n: int,
+    opts: _PuzzleOptions,
+    to_unit: Callable[[Tensor], Tensor],
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Puzzle Mix of rows ``a`` with partners ``b``, all with ``n×n`` blocks.
+
+    Returns the block mask ``[g, n, n]`` (values ``1 − l/(L−1)``) and both images after transport.
+    """
+    s1, s2 = _pooled_saliency(saliency[0], n), _pooled_saliency(saliency[1], n)
+    labels_n = _mask_labels(a, b, s1, s2, lam, n, opts, to_unit)
+    mask_n = 1.0 - labels_n.to(a.dtype) / (opts.n_labels - 1)  # [g, n, n]
+    if opts.transport and n > 1:
+        a, b = _transport_pair(a, b, mask_n, saliency, opts)
+    return mask_n, a, b
+
+
+def _mask_labels(
+    a: Tensor,
+    b: Tensor,
+    s1: Tensor,
+    s2: Tensor,
+    lam: Tensor,
+    n: int,
+    opts: _PuzzleOptions,
+    to_unit: Callable[[Tensor], Tensor],
+) -> Tensor:
+    """``[g, n, n]`` labels ``l`` minimising the objective of :func:`puzzle_mix` (eq. 3)."""
+    g, _, height, width = a.shape
+    if not n > 1:
+        return torch.zeros(g, n, n, dtype=torch.long, device=a.device)
+    bh, bw, neigh = height // n, width // n, opts.neigh_size
+    beta_n = opts.beta / n / 16
+    kh, kw = max(1, bh // min(neigh, bh)), max(1, bw // min(neigh, bw))
+    p1 = F.adaptive_avg_pool2d(to_unit(a), (n * kh, n * kw))
+    p2 = F.adaptive_avg_pool2d(to_unit(b), (n * kh, n * kw))
+    # pw[i][j]: upper/left block from image i, lower/right from image j (0 partner, 1 own)
+    pv = [[None, None], [None, None]]
+    ph = [[None, None], [None, None]]
+    for i, pi in enumerate((p2, p1)):
+        for j, pj in enumerate((p2, p1)):
+            v, h_ = _neigh_penalty(pi, pj, n, kh, kw)
+            pv[i][j], ph[i][j] = beta_n * opts.gamma * v, beta_n * opts.gamma * h_
+    keep_cost = s2.clone()  # choosing the own image loses the partner's saliency
+    show_cost = s1.clone()
+    keep_cost[:, :-1, :] += (pv[1][0] + pv[1][1]) / 2
+    show_cost[:, :-1, :] += (pv[0][1] + pv[0][0]) / 2
+    keep_cost[:, 1:, :] += (pv[0][1] + pv[1][1]) / 2
+    show_cost[:, 1:, :] += (pv[1][0] + pv[0][0]) / 2
+    keep_cost[:, :, :-1] += (ph[1][0] + ph[1][1]) / 2
+    show_cost[:, :, :-1] += (ph[0][1] + ph[0][0]) / 2
+    keep_cost[:, :, 1:] += (ph[0][1] + ph[1][1]) / 2
+    show_cost[:, :, 1:] += (ph[1][0] + ph[0][0]) / 2
+    w_v = (pv[1][0] + pv[0][1] - pv[1][1] - pv[0][0]) / 2 + beta_n
+    w_h = (ph[1][0] + ph[0][1] - ph[1][1] - ph[0][0]) / 2 + beta_n
+    return _solve_quantised(keep_cost, show_cost, w_v, w_h, lam, n, opts)
+
+
+def _solve_quantised(
+    keep_cost: Tensor,
+    show_cost: Tensor,
+    w_v: Tensor,
+    w_h: Tensor,
+    lam: Tensor,
+    n: int,
+    opts: _PuzzleOptions,
+) -> Tensor:
+    """Add the label prior, quantise the costs at ``1000 n²`` and solve them exactly."""
+    n_labels = opts.n_labels
+    large = 1000.0 * n * n
+    t = torch.linspace(0, 1, n_labels, device=lam.device, dtype=torch.float64)
+    prior = opts.eta * _binomial_prior(lam, n_labels) / (n * n)  # [g, L]
+    cost = (1 - t) * keep_cost.double()[..., None] + t * show_cost.double()[..., None]
+    cost = cost + prior[:, None, None, :]
+    unary = torch.trunc(large * cost).long() * (n_labels - 1) ** 2
+    cost_v = torch.trunc(large * w_v.double()).long().clamp_min(0)
+    cost_h = torch.trunc(large * w_h.double()).long().clamp_min(0)
+    return solve_grid_labels(unary, cost_v, cost_h)
+
+
+def _transport_pair(
+    a: Tensor,
+    b: Tensor,
+    mask_n: Tensor,
+    saliency: tuple[Tensor, Tensor],
+    opts: _PuzzleOptions,
+) -> tuple[Tensor, Tensor]:
+    """Both images' blocks moved towards where the mask shows them (:func:`transport_blocks`).
+
+    The blocks moved are the mask's (``t_size=-1``) or sub-blocks of side about ``t_size``.
+    """
+    _, _, height, width = a.shape
+    n = mask_n.shape[1]
+    bh, bw = height // n, width // n
+    f = 1
+    if opts.t_size != -1 and opts.t_size < min(bh, bw):
+        f = min(bh, bw) // opts.t_size
+        while f > 1 and (height % (n * f) or width % (n * f)):
+            f -= 1
+    m = n * f
+    mask_m = mask_n.repeat_interleave(f, 1).repeat_interleave(f, 2)
+    st1, st2 = _pooled_saliency(saliency[0], m), _pooled_saliency(saliency[1], m)
+    a = _move_blocks(a, transport_blocks(mask_m, st1, opts.t_eps, opts.t_solver), m)
+    b = _move_blocks(b, transport_blocks(1 - mask_m, st2, opts.t_eps, opts.t_solver), m)
+    return a, b
 
 
 @register_method("puzzlemix")
