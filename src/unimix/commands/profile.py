@@ -134,10 +134,92 @@ def run(args: argparse.Namespace) -> int:
         return _profile(args, out, "cpu" if device == "auto" else device)
 
 
-def _profile(args: argparse.Namespace, out: Path, device: str) -> int:
+def _estimate(
+    name: str, args: argparse.Namespace, device: str, centre: tuple[int, int], progress: bool
+) -> tuple[Any, Any, Any]:
+    """One method's distance profile, centre-pixel row of ``A`` and closed form (or None)."""
     import torch
 
     from unimix.theory import CLOSED_FORMS, closed_form, distance_profile, pairwise_coefficients
+
+    height, width = args.size
+    params = _params(name, args)
+    g = torch.Generator().manual_seed(args.seed)
+    profile = distance_profile(
+        name,
+        height,
+        width,
+        args.alpha,
+        args.samples,
+        g,
+        weighting=args.weighting,
+        device=device,
+        progress=progress,
+        **params,
+    )
+    g = torch.Generator().manual_seed(args.seed)
+    heatmap = pairwise_coefficients(
+        name,
+        height,
+        width,
+        args.alpha,
+        args.samples,
+        g,
+        weighting=args.weighting,
+        pixels=[centre],
+        device=device,
+        progress=progress,
+        **params,
+    )
+    exact = None
+    if name in CLOSED_FORMS:
+        exact = closed_form(
+            name,
+            height,
+            width,
+            args.alpha,
+            weighting=args.weighting,
+            r=args.r if name == "hmix" else None,
+        )
+    return profile, heatmap, exact
+
+
+def _write_profile_csv(path: Path, profiles: dict[str, Any], exact: dict[str, Any]) -> None:
+    """``method, radius, A, stderr, closed_form_torus`` per method and radius."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["method", "radius", "A", "stderr", "closed_form_torus"])
+        for label, prof in profiles.items():
+            cf = exact.get(label)
+            for k in range(prof.radius.numel()):
+                writer.writerow(
+                    [
+                        label,
+                        int(prof.radius[k]),
+                        f"{float(prof.radial[k]):.8g}",
+                        f"{float(prof.radial_stderr[k]):.3g}",
+                        f"{float(cf.radial[k]):.8g}" if cf is not None else "",
+                    ]
+                )
+
+
+def _write_heatmap_csv(
+    path: Path, heatmaps: dict[str, Any], centre: tuple[int, int], height: int, width: int
+) -> None:
+    """``method, i, j, A, stderr``: the centre pixel's row of ``A`` per method."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["method", "i", "j", "A", "stderr"])
+        for label, coef in heatmaps.items():
+            values, errors = coef.map(centre)
+            for i in range(height):
+                for j in range(width):
+                    writer.writerow(
+                        [label, i, j, f"{float(values[i, j]):.8g}", f"{float(errors[i, j]):.3g}"]
+                    )
+
+
+def _profile(args: argparse.Namespace, out: Path, device: str) -> int:
     from unimix.viz.profiles import plot_heatmaps, plot_radial_profiles
 
     height, width = args.size
@@ -146,43 +228,9 @@ def _profile(args: argparse.Namespace, out: Path, device: str) -> int:
     profiles, heatmaps, exact = {}, {}, {}
     for name in args.methods:
         label = f"hmix(r={args.r:g})" if name == "hmix" else name
-        params = _params(name, args)
-        g = torch.Generator().manual_seed(args.seed)
-        profiles[label] = distance_profile(
-            name,
-            height,
-            width,
-            args.alpha,
-            args.samples,
-            g,
-            weighting=args.weighting,
-            device=device,
-            progress=progress,
-            **params,
-        )
-        g = torch.Generator().manual_seed(args.seed)
-        heatmaps[label] = pairwise_coefficients(
-            name,
-            height,
-            width,
-            args.alpha,
-            args.samples,
-            g,
-            weighting=args.weighting,
-            pixels=[centre],
-            device=device,
-            progress=progress,
-            **params,
-        )
-        if name in CLOSED_FORMS:
-            exact[label] = closed_form(
-                name,
-                height,
-                width,
-                args.alpha,
-                weighting=args.weighting,
-                r=args.r if name == "hmix" else None,
-            )
+        profiles[label], heatmaps[label], cf = _estimate(name, args, device, centre, progress)
+        if cf is not None:
+            exact[label] = cf
         print(
             f"{label}: A at distance 0, 1, {height // 2}: "
             + ", ".join(f"{float(profiles[label].radial[k]):.4f}" for k in (0, 1, height // 2))
@@ -198,31 +246,8 @@ def _profile(args: argparse.Namespace, out: Path, device: str) -> int:
     plot_heatmaps(
         heatmaps, centre, out / "heatmap.png", title=f"A(p, ·) for the centre pixel ({suffix})"
     )
-    with open(out / "profile.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["method", "radius", "A", "stderr", "closed_form_torus"])
-        for label, prof in profiles.items():
-            cf = exact.get(label)
-            for k in range(prof.radius.numel()):
-                writer.writerow(
-                    [
-                        label,
-                        int(prof.radius[k]),
-                        f"{float(prof.radial[k]):.8g}",
-                        f"{float(prof.radial_stderr[k]):.3g}",
-                        f"{float(cf.radial[k]):.8g}" if cf is not None else "",
-                    ]
-                )
-    with open(out / "heatmap.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["method", "i", "j", "A", "stderr"])
-        for label, coef in heatmaps.items():
-            values, errors = coef.map(centre)
-            for i in range(height):
-                for j in range(width):
-                    writer.writerow(
-                        [label, i, j, f"{float(values[i, j]):.8g}", f"{float(errors[i, j]):.3g}"]
-                    )
+    _write_profile_csv(out / "profile.csv", profiles, exact)
+    _write_heatmap_csv(out / "heatmap.csv", heatmaps, centre, height, width)
     print(
         f"wrote {out / 'profile.png'}, {out / 'heatmap.png'}, {out / 'profile.csv'}, {out / 'heatmap.csv'}"
     )
