@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 HELP = "write a PNG gallery of every method's mask and mixed image (two sample photographs)"
 
@@ -30,8 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from unimix.checks import check_unit
+    from unimix.errors import check_output_file
     from unimix.viz.gallery import plot_mask_gallery
 
+    check_unit("--lam", args.lam)
+    check_unit("--r", args.r)
+    out = Path(args.out)
+    check_output_file(out / "gallery.png" if out.is_dir() or not out.suffix else out, "--out")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     path = plot_mask_gallery(args.out, methods=methods, lam=args.lam, r=args.r, seed=args.seed)
     print(f"wrote {path}")
