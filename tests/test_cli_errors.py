@@ -400,3 +400,12 @@ def test_removed_on_failure_never_removes_another_runs_folder(tmp_path):
         (target / ".unimix.lock").write_text("pid 123")  # a live run's lock
         raise RuntimeError
     assert (target / ".unimix.lock").exists()
+
+
+def test_gallery_bad_arguments_are_one_line_and_draw_nothing(tmp_path, capsys):
+    one_error(capsys, "gallery", "--lam", "2", "--out", tmp_path / "g", match="--lam must lie in")
+    one_error(capsys, "gallery", "--r", "-1", "--out", tmp_path / "g", match="--r must lie in")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    one_error(capsys, "gallery", "--out", afile / "x.png", match="is a file, not a directory")
+    assert entries(tmp_path) == ["afile"]
