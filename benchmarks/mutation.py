@@ -54,8 +54,21 @@ class Module:
 # The fast tests of each core module: the module's own test file and the gap tests of issue 13.
 MODULES: dict[str, Module] = {
     "masks": Module("src/unimix/masks.py", ("tests/test_masks.py", "tests/test_gaps_masks.py")),
-    "mix": Module("src/unimix/mix.py", ("tests/test_mix.py", "tests/test_gaps_masks.py")),
-    "compat": Module("src/unimix/compat.py", ("tests/test_compat.py",)),
+    "mix": Module(
+        "src/unimix/mix.py",
+        (
+            "tests/test_mix.py",
+            "tests/test_methods_extra.py",  # image-dependent methods: the engine's other branch
+            "tests/test_custom_method.py",
+            "tests/test_collate.py",
+            "tests/test_gaps_masks.py",
+            "tests/test_gaps_mix.py",
+        ),
+    ),
+    "compat": Module(
+        "src/unimix/compat.py",
+        ("tests/test_compat.py", "tests/test_collate.py", "tests/test_gaps_compat.py"),
+    ),
     "attacks": Module(
         "src/unimix/evaluate/attacks.py",
         ("tests/test_evaluate.py", "tests/test_gaps_attacks.py"),

@@ -1,0 +1,112 @@
+"""``unimix.Mixer`` behaviours no test pinned before the mutation run of issue 13: the loss
+reductions, the method switch in every mode, the default Beta parameter, ``requires_model``,
+and in-place mixing returning the caller's tensor."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from unimix import Mixer
+from unimix.mix import SoftTargetCrossEntropy, soft_target_cross_entropy
+
+MODES = ["batch", "pair", "elem"]
+
+
+def test_soft_target_cross_entropy_reductions():
+    """``ℓ_k = −Σ_c ỹ_kc log softmax(z_k)_c``, then mean, sum or none over rows."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 4, generator=g)
+    targets = torch.softmax(torch.randn(6, 4, generator=g), dim=1)
+    per_row = -(targets * F.log_softmax(logits, dim=1)).sum(dim=1)
+    torch.testing.assert_close(soft_target_cross_entropy(logits, targets), per_row.mean())
+    torch.testing.assert_close(soft_target_cross_entropy(logits, targets, "sum"), per_row.sum())
+    torch.testing.assert_close(soft_target_cross_entropy(logits, targets, "none"), per_row)
+    for reduction in ("mean", "sum", "none"):
+        torch.testing.assert_close(
+            SoftTargetCrossEntropy(reduction)(logits, targets),
+            soft_target_cross_entropy(logits, targets, reduction),
+        )
+    with pytest.raises(ValueError, match="same shape"):
+        soft_target_cross_entropy(logits, targets[:, :3])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_two_methods_are_switched_with_switch_prob(mode):
+    """Each unit (batch, pair, row) uses the second method with probability ``switch_prob``."""
+    mixer = Mixer(
+        ["mixup", "cutmix"],
+        mode=mode,
+        switch_prob=0.3,
+        num_classes=4,
+        generator=torch.Generator().manual_seed(0),
+    )
+    x, y = torch.rand(8, 1, 4, 4), torch.arange(8) % 4
+    units = []
+    calls = 300 if mode == "batch" else 60
+    for _ in range(calls):
+        _, _, info = mixer(x, y, return_info=True)
+        method = info.method
+        units.append(method[:1] if mode == "batch" else method[:4] if mode == "pair" else method)
+    used = torch.cat(units).float()
+    n = used.numel()
+    assert abs(used.mean().item() - 0.3) < 4 * math.sqrt(0.3 * 0.7 / n)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_default_alpha_is_one_uniform_lambda(mode):
+    """``alpha`` defaults to 1: λ ~ Beta(1, 1) = U(0, 1), variance 1/12 (Beta(2, 2): 1/20)."""
+    mixer = Mixer("mixup", mode=mode, num_classes=2, generator=torch.Generator().manual_seed(1))
+    x, y = torch.rand(8, 1, 2, 2), torch.arange(8) % 2
+    lams = []
+    for _ in range(400 if mode == "batch" else 100):
+        _, _, info = mixer(x, y, return_info=True)
+        lams.append(
+            info.lam[:1] if mode == "batch" else info.lam[:4] if mode == "pair" else info.lam
+        )
+    lam = torch.cat(lams)
+    assert abs(lam.var().item() - 1 / 12) < 0.015
+    assert abs(lam.mean().item() - 0.5) < 0.04
+
+
+def test_alpha_mapping_defaults_missing_methods_to_one():
+    mixer = Mixer(
+        ["mixup", "cutmix"],
+        alpha={"mixup": 0.2},
+        mode="elem",
+        num_classes=2,
+        generator=torch.Generator().manual_seed(2),
+    )
+    x, y = torch.rand(16, 1, 8, 8), torch.arange(16) % 2
+    lam = {0: [], 1: []}
+    for _ in range(150):
+        _, _, info = mixer(x, y, return_info=True)
+        for m in (0, 1):
+            lam[m].append(info.lam[info.method == m])
+    mixup, cutmix = torch.cat(lam[0]), torch.cat(lam[1])
+    # Beta(0.2, 0.2) piles up at 0 and 1 (variance 0.18); Beta(1, 1) is flat (1/12)
+    assert abs(mixup.var().item() - 0.25 / 1.4) < 0.03
+    assert abs(cutmix.var().item() - 1 / 12) < 0.02
+
+
+@pytest.mark.parametrize("method", ["mixup", "cutmix", "hmix", "gmix"])
+def test_mask_methods_need_no_model(method):
+    assert Mixer(method).requires_model is False
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("method", ["mixup", "cutmix", "hmix", "gmix"])
+@pytest.mark.parametrize("prob", [0.0, 1.0])
+def test_inplace_returns_the_callers_tensor_and_out_of_place_leaves_it(mode, method, prob):
+    x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(6) % 3
+    kw = dict(mode=mode, prob=prob, num_classes=3)
+    original = x.clone()
+    out, _ = Mixer(method, generator=torch.Generator().manual_seed(1), **kw)(x, y)
+    assert out is not x and torch.equal(x, original)
+    inplace, _ = Mixer(method, generator=torch.Generator().manual_seed(1), **kw)(x, y, inplace=True)
+    assert inplace is x
+    assert torch.equal(x, out)  # the same draws, mixed in place
