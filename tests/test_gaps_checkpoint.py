@@ -23,7 +23,14 @@ from torch import nn
 
 from unimix.mix import Mixer
 from unimix.models import available_models, register_model
-from unimix.train import TrainConfig, TrainingInterrupted, load_checkpoint, save_checkpoint, train
+from unimix.train import (
+    CheckpointError,
+    TrainConfig,
+    TrainingInterrupted,
+    load_checkpoint,
+    save_checkpoint,
+    train,
+)
 from unimix.train.checkpoint import capture_rng_state, restore_rng_state
 
 CUDA = torch.cuda.is_available()
@@ -216,3 +223,96 @@ def test_resume_of_a_run_drawing_from_every_global_rng_is_exact(tmp_path):
     resumed = train(cfg, run, progress=False, resume=True)
     assert _same_weights(resumed.model, full.model)
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in full.history]
+
+
+# -- load_checkpoint and state_digest: what the mutation run found untested -------------------
+
+MINIMAL = {
+    "config": {},
+    "model": {"w": torch.arange(3.0)},
+    "epoch": 1,
+    "step": 7,
+    "finished": False,
+}
+
+
+def test_load_checkpoint_passes_the_location_to_torch_load(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, MINIMAL)
+    seen = []
+
+    def locate(storage, location):  # torch.load's callable form of map_location
+        seen.append(location)
+        return storage
+
+    state = load_checkpoint(path, map_location=locate)
+    assert seen and set(seen) == {"cpu"}
+    assert torch.equal(state["model"]["w"], MINIMAL["model"]["w"])
+
+
+class _Payload:
+    """Unpickling this runs code (``__reduce__``): the safe loader must refuse it."""
+
+    ran = False
+
+    def __reduce__(self):
+        return (_Payload._run, ())
+
+    @staticmethod
+    def _run():
+        _Payload.ran = True
+        return "pwned"
+
+
+def test_a_checkpoint_holding_python_objects_is_refused_unread(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    torch.save(
+        {"format": "unimix-train-checkpoint", "version": 1, **MINIMAL, "x": _Payload()}, path
+    )
+    _Payload.ran = False
+    with pytest.raises(CheckpointError, match="Python objects other than tensors"):
+        load_checkpoint(path)
+    assert not _Payload.ran
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("truncated", "corrupt or truncated"),
+        ({"state_dict": {}}, "is not a unimix training checkpoint"),
+        ({"format": "unimix-train-checkpoint", "version": 99, **MINIMAL}, "format version 99"),
+        ({"format": "unimix-train-checkpoint", "version": 1, "config": {}}, "lacks"),
+    ],
+    ids=["truncated", "foreign", "version", "incomplete"],
+)
+def test_checkpoint_errors_name_the_file_and_the_fault(tmp_path, content, message):
+    path = tmp_path / "odd-name-1234.pt"
+    if content == "truncated":  # as by a full disk
+        save_checkpoint(path, MINIMAL)
+        path.write_bytes(path.read_bytes()[:200])
+    else:
+        torch.save(content, path)
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+    if message == "lacks":
+        assert "['epoch', 'finished', 'model', 'step']" in str(info.value)
+
+
+def test_state_digest_is_equal_exactly_for_equal_state_dicts():
+    from unimix.train.checkpoint import state_digest
+
+    base = {"a": torch.arange(4.0), "b": 3, "c": torch.zeros(0), "d": torch.ones(2, 2)}
+    same = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in base.items()}
+    assert state_digest(base) == state_digest(same)
+    changes = {
+        "value": {**base, "a": torch.tensor([0.0, 1.0, 2.0, 3.5])},
+        "after a number": {**base, "d": torch.ones(2, 2) * 2},  # a key sorted after "b"
+        "number": {**base, "b": 4},
+        "dtype": {**base, "a": torch.arange(4)},
+        "shape": {**base, "d": torch.ones(4)},
+        "empty dtype": {**base, "c": torch.zeros(0, dtype=torch.int64)},
+        "name": {"z": base["a"], "b": 3, "c": base["c"], "d": base["d"]},
+    }
+    for what, other in changes.items():
+        assert state_digest(other) != state_digest(base), what
