@@ -98,3 +98,14 @@ def test_images_must_be_a_4d_tensor(x):
     fn = TimmMixup(num_classes=3)
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
         fn(x, torch.tensor([0, 1]))
+
+
+def test_range_ends_are_accepted_and_bad_types_named():
+    """hmix_ratio = 1 (CutMix's box family) and a single class are valid settings."""
+    TimmMixup(cutmix_alpha=1.0, cutmix_mode="hmix", hmix_ratio=1.0, num_classes=3)
+    TimmMixup(cutmix_alpha=1.0, cutmix_mode="hmix", hmix_ratio=0.0, num_classes=3)
+    TimmMixup(num_classes=1)
+    with pytest.raises(TypeError, match="hmix_ratio must be a number"):
+        TimmMixup(cutmix_alpha=1.0, cutmix_mode="hmix", hmix_ratio="0.5")
+    with pytest.raises(ValueError, match="num_classes"):
+        TimmMixup(num_classes=0)
