@@ -304,3 +304,36 @@ def test_registry_names_and_errors():
         @masks.register("cutmix")
         class Impostor(masks.MaskSampler):
             pass
+
+
+def test_sample_lambda_one_is_a_function_of_the_generator_state():
+    a = [masks.sample_lambda_one(0.7, torch.Generator().manual_seed(4)) for _ in range(2)]
+    assert a[0] == a[1]
+    g = torch.Generator().manual_seed(4)
+    assert masks.sample_lambda_one(0.7, g) == a[0] != masks.sample_lambda_one(0.7, g)
+    with pytest.raises(ValueError, match="alpha must be"):
+        masks.sample_lambda_one(0.0)
+
+
+def test_cutmix_minmax_sides_range_and_lambda_one():
+    lo, hi, h, w = 0.25, 0.5, 40, 24
+    sampler = masks.get("cutmix_minmax", minmax=(lo, hi))
+    out = sampler(torch.full((3000,), 0.5), h, w, generator=torch.Generator().manual_seed(0))
+    y0, y1, x0, x1 = out.boxes.T
+    for side, size in ((y1 - y0, h), (x1 - x0, w)):
+        assert int(side.min()) == int(lo * size) and int(side.max()) in (
+            int(hi * size) - 1,
+            int(hi * size),
+        )
+    ends = sampler(torch.tensor([1.0, 1.0]), h, w, generator=torch.Generator().manual_seed(0))
+    assert torch.all(ends.masks == 1) and torch.all(ends.lam == 1)
+    with pytest.raises(ValueError, match="minmax"):
+        masks.get("cutmix_minmax", minmax=(0.9, 0.1))
+
+
+@pytest.mark.parametrize("name", ["mixup", "cutmix", "hmix", "gmix"])
+def test_masks_are_float32_whatever_the_dtype_of_lambda(name):
+    lam = torch.tensor([0.2, 0.9], dtype=torch.float64)
+    out = masks.get(name)(lam, 5, 6, generator=torch.Generator().manual_seed(0))
+    assert out.masks.dtype == torch.float32 and out.lam.dtype == torch.float32
+    assert "MaskSample(masks=" in repr(out)
