@@ -672,8 +672,8 @@ def run_study(
         raise
     finally:
         bar.close()
-    rows = [_row(run, cfg) for run in runs]
-    write_results(rows, cfg.out / "results.csv")
+    write_results([_row(run, cfg) for run in runs], cfg.out / "results.csv")
+    rows = read_results(cfg.out / "results.csv")  # the report shows exactly these numbers
     same_start = check_same_start(runs)
     report = write_report(cfg, runs, rows, same_start=same_start)
     took = time.perf_counter() - start
