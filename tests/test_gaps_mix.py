@@ -110,3 +110,36 @@ def test_inplace_returns_the_callers_tensor_and_out_of_place_leaves_it(mode, met
     inplace, _ = Mixer(method, generator=torch.Generator().manual_seed(1), **kw)(x, y, inplace=True)
     assert inplace is x
     assert torch.equal(x, out)  # the same draws, mixed in place
+
+
+@pytest.mark.parametrize("mode", ["batch", "elem"])  # "pair" needs an even batch
+def test_a_single_image_is_returned_unmixed_with_its_own_target(mode):
+    mixer = Mixer(["mixup", "cutmix"], mode=mode, num_classes=3)
+    x = torch.rand(1, 2, 4, 4)
+    out, targets, info = mixer(x, torch.tensor([2]), return_info=True)
+    assert torch.equal(out, x)
+    assert targets.tolist() == [[0.0, 0.0, 1.0]]
+    assert info.lam_effective.tolist() == [1.0]
+
+
+def test_requires_model_and_unknown_methods():
+    assert Mixer("puzzlemix").requires_model is True
+    assert Mixer(["mixup", "puzzlemix"]).requires_model is True
+    with pytest.raises(ValueError, match="known methods: .*hmix"):
+        Mixer("no-such-method")
+
+
+@pytest.mark.parametrize("prob", [0.0, 1.0])
+def test_info_masks_and_targets_have_their_documented_shapes_and_dtype(prob):
+    """``masks``: ``[B or 1, 1, H, W]``; targets float32 even from float64 soft labels."""
+    x = torch.rand(4, 3, 5, 6)
+    soft = torch.softmax(torch.rand(4, 3, dtype=torch.float64), dim=1)
+    _, targets, info = Mixer("mixup", prob=prob, num_classes=3)(x, soft, return_info=True)
+    assert info.masks.dim() == 4 and info.masks.shape[1:] == (1, 5, 6)
+    assert info.masks.shape[0] in (1, 4)
+    assert targets.dtype == torch.float32
+
+
+def test_repr_names_the_methods_and_their_weights():
+    text = repr(Mixer({"mixup": 1.0, "cutmix": 3.0}))
+    assert "mixup" in text and "cutmix" in text and "0.75" in text
