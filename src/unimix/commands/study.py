@@ -70,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="study", help="output directory (default: ./study)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads during the study (default: the recipe's, else torch's)",
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -202,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
         pgd_steps=pgd_steps,
         progress=not args.no_progress,
         fresh=args.fresh,
+        threads=args.threads,
     )
     check_device(args.device)  # before anything is created (unimix.errors)
     check_output_dir(cfg.out)

@@ -618,12 +618,29 @@ def run_study(
     """
     from tqdm.auto import tqdm
 
-    from unimix.study.report import write_report
-    from unimix.train import train
-
     log = log or tqdm.write  # above the progress bars
 
     runs = plan_runs(cfg)
+    threads = torch.get_num_threads()
+    if cfg.threads is not None and cfg.device != "cuda":
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _run_study(cfg, runs, log, after_run)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_study(
+    cfg: StudyConfig,
+    runs: list[StudyRun],
+    log: Callable[[str], None],
+    after_run: Callable[[StudyRun], None] | None,
+) -> Path:
+    from tqdm.auto import tqdm
+
+    from unimix.study.report import write_report
+    from unimix.train import train
+
     record = _record(cfg, runs)
     _prepare_directory(cfg, record)
     cfg.out.mkdir(parents=True, exist_ok=True)

@@ -100,7 +100,9 @@ class StudyConfig:
     ``grid`` maps a training key or method parameter to the values to sweep (every combination
     is trained for every method that takes the keys). ``attack_eps`` is the ε (pixel units) of
     the FGSM/PGD columns of ``results.csv``; ``eps_list`` the radii of the robustness curves.
-    ``seeds``, ``pgd_steps``, ``eps_list`` and ``attack_images`` left ``None`` take the recipe's
+    ``threads`` is the number of CPU threads of torch during the study (``None``: the recipe's,
+    else torch's default). ``seeds``, ``pgd_steps``, ``eps_list``, ``attack_images`` and
+    ``threads`` left ``None`` take the recipe's
     ``study:`` values (else 3 seeds, 10 PGD steps, ε ∈ {2, 4, 8, 16}/255, every test image). ``attack_images``: the attacks
     and occlusion run on the first that many test images (``None``: the recipe's ``study:
     attack_images``, else all); error, NLL and ECE always use the whole test set.
@@ -119,6 +121,7 @@ class StudyConfig:
     pgd_steps: int | None = None
     occlusion_size: int | None = None
     attack_images: int | None = None
+    threads: int | None = None
     progress: bool = True
     fresh: bool = False
 
@@ -154,6 +157,10 @@ class StudyConfig:
             or self.attack_images < 1
         ):
             raise ValueError(f"attack_images must be a positive int, got {self.attack_images!r}")
+        if self.threads is not None and (
+            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
+        ):
+            raise ValueError(f"threads must be a positive int, got {self.threads!r}")
         if self.regimes is not None and not self.regimes:
             raise ValueError("regimes must name at least one regime, e.g. --regimes low")
         for key, values in self.grid.items():
@@ -171,6 +178,8 @@ class StudyConfig:
                 self.eps_list = sorted({*self.eps_list, self.attack_eps})
         if self.attack_images is None and section.get("attack_images"):
             self.attack_images = int(section["attack_images"])
+        if self.threads is None and section.get("threads"):
+            self.threads = int(section["threads"])
 
     def to_dict(self) -> dict[str, Any]:
         """The settings that decide the results (``out``, ``progress``, ``fresh`` excluded)."""
