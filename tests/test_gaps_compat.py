@@ -109,3 +109,49 @@ def test_range_ends_are_accepted_and_bad_types_named():
         TimmMixup(cutmix_alpha=1.0, cutmix_mode="hmix", hmix_ratio="0.5")
     with pytest.raises(ValueError, match="num_classes"):
         TimmMixup(num_classes=0)
+
+
+class _WorkerInfo:
+    def __init__(self, seed: int) -> None:
+        self.seed, self.id, self.num_workers = seed, 0, 1
+
+
+def _batches(collate, worker_seeds, monkeypatch):
+    """Collate-and-mix the same samples as if in DataLoader workers with these seeds (in this
+    process, so that what a worker does is observable here)."""
+    import unimix.compat as compat
+
+    samples = [(torch.full((1, 6, 6), float(k)), k % 2) for k in range(4)]
+    out = []
+    for seed in worker_seeds:
+        monkeypatch.setattr(compat, "get_worker_info", lambda s=seed: _WorkerInfo(s))
+        out.append(collate(samples)[0])
+    return out
+
+
+@pytest.mark.parametrize("facade", ["mixer", "timm"])
+def test_each_worker_mixes_with_its_own_reproducible_stream(facade, monkeypatch):
+    from unimix import Mixer
+    from unimix.compat import MixCollate
+
+    def make():
+        g = torch.Generator().manual_seed(3)
+        if facade == "timm":
+            return TimmMixup(cutmix_alpha=1.0, mixup_alpha=0.0, num_classes=2, generator=g), g
+        return Mixer("cutmix", num_classes=2, generator=g), g
+
+    mixer, parent = make()
+    before = parent.get_state()
+    a1, a2, b1 = _batches(MixCollate(mixer), [10, 10, 11], monkeypatch)
+    assert torch.equal(parent.get_state(), before)  # the mixer passed in is never advanced
+    assert not torch.equal(a1, a2)  # a worker's stream goes on from batch to batch
+    again = _batches(MixCollate(make()[0]), [10, 10, 11], monkeypatch)
+    assert all(torch.equal(x, y) for x, y in zip((a1, a2, b1), again, strict=True))
+    assert not torch.equal(a1, b1)  # another worker (or epoch) seed: another stream
+    # a pickled copy (what a worker process receives) starts its stream afresh
+    import pickle
+
+    used = MixCollate(make()[0])
+    _batches(used, [10], monkeypatch)
+    copy = pickle.loads(pickle.dumps(used))
+    assert torch.equal(_batches(copy, [10], monkeypatch)[0], a1)
