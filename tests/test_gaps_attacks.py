@@ -341,3 +341,27 @@ def test_attacks_name_bad_arguments():
     bad[0, 0, 0, 0] = (-0.01 - 0.4) / 0.5
     with pytest.raises(ValueError, match="not \\[0, 1\\]"):
         fgsm(model, bad, labels, eps=0.1, **kw)
+
+
+class _MustNotRun(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("the model was run")
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "pgd"])
+def test_nothing_to_attack_runs_no_model(attack):
+    """ε = 0 or an empty batch: the clean images come back and the model is never called."""
+    images, labels = torch.rand(3, C, H, W), torch.tensor([0, 1, 0])
+    fn = fgsm if attack == "fgsm" else pgd
+    for x, y, eps in ((images, labels, 0.0), (images[:0], labels[:0], 0.1)):
+        out = fn(_MustNotRun(), x, y, eps=eps, mean=0.0, std=1.0)
+        assert torch.equal(out, x)
+
+
+def test_channel_stats_shape():
+    from unimix.evaluate.attacks import channel_stats
+
+    like = torch.zeros(2, 3, 4, 4, dtype=torch.float64)
+    for value in (0.5, [0.1, 0.2, 0.3], torch.tensor([0.1, 0.2, 0.3])):
+        t = channel_stats(value, "mean", 3, like)
+        assert t.shape == (1, 3, 1, 1) and t.dtype == torch.float64
