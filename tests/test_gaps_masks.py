@@ -313,6 +313,14 @@ def test_sample_lambda_one_is_a_function_of_the_generator_state():
     assert masks.sample_lambda_one(0.7, g) == a[0] != masks.sample_lambda_one(0.7, g)
     with pytest.raises(ValueError, match="alpha must be"):
         masks.sample_lambda_one(0.0)
+    state = torch.get_rng_state()  # no generator: torch's global RNG
+    try:
+        torch.manual_seed(8)
+        first = masks.sample_lambda_one(0.7)
+        torch.manual_seed(8)
+        assert masks.sample_lambda_one(0.7) == first
+    finally:
+        torch.set_rng_state(state)
 
 
 def test_cutmix_minmax_sides_range_and_lambda_one():
@@ -336,4 +344,8 @@ def test_masks_are_float32_whatever_the_dtype_of_lambda(name):
     lam = torch.tensor([0.2, 0.9], dtype=torch.float64)
     out = masks.get(name)(lam, 5, 6, generator=torch.Generator().manual_seed(0))
     assert out.masks.dtype == torch.float32 and out.lam.dtype == torch.float32
-    assert "MaskSample(masks=" in repr(out)
+    if name == "cutmix":  # built on first use: "lazy" until then, then its shape
+        assert "masks=lazy" in repr(
+            masks.get(name)(lam, 5, 6, generator=torch.Generator().manual_seed(0))
+        )
+    assert "MaskSample(masks=(2, 1, 5, 6)" in repr(out)
