@@ -155,3 +155,23 @@ def test_each_worker_mixes_with_its_own_reproducible_stream(facade, monkeypatch)
     _batches(used, [10], monkeypatch)
     copy = pickle.loads(pickle.dumps(used))
     assert torch.equal(_batches(copy, [10], monkeypatch)[0], a1)
+
+
+def test_collate_mixes_the_collated_batch_in_place_unless_told():
+    """The default mixes the batch ``collate_fn`` returns in place; ``inplace=False`` leaves a
+    batch the ``collate_fn`` keeps untouched."""
+    from unimix import Mixer
+    from unimix.compat import MixCollate
+
+    kept = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 5, 5).clone()
+    original = kept.clone()
+
+    def keep(samples):
+        return kept, torch.tensor([s[1] for s in samples])
+
+    samples = [(None, k % 2) for k in range(4)]
+    mixer = Mixer("mixup", num_classes=2, generator=torch.Generator().manual_seed(0))
+    images, _ = MixCollate(mixer, keep, inplace=False)(samples)
+    assert torch.equal(kept, original) and not torch.equal(images, original)
+    images, _ = MixCollate(mixer, keep)(samples)
+    assert images is kept and not torch.equal(kept, original)

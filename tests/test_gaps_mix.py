@@ -143,3 +143,25 @@ def test_info_masks_and_targets_have_their_documented_shapes_and_dtype(prob):
 def test_repr_names_the_methods_and_their_weights():
     text = repr(Mixer({"mixup": 1.0, "cutmix": 3.0}))
     assert "mixup" in text and "cutmix" in text and "0.75" in text
+
+
+def test_methods_must_be_given():
+    for bad in ([], 3):
+        with pytest.raises(ValueError, match="known methods: .*mixup"):
+            Mixer(bad)
+
+
+def test_uint8_mixup_next_to_an_image_method_blends_and_rounds():
+    """A method list with an image-dependent method takes the general path; there, uint8 images
+    under Mixup are the rounded blend ``λ̄ x + (1 − λ̄) x_partner``."""
+    mixer = Mixer(
+        {"mixup": 1.0, "resizemix": 0.0}, num_classes=2, generator=torch.Generator().manual_seed(0)
+    )
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (4, 3, 6, 6), generator=g, dtype=torch.uint8)
+    for _ in range(5):
+        mixed, _, info = mixer(x.clone(), torch.tensor([0, 1, 0, 1]), return_info=True)
+        lam = info.lam_effective.view(-1, 1, 1, 1)
+        expect = lam * x.float() + (1 - lam) * x.flip(0).float()
+        assert mixed.dtype == torch.uint8
+        assert (mixed.float() - expect).abs().max() <= 0.5 + 1e-3
