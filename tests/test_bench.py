@@ -98,3 +98,25 @@ def test_theory_benchmark_reports_time_and_memory_per_method():
         assert dense == pytest.approx(exact, rel=5e-4)
         assert seconds >= 0 and peak >= 0
         assert ratio == pytest.approx(peak / dense, rel=1e-3, abs=1e-3)
+
+
+def test_mutation_script_table_and_arguments(capsys):
+    """benchmarks/mutation.py (run by hand, not in CI): its module table names files that exist,
+    and bad arguments exit with usage before any mutant is made (mutmut is not needed for that)."""
+    script = SCRIPT.with_name("mutation.py")
+    spec = importlib.util.spec_from_file_location("bench_mutation", script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_mutation"] = module  # its dataclasses resolve annotations through it
+    try:
+        spec.loader.exec_module(module)
+        root = script.parents[1]
+        assert set(module.MODULES) == {"masks", "mix", "compat", "attacks", "checkpoint"}
+        for entry in module.MODULES.values():
+            assert (root / entry.path).is_file(), entry.path
+            assert all((root / t).is_file() for t in entry.tests), entry.tests
+        for argv in (["--sample", "0"], ["--modules", "nope"], ["--jobs", "0"]):
+            with pytest.raises(SystemExit) as exit_info:
+                module.main(argv)
+            assert exit_info.value.code == 2 and "usage" in capsys.readouterr().err
+    finally:
+        del sys.modules["bench_mutation"]
