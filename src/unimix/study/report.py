@@ -250,6 +250,27 @@ def _baseline(summary: Sequence[dict[str, Any]], regime: str, setting_base: str)
     return None
 
 
+#: The claims against no mixing: (key, title, metric columns).
+_VERSUS_NONE: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("msda_beats_none_error", "Every MSDA method beats no mixing on test error", ("top1_error",)),
+    (
+        "msda_beats_none_nll",
+        "Every MSDA method beats no mixing on test NLL after temperature scaling",
+        ("nll_ts",),
+    ),
+    (
+        "msda_beats_none_raw_nll",
+        "Every MSDA method beats no mixing on raw test NLL (no temperature scaling)",
+        ("nll",),
+    ),
+    (
+        "msda_robust",
+        "MSDA improves adversarial robustness over no mixing (FGSM and PGD accuracy)",
+        ("fgsm_accuracy", "pgd_accuracy"),
+    ),
+)
+
+
 def check_claims(
     summary: Sequence[dict[str, Any]],
     rows: Sequence[dict[str, Any]] | None = None,
@@ -262,80 +283,92 @@ def check_claims(
     """
     rows = list(rows or [])
     base_settings = base_settings or {}
-    claims: list[Claim] = []
-    regimes = [r for r in dict.fromkeys(s["regime"] for s in summary)]
+    regimes = list(dict.fromkeys(s["regime"] for s in summary))
+    claims = [
+        _versus_none(summary, rows, regimes, base_settings, key, title, cols)
+        for key, title, cols in _VERSUS_NONE
+    ]
+    claims.append(_new_vs_best_earlier(summary, rows, regimes))
+    claims.append(_mixing_cost(summary, rows, regimes))
+    return claims
 
-    def versus_none(key: str, title: str, cols: Sequence[str]) -> None:
-        lines: list[ClaimLine] = []
-        for regime in regimes:
-            for s in summary:
-                if s["regime"] != regime or s["method"] == "none":
-                    continue
-                base = _baseline(summary, regime, base_settings.get(s["variant"], ""))
-                if base is None:
-                    continue
-                for col in cols:
-                    line = _line(rows, key, regime, col, s["variant"], base)
-                    if line is not None:
-                        lines.append(line)
-        claims.append(_claim(key, title, lines, "needs `none` and a mixing method in --methods"))
 
-    versus_none(
-        "msda_beats_none_error", "Every MSDA method beats no mixing on test error", ["top1_error"]
-    )
-    versus_none(
-        "msda_beats_none_nll",
-        "Every MSDA method beats no mixing on test NLL after temperature scaling",
-        ["nll_ts"],
-    )
-    versus_none(
-        "msda_beats_none_raw_nll",
-        "Every MSDA method beats no mixing on raw test NLL (no temperature scaling)",
-        ["nll"],
-    )
-    versus_none(
-        "msda_robust",
-        "MSDA improves adversarial robustness over no mixing (FGSM and PGD accuracy)",
-        ["fgsm_accuracy", "pgd_accuracy"],
-    )
-
-    lines = []
+def _versus_none(
+    summary: Sequence[dict[str, Any]],
+    rows: Sequence[dict[str, Any]],
+    regimes: Sequence[str],
+    base_settings: dict[str, str],
+    key: str,
+    title: str,
+    cols: Sequence[str],
+) -> Claim:
+    """Every mixing variant against its run without mixing, on each of ``cols``."""
+    lines: list[ClaimLine] = []
     for regime in regimes:
-        # compared within one setting (a grid over label_weight compares like with like)
-        settings = dict.fromkeys(s["setting"] for s in summary if s["regime"] == regime)
-        for setting in settings:
-            sel = {
-                s["method"]: s for s in summary if s["regime"] == regime and s["setting"] == setting
-            }
-            prev = [m for m in ("mixup", "cutmix") if m in sel]
-            if not prev:
+        for s in summary:
+            if s["regime"] != regime or s["method"] == "none":
                 continue
-            best = min(prev, key=lambda m: sel[m]["top1_error_mean"])
-            for m in ("hmix", "gmix"):
-                if m in sel:
-                    line = _line(
-                        rows,
-                        "new_vs_best_earlier",
-                        regime,
-                        "top1_error",
-                        sel[m]["variant"],
-                        sel[best]["variant"],
-                    )
-                    if line is not None:
-                        lines.append(line)
-    claims.append(
-        _claim(
-            "new_vs_best_earlier",
-            "HMix and GMix are at least as good as the better of Mixup and CutMix (test error)",
-            lines,
-            "needs hmix or gmix and mixup or cutmix in --methods",
-            note=(
-                "'At least as good' is refuted by a reversed line; an unresolved line is "
-                "consistent with it but does not prove it."
-            ),
-        )
+            base = _baseline(summary, regime, base_settings.get(s["variant"], ""))
+            if base is None:
+                continue
+            for col in cols:
+                line = _line(rows, key, regime, col, s["variant"], base)
+                if line is not None:
+                    lines.append(line)
+    return _claim(key, title, lines, "needs `none` and a mixing method in --methods")
+
+
+def _new_vs_best_earlier(
+    summary: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], regimes: Sequence[str]
+) -> Claim:
+    """HMix and GMix against the better of Mixup and CutMix, within each regime and setting."""
+    lines = [
+        line
+        for regime in regimes
+        # compared within one setting (a grid over label_weight compares like with like)
+        for setting in dict.fromkeys(s["setting"] for s in summary if s["regime"] == regime)
+        for line in _new_vs_best_lines(summary, rows, regime, setting)
+    ]
+    return _claim(
+        "new_vs_best_earlier",
+        "HMix and GMix are at least as good as the better of Mixup and CutMix (test error)",
+        lines,
+        "needs hmix or gmix and mixup or cutmix in --methods",
+        note=(
+            "'At least as good' is refuted by a reversed line; an unresolved line is "
+            "consistent with it but does not prove it."
+        ),
     )
 
+
+def _new_vs_best_lines(
+    summary: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], regime: str, setting: str
+) -> list[ClaimLine]:
+    sel = {s["method"]: s for s in summary if s["regime"] == regime and s["setting"] == setting}
+    prev = [m for m in ("mixup", "cutmix") if m in sel]
+    if not prev:
+        return []
+    best = min(prev, key=lambda m: sel[m]["top1_error_mean"])
+    lines = []
+    for m in ("hmix", "gmix"):
+        if m in sel:
+            line = _line(
+                rows,
+                "new_vs_best_earlier",
+                regime,
+                "top1_error",
+                sel[m]["variant"],
+                sel[best]["variant"],
+            )
+            if line is not None:
+                lines.append(line)
+    return lines
+
+
+def _mixing_cost(
+    summary: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], regimes: Sequence[str]
+) -> Claim:
+    """Every mixing variant's share of a training step against :data:`OVERHEAD_LIMIT_PCT`."""
     lines = []
     for regime in regimes:
         for s in summary:
@@ -350,20 +383,17 @@ def check_claims(
                 )
                 if line is not None:
                     lines.append(line)
-    claims.append(
-        _claim(
-            "mixing_cost",
-            f"Mixing costs next to nothing (under {OVERHEAD_LIMIT_PCT:g}% of a training step)",
-            lines,
-            "needs at least one mixing method",
-            note=(
-                "Judged on the mixing share of a training step, timed inside each step, which is "
-                "robust to machine load, unlike seconds per epoch; mean_diff is the share minus "
-                f"{OVERHEAD_LIMIT_PCT:g} points."
-            ),
-        )
+    return _claim(
+        "mixing_cost",
+        f"Mixing costs next to nothing (under {OVERHEAD_LIMIT_PCT:g}% of a training step)",
+        lines,
+        "needs at least one mixing method",
+        note=(
+            "Judged on the mixing share of a training step, timed inside each step, which is "
+            "robust to machine load, unlike seconds per epoch; mean_diff is the share minus "
+            f"{OVERHEAD_LIMIT_PCT:g} points."
+        ),
     )
-    return claims
 
 
 def _claim(key: str, title: str, lines: list[ClaimLine], missing: str, note: str = "") -> Claim:
@@ -476,10 +506,6 @@ def theory_vs_practice(
     Returns the rows and, per measure, Spearman's ρ per regime and pooled (``"all"``) with its
     95 % interval.
     """
-    import torch
-
-    from unimix import Mixer
-    from unimix.theory import distance_profile, loss_decomposition
     from unimix.train import load_run
 
     table: list[dict[str, Any]] = []
@@ -497,45 +523,92 @@ def theory_vs_practice(
         data = spec.val_tensors() or spec.test_tensors()
         for s in mixing:
             run = next(r for r in runs if r.regime == regime and r.variant == s["variant"])
-            c = run.config
-            params = {k: v for k, v in c.method_params.items() if k in _params(s["method"])}
-            alpha = c.alpha.get(s["method"], 1.0) if isinstance(c.alpha, dict) else c.alpha
-            height, width = spec.image_size
             entry: dict[str, Any] = {"regime": regime, "method": s["variant"]}
-            try:
-                prof = distance_profile(
-                    s["method"],
-                    height,
-                    width,
-                    alpha,
-                    samples=512,
-                    generator=torch.Generator().manual_seed(0),
-                    **params,
-                )
-                entry["far"] = _far(prof, min(height, width) / 4)
-            except (TypeError, ValueError, RuntimeError) as err:
-                THEORY_ERRORS.append(f"profile {regime}/{s['variant']}: {err}")
-                entry["far"] = math.nan
-            entry["second"] = entry["second_se"] = math.nan
-            if data is not None:
-                mixer = Mixer(
-                    s["method"],
-                    alpha=alpha,
-                    mode="elem",
-                    generator=torch.Generator().manual_seed(0),
-                    **params,
-                )
-                try:
-                    dec = loss_decomposition(model, data[0][:64], data[1][:64], mixer, draws=8)
-                    entry["second"], entry["second_se"] = dec.second, dec.second_stderr
-                except (TypeError, ValueError, RuntimeError) as err:
-                    THEORY_ERRORS.append(f"second-order term {regime}/{s['variant']}: {err}")
+            entry.update(_strengths(regime, s, run.config, spec.image_size, model, data))
             none_variant = _baseline(summary, regime, run.base_setting) or "none"
             line = _line(rows, "gain", regime, "top1_error", none_variant, s["variant"])
             entry["gain"] = line.paired.mean if line else math.nan  # none − method: + is a gain
             entry["gain_low"] = line.paired.ci_low if line else math.nan
             entry["gain_high"] = line.paired.ci_high if line else math.nan
             table.append(entry)
+    return table, _theory_correlations(table)
+
+
+def _strengths(
+    regime: str,
+    entry: dict[str, Any],
+    config: Any,
+    image_size: tuple[int, int],
+    model: Any,
+    data: Any,
+) -> dict[str, float]:
+    """``far``, ``second`` and ``second_se`` of one summary entry (NaN where not computed; the
+    reason goes to :data:`THEORY_ERRORS`)."""
+    method, variant = entry["method"], entry["variant"]
+    params = {k: v for k, v in config.method_params.items() if k in _params(method)}
+    alpha = config.alpha.get(method, 1.0) if isinstance(config.alpha, dict) else config.alpha
+    where = f"{regime}/{variant}"
+    out = {"far": _long_range(method, image_size, alpha, params, where)}
+    out["second"] = out["second_se"] = math.nan
+    if data is not None:
+        out["second"], out["second_se"] = _second_order(method, alpha, params, model, data, where)
+    return out
+
+
+def _long_range(
+    method: str, image_size: tuple[int, int], alpha: Any, params: dict[str, Any], where: str
+) -> float:
+    """The long-range coefficient of ``method``'s distance profile (512 masks), or NaN."""
+    import torch
+
+    from unimix.theory import distance_profile
+
+    height, width = image_size
+    try:
+        prof = distance_profile(
+            method,
+            height,
+            width,
+            alpha,
+            samples=512,
+            generator=torch.Generator().manual_seed(0),
+            **params,
+        )
+        return _far(prof, min(height, width) / 4)
+    except (TypeError, ValueError, RuntimeError) as err:
+        THEORY_ERRORS.append(f"profile {where}: {err}")
+        return math.nan
+
+
+def _second_order(
+    method: str, alpha: Any, params: dict[str, Any], model: Any, data: Any, where: str
+) -> tuple[float, float]:
+    """The second-order term and its standard error on 64 images and 8 draws, or NaNs."""
+    import torch
+
+    from unimix import Mixer
+    from unimix.theory import loss_decomposition
+
+    mixer = Mixer(
+        method,
+        alpha=alpha,
+        mode="elem",
+        generator=torch.Generator().manual_seed(0),
+        **params,
+    )
+    try:
+        dec = loss_decomposition(model, data[0][:64], data[1][:64], mixer, draws=8)
+        return dec.second, dec.second_stderr
+    except (TypeError, ValueError, RuntimeError) as err:
+        THEORY_ERRORS.append(f"second-order term {where}: {err}")
+        return math.nan, math.nan
+
+
+def _theory_correlations(
+    table: Sequence[dict[str, Any]],
+) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """Per measure, Spearman's ρ of strength against gain per regime, and pooled (``"all"``)
+    for the long-range coefficient, which is the same in every regime."""
     rhos: dict[str, dict[str, tuple[float, float, float]]] = {}
     for measure in ("far", "second"):
         groups: dict[str, list[dict[str, Any]]] = {}
@@ -551,7 +624,7 @@ def theory_vs_practice(
             result["all"] = spearman([t[measure] for t in pooled], [t["gain"] for t in pooled])
         if result:
             rhos[measure] = result
-    return table, rhos
+    return rhos
 
 
 def _far(profile: Any, distance: float) -> float:
@@ -782,32 +855,56 @@ def build_document(
     claims = check_claims(summary, rows, base_settings)
     grid_lines = setting_lines(rows, summary)
     best = best_per_regime(rows, summary)
-    num_classes = _num_classes(runs)
-    metrics = shown_metrics(num_classes)
+    metrics = shown_metrics(_num_classes(runs))
     sizes = {r["regime"]: (int(r["train_size"]), int(r["test_size"])) for r in rows}
     seeds = max((s["n_seeds"] for s in summary), default=0)
 
     doc = Document("unimix study: mixed sample data augmentation compared")
     doc.blocks += _best_block(best, sizes)
-    doc.blocks.append(Heading("Verdicts on the paper's claims"))
+    doc.blocks += _verdict_blocks(claims, grid_lines, seeds, same_start)
+    doc.blocks += _setup_blocks(cfg, runs, rows, seeds)
+    doc.blocks += _summary_blocks(summary, metrics)
+    if theory is not None:
+        doc.blocks += _theory_blocks(*theory)
+    if figures:
+        doc.blocks.append(Heading("Figures"))
+        doc.blocks += list(figures)
+    doc.blocks += [Heading("Every run (results.csv)"), _results_table(rows, metrics)]
+    doc.blocks += [
+        Heading("Software"),
+        Bullets([(f"{k}: {v}", []) for k, v in software_versions().items()]),
+    ]
+    lines = [ln for c in claims for ln in c.lines] + grid_lines
+    lines += [ln for _, _, ln in best if ln is not None]
+    return doc, lines
+
+
+def _verdict_blocks(
+    claims: Sequence[Claim],
+    grid_lines: Sequence[ClaimLine],
+    seeds: int,
+    same_start: dict[str, Any] | None,
+) -> list[Any]:
+    """The claims' verdicts, the grid comparisons, how a line is judged, the same-start check."""
+    blocks: list[Any] = [Heading("Verdicts on the paper's claims")]
     if seeds < 2:
-        doc.blocks.append(
+        blocks.append(
             Paragraph(
                 "**One seed per method: no verdict can be judged** (a single run has no spread); "
                 "run with --seeds 3 or more."
             )
         )
-    doc.blocks.append(
+    blocks.append(
         Bullets(
             [(f"{_MARK.get(c.verdict, '')} **{c.title}**: {c.verdict}.", c.details) for c in claims]
         )
     )
     if grid_lines:
-        doc.blocks += [
+        blocks += [
             Heading("Settings compared (grid)"),
             Bullets([(ln.text(), []) for ln in grid_lines]),
         ]
-    doc.blocks.append(
+    blocks.append(
         Paragraph(
             "Each line is a paired comparison over seeds: the mean of the per-seed differences "
             "(a − b) with its 95 % Student-t interval; **holds** when the interval lies wholly on the "
@@ -817,23 +914,31 @@ def build_document(
         )
     )
     if same_start is not None:
-        if same_start.get("ok"):
-            text = (
-                f"Same seed, same start: checked for all {same_start['groups']} regime × seed "
-                "groups — every method started from bitwise the same initial weights and the same "
-                "first training batch (data order and augmentation), so the differences are paired."
-            )
-        else:
-            text = (
-                "**Warning: the same-start check failed** for "
-                f"{', '.join(same_start.get('mismatches', []))}: these runs did not start from the "
-                "same weights and data as the other methods of their seed; their pairing is void."
-            )
-        doc.blocks.append(Paragraph(text))
+        blocks.append(_same_start_paragraph(same_start))
+    return blocks
 
+
+def _same_start_paragraph(same_start: dict[str, Any]) -> Paragraph:
+    if same_start.get("ok"):
+        return Paragraph(
+            f"Same seed, same start: checked for all {same_start['groups']} regime × seed "
+            "groups — every method started from bitwise the same initial weights and the same "
+            "first training batch (data order and augmentation), so the differences are paired."
+        )
+    return Paragraph(
+        "**Warning: the same-start check failed** for "
+        f"{', '.join(same_start.get('mismatches', []))}: these runs did not start from the "
+        "same weights and data as the other methods of their seed; their pairing is void."
+    )
+
+
+def _setup_blocks(
+    cfg: Any, runs: Sequence[Any], rows: Sequence[dict[str, Any]], seeds: int
+) -> list[Any]:
+    """The training and attack settings, and per regime its split sizes and schedule."""
     c0 = runs[0].config
     eps = rows[0]["attack_eps"] if rows else cfg.attack_eps
-    doc.blocks += [
+    return [
         Heading("Setup"),
         Paragraph(
             f"Dataset **{c0.dataset}** (image size {c0.image_size or 'native'}), model "
@@ -848,12 +953,16 @@ def build_document(
             + ". NLL and ECE are given raw and after "
             "temperature scaling (one temperature per model, fitted on the validation split)."
         ),
+        _regime_table(runs, rows),
     ]
-    regime_rows = []
+
+
+def _regime_table(runs: Sequence[Any], rows: Sequence[dict[str, Any]]) -> Table:
+    body = []
     for regime in dict.fromkeys(r.regime for r in runs):
         rc = next(r.config for r in runs if r.regime == regime)
         r0 = next((r for r in rows if r["regime"] == regime), None)
-        regime_rows.append(
+        body.append(
             [
                 regime,
                 str(r0["train_size"]) if r0 else "–",
@@ -864,86 +973,86 @@ def build_document(
                 str(rc.mix_prob),
             ]
         )
-    doc.blocks.append(
-        Table(["regime", "train", "validation", "test", "epochs", "batch", "mix_prob"], regime_rows)
-    )
+    return Table(["regime", "train", "validation", "test", "epochs", "batch", "mix_prob"], body)
 
+
+def _summary_blocks(
+    summary: Sequence[dict[str, Any]], metrics: Sequence[tuple[str, str, str]]
+) -> list[Any]:
+    """One summary table per regime."""
+    blocks: list[Any] = []
     for regime in dict.fromkeys(s["regime"] for s in summary):
         entries = [s for s in summary if s["regime"] == regime]
-        doc.blocks.append(
+        blocks.append(
             Heading(
                 f"Summary{f': regime {regime}' if regime else ''} "
                 "(mean ± std over seeds; best in bold)"
             )
         )
-        doc.blocks.append(_summary_table(entries, metrics))
+        blocks.append(_summary_table(entries, metrics))
+    return blocks
 
-    if theory is not None:
-        table, rhos = theory
-        if table:
-            doc.blocks.append(Heading("Theory next to practice"))
-            doc.blocks.append(
-                Paragraph(
-                    "Each method's regularisation strength from unimix.theory beside its measured "
-                    "gain over no mixing (none − method test error in points, paired over seeds; "
-                    "positive = mixing helped). **Long-range A**: the pair-weighted mean of "
-                    "A(p, q) = E[(1 − M_p)(1 − M_q)] over pixel pairs at least a quarter of the "
-                    "image side apart (512 masks; CutMix's boxes tie distant pixels least). "
-                    "**Second-order term**: ½ E[δᵀ∇²ℓ δ] of the loss expansion on the regime's "
-                    "trained no-mixing model (seed 0, 64 validation images, 8 draws; its scale "
-                    "differs between regimes, so it is ranked within a regime only). If a "
-                    "strength predicted the gain, Spearman's ρ would be near +1; with four "
-                    "methods per regime its interval is necessarily wide."
-                )
+
+def _theory_blocks(
+    table: Sequence[dict[str, Any]], rhos: dict[str, dict[str, tuple[float, float, float]]]
+) -> list[Any]:
+    """The output of :func:`theory_vs_practice` as a section, and why anything is missing."""
+    blocks: list[Any] = []
+    if table:
+        blocks.append(Heading("Theory next to practice"))
+        blocks.append(
+            Paragraph(
+                "Each method's regularisation strength from unimix.theory beside its measured "
+                "gain over no mixing (none − method test error in points, paired over seeds; "
+                "positive = mixing helped). **Long-range A**: the pair-weighted mean of "
+                "A(p, q) = E[(1 − M_p)(1 − M_q)] over pixel pairs at least a quarter of the "
+                "image side apart (512 masks; CutMix's boxes tie distant pixels least). "
+                "**Second-order term**: ½ E[δᵀ∇²ℓ δ] of the loss expansion on the regime's "
+                "trained no-mixing model (seed 0, 64 validation images, 8 draws; its scale "
+                "differs between regimes, so it is ranked within a regime only). If a "
+                "strength predicted the gain, Spearman's ρ would be near +1; with four "
+                "methods per regime its interval is necessarily wide."
             )
-            doc.blocks.append(
-                Table(
-                    [
-                        "regime",
-                        "method",
-                        "long-range A",
-                        "second-order term",
-                        "measured gain [95% CI]",
-                    ],
-                    [
-                        [
-                            t["regime"],
-                            t["method"],
-                            f"{t['far']:.4f}" if not math.isnan(t["far"]) else "–",
-                            f"{t['second']:.4g} ± {t['second_se']:.2g}"
-                            if not math.isnan(t["second"])
-                            else "–",
-                            f"{fmt(t['gain'])} [{fmt(t['gain_low'])}, {fmt(t['gain_high'])}]",
-                        ]
-                        for t in table
-                    ],
-                )
+        )
+        blocks.append(_theory_table(table))
+        items = _correlation_items(rhos)
+        if items:
+            blocks.append(Bullets(items))
+    if THEORY_ERRORS:
+        blocks.append(Paragraph("Not computed: " + "; ".join(THEORY_ERRORS[:4])))
+    return blocks
+
+
+def _theory_table(table: Sequence[dict[str, Any]]) -> Table:
+    return Table(
+        ["regime", "method", "long-range A", "second-order term", "measured gain [95% CI]"],
+        [
+            [
+                t["regime"],
+                t["method"],
+                f"{t['far']:.4f}" if not math.isnan(t["far"]) else "–",
+                f"{t['second']:.4g} ± {t['second_se']:.2g}" if not math.isnan(t["second"]) else "–",
+                f"{fmt(t['gain'])} [{fmt(t['gain_low'])}, {fmt(t['gain_high'])}]",
+            ]
+            for t in table
+        ],
+    )
+
+
+def _correlation_items(
+    rhos: dict[str, dict[str, tuple[float, float, float]]],
+) -> list[tuple[str, list[str]]]:
+    names = {"far": "long-range A", "second": "second-order term"}
+    items: list[tuple[str, list[str]]] = []
+    for measure, per in rhos.items():
+        for reg, (r, lo, hi) in per.items():
+            interval = (
+                f"[{fmt(lo)}, {fmt(hi)}]"
+                if not math.isnan(lo)
+                else "(no interval: too few methods)"
             )
-            items = []
-            names = {"far": "long-range A", "second": "second-order term"}
-            for measure, per in rhos.items():
-                for reg, (r, lo, hi) in per.items():
-                    interval = (
-                        f"[{fmt(lo)}, {fmt(hi)}]"
-                        if not math.isnan(lo)
-                        else "(no interval: too few methods)"
-                    )
-                    items.append((f"{names[measure]}, {reg}: Spearman ρ = {fmt(r)} {interval}", []))
-            if items:
-                doc.blocks.append(Bullets(items))
-        if THEORY_ERRORS:
-            doc.blocks.append(Paragraph("Not computed: " + "; ".join(THEORY_ERRORS[:4])))
-    if figures:
-        doc.blocks.append(Heading("Figures"))
-        doc.blocks += list(figures)
-    doc.blocks += [Heading("Every run (results.csv)"), _results_table(rows, metrics)]
-    doc.blocks += [
-        Heading("Software"),
-        Bullets([(f"{k}: {v}", []) for k, v in software_versions().items()]),
-    ]
-    lines = [ln for c in claims for ln in c.lines] + grid_lines
-    lines += [ln for _, _, ln in best if ln is not None]
-    return doc, lines
+            items.append((f"{names[measure]}, {reg}: Spearman ρ = {fmt(r)} {interval}", []))
+    return items
 
 
 def _num_classes(runs: Sequence[Any]) -> int | None:
