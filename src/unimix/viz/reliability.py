@@ -78,60 +78,88 @@ def plot_reliability(
     for name, (rel, ece) in diagrams.items():
         color = method_color(name) if name else "C0"
         label = f"{name + ' ' if name else ''}(ECE {100 * ece:.2f}%)"
-        edges = rel.bin_edges
-        width = [b - a for a, b in zip(edges[:-1], edges[1:], strict=True)]
-        left = edges[:-1]
-        total = max(sum(rel.count), 1)
-        filled = [i for i, c in enumerate(rel.count) if c > 0]
         if single:
-            acc = [0.0 if math.isnan(a) else a for a in rel.accuracy]
-            conf = [0.0 if math.isnan(c) else c for c in rel.confidence]
-            top.bar(
-                left,
-                acc,
-                width=width,
-                align="edge",
-                color=color,
-                edgecolor="black",
-                linewidth=0.5,
-                label=f"accuracy {label}",
-            )
-            gap_bottom = [min(a, c) for a, c in zip(acc, conf, strict=True)]
-            gap_height = [
-                abs(a - c) if rel.count[i] else 0.0
-                for i, (a, c) in enumerate(zip(acc, conf, strict=True))
-            ]
-            top.bar(
-                left,
-                gap_height,
-                bottom=gap_bottom,
-                width=width,
-                align="edge",
-                facecolor=(0.84, 0.15, 0.16, 0.25),
-                edgecolor="tab:red",
-                hatch="//",
-                linewidth=0.8,
-                label="gap |accuracy − confidence|",
-            )
+            _draw_bars(top, rel, color, label)
         else:
-            top.plot(
-                [rel.confidence[i] for i in filled],
-                [rel.accuracy[i] for i in filled],
-                marker="o",
-                markersize=4,
-                color=color,
-                label=label,
-            )
-        bottom.bar(
-            left,
-            [c / total for c in rel.count],
-            width=width,
-            align="edge",
-            color=color,
-            alpha=0.8 if single else 0.35,
-            edgecolor=color,
-            linewidth=0.8,
-        )
+            _draw_line(top, rel, color, label)
+        _draw_counts(bottom, rel, color, single)
+    _style_axes(top, bottom, title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def _bins(rel: Any) -> tuple[list[float], list[float]]:
+    """Left edges and widths of the diagram's bins."""
+    edges = rel.bin_edges
+    width = [b - a for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    return edges[:-1], width
+
+
+def _draw_bars(ax: Any, rel: Any, color: Any, label: str) -> None:
+    """One model: accuracy as bars, and the gap to each bin's confidence hatched in red."""
+    left, width = _bins(rel)
+    acc = [0.0 if math.isnan(a) else a for a in rel.accuracy]
+    conf = [0.0 if math.isnan(c) else c for c in rel.confidence]
+    ax.bar(
+        left,
+        acc,
+        width=width,
+        align="edge",
+        color=color,
+        edgecolor="black",
+        linewidth=0.5,
+        label=f"accuracy {label}",
+    )
+    gap_bottom = [min(a, c) for a, c in zip(acc, conf, strict=True)]
+    gap_height = [
+        abs(a - c) if rel.count[i] else 0.0 for i, (a, c) in enumerate(zip(acc, conf, strict=True))
+    ]
+    ax.bar(
+        left,
+        gap_height,
+        bottom=gap_bottom,
+        width=width,
+        align="edge",
+        facecolor=(0.84, 0.15, 0.16, 0.25),
+        edgecolor="tab:red",
+        hatch="//",
+        linewidth=0.8,
+        label="gap |accuracy − confidence|",
+    )
+
+
+def _draw_line(ax: Any, rel: Any, color: Any, label: str) -> None:
+    """One of several models: accuracy against confidence of the non-empty bins, as a line."""
+    filled = [i for i, c in enumerate(rel.count) if c > 0]
+    ax.plot(
+        [rel.confidence[i] for i in filled],
+        [rel.accuracy[i] for i in filled],
+        marker="o",
+        markersize=4,
+        color=color,
+        label=label,
+    )
+
+
+def _draw_counts(ax: Any, rel: Any, color: Any, single: bool) -> None:
+    """The fraction of predictions in each bin (translucent when several models overlap)."""
+    left, width = _bins(rel)
+    total = max(sum(rel.count), 1)
+    ax.bar(
+        left,
+        [c / total for c in rel.count],
+        width=width,
+        align="edge",
+        color=color,
+        alpha=0.8 if single else 0.35,
+        edgecolor=color,
+        linewidth=0.8,
+    )
+
+
+def _style_axes(top: Any, bottom: Any, title: str | None) -> None:
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy")
@@ -142,7 +170,3 @@ def plot_reliability(
     bottom.set_xlabel("confidence (max softmax probability)")
     bottom.set_ylabel("fraction")
     bottom.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
