@@ -26,9 +26,16 @@ def _eps(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from unimix.commands._methods import methods_help
-    from unimix.study import PAPER_METHODS
+    """The flags of ``unimix study``, in the order ``--help`` lists them."""
+    _add_data_arguments(parser)
+    _add_protocol_arguments(parser)
+    _add_execution_arguments(parser)
+    _add_evaluation_arguments(parser)
+    _add_control_arguments(parser)
 
+
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which dataset, and where it lies."""
     parser.add_argument(
         "--dataset",
         default=None,
@@ -37,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", default=None, help="directory of the CIFAR archives or the ImageFolder tree"
     )
+
+
+def _add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    """What is compared: methods, seeds, regimes, the grid, epochs and the recipe."""
+    from unimix.commands._methods import methods_help
+    from unimix.study import PAPER_METHODS
+
     parser.add_argument(
         "--methods",
         default=",".join(PAPER_METHODS),
@@ -67,6 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="recipe name or YAML file (default: digits, or one picked for the dataset)",
     )
+
+
+def _add_execution_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the study is written and runs, and overrides of the training keys."""
     parser.add_argument("--out", default="study", help="output directory (default: ./study)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     parser.add_argument(
@@ -83,6 +101,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override any training key for every run (repeatable), e.g. --set lr=0.05",
     )
+
+
+def _add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
+    """The attacks of the evaluation."""
     parser.add_argument(
         "--eps",
         type=_eps,
@@ -95,6 +117,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="PGD iterations (default: the recipe's, else 10)",
     )
+
+
+def _add_control_arguments(parser: argparse.ArgumentParser) -> None:
+    """Starting afresh, the smoke version, progress output and the data check."""
     parser.add_argument(
         "--fresh",
         action="store_true",
