@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import default_collate, get_worker_info
 
+from unimix.checks import check_choice, check_positive, check_positive_int, check_unit
 from unimix.mix import Mixer
 
 __all__ = ["TimmMixup", "MixCollate", "mixup_target"]
@@ -151,13 +152,10 @@ class TimmMixup:
         hmix_ratio: float = 0.5,
         generator: torch.Generator | None = None,
     ) -> None:
-        for name, value in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{name} must be a number >= 0, got {type(value).__name__}")
-            if not (0.0 <= float(value) < float("inf")):
-                raise ValueError(
-                    f"{name} must be a finite number >= 0 (0 turns it off), got {value}"
-                )
+        # 0 turns a method off, so the alphas may be 0 here (the Mixer checks the ones it uses)
+        check_positive("mixup_alpha", mixup_alpha, allow_zero=True)
+        check_positive("cutmix_alpha", cutmix_alpha, allow_zero=True)
+        check_choice("cutmix_mode", cutmix_mode, tuple(_CUT_METHODS))
         if cutmix_minmax is not None:
             if len(cutmix_minmax) != 2:
                 raise ValueError(f"cutmix_minmax must be (min, max), got {cutmix_minmax!r}")
@@ -166,20 +164,9 @@ class TimmMixup:
             cutmix_alpha = 1.0  # as timm: minmax turns CutMix on; its boxes ignore λ
         if mixup_alpha == 0 and cutmix_alpha == 0:
             raise ValueError("one of mixup_alpha and cutmix_alpha must be > 0 to mix anything")
-        if cutmix_mode not in _CUT_METHODS:
-            raise ValueError(f"cutmix_mode must be 'bbox', 'hmix' or 'gmix', got {cutmix_mode!r}")
-        if isinstance(hmix_ratio, bool) or not isinstance(hmix_ratio, (int, float)):
-            raise TypeError(
-                f"hmix_ratio must be a number in [0, 1], got {type(hmix_ratio).__name__}"
-            )
-        if not 0.0 <= hmix_ratio <= 1.0:
-            raise ValueError(
-                f"hmix_ratio must lie in [0, 1] (0: Mixup, 1: CutMix), got {hmix_ratio}"
-            )
-        if not (0.0 <= label_smoothing <= 1.0):
-            raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        check_unit("hmix_ratio", hmix_ratio)
+        check_unit("label_smoothing", label_smoothing)
+        check_positive_int("num_classes", num_classes)
         cut = _CUT_METHODS[cutmix_mode] if cutmix_minmax is None else "cutmix_minmax"
         alphas = {"mixup": float(mixup_alpha), cut: float(cutmix_alpha)}
         methods = [m for m in ("mixup", cut) if alphas[m] > 0]
