@@ -28,7 +28,7 @@ Two estimators, for any mask sampler:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -285,31 +285,6 @@ def _chunk_size(chunk_size: int | None, samples: int, bytes_per_mask: int) -> in
     return _check_positive_int("chunk_size", chunk_size)
 
 
-def _mask_chunks(
-    sampler: Callable[..., Any],
-    samples: int,
-    height: int,
-    width: int,
-    alpha: float,
-    lam: float | None,
-    chunk_size: int,
-    generator: torch.Generator | None,
-    device: torch.device,
-) -> Iterator[MaskDraws]:
-    """The ``samples`` masks of ``sampler`` in chunks (see :func:`draw_masks`)."""
-    return draw_masks(
-        sampler,
-        samples,
-        height,
-        width,
-        alpha=alpha,
-        lam=lam,
-        chunk_size=chunk_size,
-        generator=generator,
-        device=device,
-    )
-
-
 def _coefficient_rows(
     pixels: Any, height: int, width: int, device: torch.device, max_bytes: int
 ) -> Tensor:
@@ -398,9 +373,10 @@ def pairwise_coefficients(
     rows = _coefficient_rows(pixels, height, width, device, max_bytes)
     chunk_size = _chunk_size(chunk_size, samples, 8 * 8 * (height * width + rows.numel()))
     bar = progress_bar(samples, progress, f"A {method_name(method)}")
-    chunks = _mask_chunks(
-        sampler, samples, height, width, alpha, lam, chunk_size, generator, device
-    )
+    chunks = draw_masks(
+        sampler, samples, height, width, alpha=alpha, lam=lam, chunk_size=chunk_size,
+        generator=generator, device=device,
+    )  # fmt: skip
     total, total_sq = _outer_product_sums(chunks, rows, height * width, weighting, bar)
     bar.close()
     return PairwiseCoefficients(
@@ -523,9 +499,10 @@ def distance_profile(
     grid = _FFTGrid.build(height, width, device)
     chunk_size = _chunk_size(chunk_size, samples, 16 * 6 * grid.fy * (grid.fx // 2 + 1))
     bar = progress_bar(samples, progress, f"profile {method_name(method)}")
-    chunks = _mask_chunks(
-        sampler, samples, height, width, alpha, lam, chunk_size, generator, device
-    )
+    chunks = draw_masks(
+        sampler, samples, height, width, alpha=alpha, lam=lam, chunk_size=chunk_size,
+        generator=generator, device=device,
+    )  # fmt: skip
     total, total_sq, rad_total, rad_total_sq = _profile_sums(chunks, grid, weighting, bar)
     bar.close()
     return DistanceProfile(
