@@ -297,6 +297,8 @@ def test_samplers_take_a_list_of_lambdas_and_name_bad_shapes():
 
 def test_registry_names_and_errors():
     assert masks.get("hmix").name == "hmix" and masks.HMix.name == "hmix"
+    with pytest.raises(ValueError, match="resizemix"):  # a mixing method, but no mask sampler
+        masks.get("resizemix")
     with pytest.raises(TypeError, match="sampler instance"):
         masks.get(masks.get("cutmix"), boundary="wrap")
     with pytest.raises(ValueError, match="already registered"):
