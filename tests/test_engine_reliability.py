@@ -163,3 +163,15 @@ def test_a_plan_can_be_saved_and_replayed(tmp_path):
         replayed = torch.load(tmp_path / "plan.pt", weights_only=False)
         assert torch.equal(mixer.apply(x, replayed), mixer.apply(x, plan))
         assert torch.equal(mixer.targets(y, replayed), mixer.targets(y, plan))
+
+
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem"])
+def test_sample_with_a_fixed_lambda_draws_everything_else(mode):
+    for method in ("mixup", "hmix", "gmix", "resizemix"):
+        mixer = Mixer(method, mode=mode, num_classes=3, generator=torch.Generator().manual_seed(0))
+        plan = mixer.sample(6, 12, 16, lam=0.65)
+        assert torch.all(plan.lam == 0.65)
+        if method in ("mixup", "hmix"):  # λ̄ = λ for these masks
+            torch.testing.assert_close(plan.lam_effective, torch.full((6,), 0.65))
+    with pytest.raises(ValueError, match="lam must lie in"):
+        Mixer("mixup").sample(4, 8, 8, lam=1.5)

@@ -262,12 +262,20 @@ class Mixer:
 
     # ---- sample -------------------------------------------------------------------------------
     def sample(
-        self, batch_size: int, height: int, width: int, *, device: torch.device | str | None = None
+        self,
+        batch_size: int,
+        height: int,
+        width: int,
+        *,
+        device: torch.device | str | None = None,
+        lam: float | None = None,
     ) -> MixPlan:
         """Draw partners, λ, method and applied flag per unit, and the masks, for a batch of
         ``batch_size`` images of ``height × width`` on ``device`` (default: the generator's).
 
-        A batch of one has no partner: its plan leaves the image unmixed.
+        ``lam`` fixes λ for every unit instead of drawing it from Beta(α, α) (figures, tests,
+        a sweep over λ); everything else is drawn as usual. A batch of one has no partner: its
+        plan leaves the image unmixed.
         """
         batch_size = check_positive_int("batch_size", batch_size)
         height = check_positive_int("height", height)
@@ -278,10 +286,11 @@ class Mixer:
                 "drop_last=True"
             )
         device = torch.device(device) if device is not None else self._rand_device()
+        fixed = None if lam is None else check_unit("lam", lam)
         with self._draw_lock:
             if self.mode == "batch" and self._all_masks:
-                return self._sample_batch(batch_size, height, width, device)
-            return self._sample_units(batch_size, height, width, device)
+                return self._sample_batch(batch_size, height, width, device, fixed)
+            return self._sample_units(batch_size, height, width, device, fixed)
 
     def _rand_device(self) -> torch.device:
         return self.generator.device if self.generator is not None else torch.device("cpu")
@@ -305,7 +314,9 @@ class Mixer:
             perm = partner
         return perm.to(device)
 
-    def _sample_batch(self, batch: int, height: int, width: int, device: torch.device) -> MixPlan:
+    def _sample_batch(
+        self, batch: int, height: int, width: int, device: torch.device, fixed: float | None
+    ) -> MixPlan:
         """``batch`` mode with mask methods: one λ, one mask, drawn as Python numbers."""
         g = self.generator
         applied, m = batch > 1, 0
@@ -320,7 +331,7 @@ class Mixer:
         lam = lam_eff = 1.0
         if applied:
             sampler: _masks.MaskSampler = self.methods[m]  # type: ignore[assignment]
-            lam = _masks.sample_lambda_one(self.alphas[m], g)
+            lam = _masks.sample_lambda_one(self.alphas[m], g) if fixed is None else fixed
             samples[m] = sample = sampler.sample_one(lam, height, width, device, g)
             lam_eff = float(sample.lam[0])
             if sampler.ignores_lam:
@@ -330,12 +341,14 @@ class Mixer:
             tuple(samples), tuple(self.method_names), self.label_weight,
         )  # fmt: skip
 
-    def _sample_units(self, batch: int, height: int, width: int, device: torch.device) -> MixPlan:
+    def _sample_units(
+        self, batch: int, height: int, width: int, device: torch.device, fixed: float | None
+    ) -> MixPlan:
         partner = self._draw_partner(batch, device)
         unit = self._unit_of_row(batch, partner)
         if batch > 1:
             n_units = {"batch": 1, "pair": batch // 2, "elem": batch}[self.mode]
-            lam, method, applied, samples = self._draw_units(n_units, height, width, device)
+            lam, method, applied, samples = self._draw_units(n_units, height, width, device, fixed)
         else:  # a single image has no partner: returned unmixed with its own target
             lam, method = torch.ones(1), torch.zeros(1, dtype=torch.long)
             applied, samples = torch.zeros(1, dtype=torch.bool), [None] * len(self.methods)
@@ -360,7 +373,7 @@ class Mixer:
         return torch.unique(first, return_inverse=True)[1]
 
     def _draw_units(
-        self, n: int, height: int, width: int, device: torch.device
+        self, n: int, height: int, width: int, device: torch.device, fixed: float | None = None
     ) -> tuple[Tensor, Tensor, Tensor, list[_masks.MaskSample | None]]:
         """λ, method index and applied flag per unit, and each mask method's samples."""
         g, dev = self.generator, self._rand_device()
@@ -372,7 +385,7 @@ class Mixer:
         else:
             method = torch.multinomial(self.weights.to(dev), n, replacement=True, generator=g)
         if len(self.methods) == 1 and self.prob == 1.0:
-            lam = _masks.sample_lambda(self.alphas[0], n, g, dev)
+            lam = self._lambdas(0, n, dev, fixed)
             only = self.methods[0]
             if not isinstance(only, _masks.MaskSampler):
                 return lam, method, applied, [None]
@@ -382,18 +395,24 @@ class Mixer:
             return lam, method, applied, [sample]
         lam = torch.ones(n, device=dev)
         samples: list[_masks.MaskSample | None] = []
-        for m, (obj, alpha) in enumerate(zip(self.methods, self.alphas, strict=True)):
+        for m, obj in enumerate(self.methods):
             sel = (method == m) & applied
             count = int(sel.sum())
             sample = None
             if count:
-                lam[sel] = _masks.sample_lambda(alpha, count, g, dev)
+                lam[sel] = self._lambdas(m, count, dev, fixed)
                 if isinstance(obj, _masks.MaskSampler):
                     sample = obj.sample(lam[sel], height, width, device, g)
                     if obj.ignores_lam:
                         lam[sel] = sample.lam.to(dev)
             samples.append(sample)
         return lam, method, applied, samples
+
+    def _lambdas(self, m: int, n: int, dev: torch.device, fixed: float | None) -> Tensor:
+        """``n`` λ of method ``m``: Beta(α_m, α_m) draws, or ``fixed`` for each."""
+        if fixed is not None:
+            return torch.full((n,), fixed, device=dev)
+        return _masks.sample_lambda(self.alphas[m], n, self.generator, dev)
 
     def _unit_lam_effective(
         self,

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from unimix import masks as _masks
 from unimix import registry
 
 __all__ = [
@@ -79,15 +78,15 @@ def _mix_one(
 ) -> tuple[Tensor, Tensor, float, bool]:
     """Mix ``x[0]`` with ``x[1]`` at ``lam``: the mixed image, its mask (derived from the pixels
     for image-dependent methods: the last item is then True) and the effective λ."""
-    params = {"r": r} if name == "hmix" else {}
-    method = registry.get(name, **params)
-    lam_t = torch.tensor([lam])
-    if isinstance(method, _masks.MaskSampler):
-        sample = method(lam_t, x.shape[-2], x.shape[-1], generator=g)
-        m = sample.masks[0]
-        return m * x[0] + (1 - m) * x[1], m[0], float(sample.lam[0]), False
-    mixed, lam_eff = method.mix(x[:1], x[1:], lam_t, generator=g, context={})
-    return mixed[0], source_mask(mixed[0], x[0], x[1]), float(lam_eff[0]), True
+    from unimix.mix import Mixer
+
+    mixer = Mixer(name, generator=g, **({"r": r} if name == "hmix" else {}))
+    plan = mixer.sample(2, x.shape[-2], x.shape[-1], lam=lam)  # row 0 mixed with row 1
+    mixed = mixer.apply(x[:2], plan)[0]
+    lam_eff = float(plan.lam_effective[0])
+    if plan.masks is not None:
+        return mixed, plan.masks[0, 0], lam_eff, False
+    return mixed, source_mask(mixed, x[0], x[1]), lam_eff, True
 
 
 def resolve_output(path: str | Path) -> Path:
