@@ -316,3 +316,22 @@ def test_state_digest_is_equal_exactly_for_equal_state_dicts():
     }
     for what, other in changes.items():
         assert state_digest(other) != state_digest(base), what
+
+
+def test_content_digest_sees_every_part_of_a_checkpoint():
+    """The checksum a checkpoint is verified with changes with any value inside it, lists and
+    tuples included (a damaged history row or RNG state must not pass)."""
+    from unimix.train import checkpoint
+
+    digest = getattr(checkpoint, "content_digest", None)
+    if digest is None:
+        pytest.skip("this unimix writes no checksum")
+    base = {"history": [{"loss": 1.0}, {"loss": 0.5}], "rng": (3, [1, 2]), "w": torch.ones(2)}
+    assert digest(base) == digest({**base, "w": torch.ones(2)})
+    for changed in (
+        {**base, "history": [{"loss": 1.0}, {"loss": 0.25}]},
+        {**base, "rng": (3, [1, 5])},
+        {**base, "w": torch.tensor([1.0, 2.0])},
+        {**base, "extra": None},
+    ):
+        assert digest(changed) != digest(base)
