@@ -66,12 +66,24 @@ def _blend_uint8(x: Tensor, partner: Tensor, w: Tensor | float, out: Tensor | No
     return target
 
 
-def select(x: Tensor, partner: Tensor, keep: Tensor, out: Tensor | None) -> Tensor:
-    """Binary masks: ``x`` where ``keep`` (bool, broadcastable), ``x[partner]`` elsewhere."""
-    mixed = torch.where(keep, x, x.index_select(0, partner))
-    if out is None:
-        return mixed.contiguous(memory_format=memory_format(x))
-    return out.copy_(mixed)
+def select(
+    x: Tensor, partner: Tensor, keep: Tensor, out: Tensor | None, workspace: Tensor | None = None
+) -> Tensor:
+    """Binary masks: ``x`` where ``keep`` (bool, broadcastable), ``x[partner]`` elsewhere.
+
+    The partners are gathered once (into ``workspace`` when mixing in place) and the selection
+    is written over them, or over ``x`` itself when ``out is x``: one pass, no fresh output.
+    """
+    if out is x:
+        gathered = x.index_select(0, partner) if workspace is None else workspace
+        if workspace is not None:
+            torch.index_select(x, 0, partner, out=workspace)
+        return torch.where(keep, x, gathered, out=x)
+    gathered = x.index_select(0, partner)
+    if not gathered.is_contiguous(memory_format=memory_format(x)):
+        gathered = gathered.contiguous(memory_format=memory_format(x))
+    mixed = torch.where(keep, x, gathered, out=gathered)
+    return mixed if out is None else out.copy_(mixed)
 
 
 def paste_box(

@@ -460,11 +460,18 @@ class Mixer:
                 f"images has shape {tuple(x.shape)} but the plan was drawn for batch_size="
                 f"{plan.batch_size}, height={plan.height}, width={plan.width}"
             )
-        if inplace and x.requires_grad and torch.is_grad_enabled():
-            raise ValueError(
-                "inplace=True cannot mix a tensor that requires grad; pass inplace=False "
-                "(or mix before the tensor enters the graph)"
-            )
+        _check_inplace(x, inplace)
+        return self._apply(x, plan, inplace, model, labels)
+
+    def _apply(
+        self,
+        x: Tensor,
+        plan: MixPlan,
+        inplace: bool,
+        model: nn.Module | None,
+        labels: Tensor | None,
+    ) -> Tensor:
+        """:meth:`apply` on checked arguments."""
         if torch.compiler.is_compiling() and not isinstance(plan.unit_method, Tensor):
             out, lam_eff = self._apply_traceable(x, plan, inplace)
         elif not isinstance(plan.unit_method, Tensor):
@@ -521,7 +528,8 @@ class Mixer:
             w = lam_eff if x.is_floating_point() else torch.tensor(lam_eff).view(1, 1, 1, 1)
             return self._blend(x, partner, w, out), lam_eff
         if sample.binary:
-            return select(x, partner, sample.masks.bool(), out), lam_eff
+            ws = self._workspace(x) if out is x else None
+            return select(x, partner, sample.masks.bool(), out, ws), lam_eff
         masks = weights if weights is not None else sample.masks.to(wdtype)
         return self._blend(x, partner, masks, out), lam_eff
 
@@ -576,7 +584,8 @@ class Mixer:
             w = _spread(lam_eff_u.to(wdtype).view(-1, 1, 1, 1), plan)
             out = self._blend(x, plan.partner, w, out)
         elif all(s.binary for _, s in present):
-            out = select(x, plan.partner, _spread(weights_u, plan).bool(), out)  # type: ignore[arg-type]
+            keep = _spread(weights_u, plan).bool()  # type: ignore[arg-type]
+            out = select(x, plan.partner, keep, out, self._workspace(x) if out is x else None)
         else:
             out = self._blend(x, plan.partner, _spread(weights_u, plan), out)  # type: ignore[arg-type]
         if exact_rows is not None:  # unmixed rows are copies, never arithmetic (NaN stays put)
@@ -712,7 +721,8 @@ class Mixer:
             plan = _sample_outside_graph(self, batch, height, width, x.device)
         else:
             plan = self.sample(batch, height, width, device=x.device)
-        out = self.apply(x, plan, inplace=inplace, model=model, labels=labels)
+        _check_inplace(x, inplace)
+        out = self._apply(x, plan, inplace, model, labels)
         targets = mix_targets(onehot, plan.partner, self._label_weight(plan))
         return (out, targets, plan) if return_info else (out, targets)
 
@@ -749,6 +759,14 @@ def _traceable_tensors(plan: MixPlan) -> tuple[Tensor, Tensor]:
     assert masks is not None
     lam_eff = torch.tensor([float(plan.unit_lam_effective)], device=masks.device)
     return masks, lam_eff
+
+
+def _check_inplace(x: Tensor, inplace: bool) -> None:
+    if inplace and x.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            "inplace=True cannot mix a tensor that requires grad; pass inplace=False "
+            "(or mix before the tensor enters the graph)"
+        )
 
 
 def _pasted_box(sample: _masks.MaskSample) -> tuple[int, int, int, int] | None:
