@@ -175,3 +175,47 @@ def test_sample_with_a_fixed_lambda_draws_everything_else(mode):
             torch.testing.assert_close(plan.lam_effective, torch.full((6,), 0.65))
     with pytest.raises(ValueError, match="lam must lie in"):
         Mixer("mixup").sample(4, 8, 8, lam=1.5)
+
+
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem"])
+def test_plan_records_its_mode_and_sizes(mode):
+    for methods in ("cutmix", ["mixup", "resizemix"]):
+        plan = Mixer(methods, mode=mode).sample(6, 7, 9)
+        assert (plan.mode, plan.batch_size, plan.height, plan.width) == (mode, 6, 7, 9)
+        assert plan.method_names == tuple([methods] if isinstance(methods, str) else methods)
+
+
+def test_a_copied_mixer_draws_on_its_own_generator():
+    import copy
+
+    mixer = Mixer("cutmix", mode="elem", generator=torch.Generator().manual_seed(0))
+    twin = copy.copy(mixer)
+    twin.generator = torch.Generator().manual_seed(0)
+    a, b = mixer.sample(8, 10, 10), twin.sample(8, 10, 10)
+    assert torch.equal(a.masks, b.masks)  # same seed, same draws
+    assert torch.equal(mixer.sample(8, 10, 10).lam, twin.sample(8, 10, 10).lam)
+    twin.generator.manual_seed(1)
+    assert not torch.equal(mixer.sample(8, 10, 10).masks, twin.sample(8, 10, 10).masks)
+
+
+def test_image_methods_receive_the_batch_rows_they_mix():
+    from unimix import MixMethod, registry
+
+    seen = {}
+
+    class Probe(MixMethod):
+        def mix(self, images, partners, lam, *, generator, context):
+            seen.update(rows=context["rows"].clone(), partner_rows=context["partner_rows"].clone())
+            return images, torch.ones_like(lam)
+
+    registry.register("probe_rows")(Probe)
+    try:
+        mixer = Mixer({"probe_rows": 1.0, "cutmix": 1.0}, mode="elem",
+                      generator=torch.Generator().manual_seed(3))  # fmt: skip
+        x = torch.rand(10, 1, 4, 4)
+        _, _, plan = mixer(x, torch.eye(10), return_info=True)
+        probe_rows = (plan.method == 0).nonzero().squeeze(1)
+        assert torch.equal(seen["rows"], probe_rows)
+        assert torch.equal(seen["partner_rows"], plan.partner[probe_rows])
+    finally:
+        registry.unregister("probe_rows")
