@@ -66,24 +66,35 @@ def _blend_uint8(x: Tensor, partner: Tensor, w: Tensor | float, out: Tensor | No
     return target
 
 
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
 def select(
     x: Tensor, partner: Tensor, keep: Tensor, out: Tensor | None, workspace: Tensor | None = None
 ) -> Tensor:
     """Binary masks: ``x`` where ``keep`` (bool, broadcastable), ``x[partner]`` elsewhere.
 
-    The partners are gathered once (into ``workspace`` when mixing in place) and the selection
-    is written over them, or over ``x`` itself when ``out is x``: one pass, no fresh output.
+    An exact bit copy, by ``g ^ ((x ^ g) & m)`` on the pixels' bits with ``m`` all ones where
+    ``keep``: no arithmetic, so a NaN or ±inf never reaches a pixel that does not come from it,
+    and several times faster than ``torch.where`` on CPU. The partners are gathered once (into
+    ``workspace`` when mixing in place) and the result is written over them, or over ``x`` when
+    ``out is x``.
     """
+    bits = _BITS[x.element_size()]
+    ones = keep.to(bits).neg_() if bits != torch.uint8 else keep.to(bits).mul_(255)
     if out is x:
         gathered = x.index_select(0, partner) if workspace is None else workspace
         if workspace is not None:
             torch.index_select(x, 0, partner, out=workspace)
-        return torch.where(keep, x, gathered, out=x)
+        g = gathered.view(bits)
+        x.view(bits).bitwise_xor_(g).bitwise_and_(ones).bitwise_xor_(g)
+        return x
     gathered = x.index_select(0, partner)
     if not gathered.is_contiguous(memory_format=memory_format(x)):
         gathered = gathered.contiguous(memory_format=memory_format(x))
-    mixed = torch.where(keep, x, gathered, out=gathered)
-    return mixed if out is None else out.copy_(mixed)
+    g = gathered.view(bits)
+    g.bitwise_xor_(torch.bitwise_xor(x.view(bits), g).bitwise_and_(ones))
+    return gathered if out is None else out.copy_(gathered)
 
 
 def paste_box(
