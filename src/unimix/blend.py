@@ -93,7 +93,11 @@ def select(
     if not gathered.is_contiguous(memory_format=memory_format(x)):
         gathered = gathered.contiguous(memory_format=memory_format(x))
     g = gathered.view(bits)
-    g.bitwise_xor_(torch.bitwise_xor(x.view(bits), g).bitwise_and_(ones))
+    if workspace is not None and workspace.stride() == gathered.stride():
+        scratch = torch.bitwise_xor(x.view(bits), g, out=workspace.view(bits))
+    else:
+        scratch = torch.bitwise_xor(x.view(bits), g)
+    g.bitwise_xor_(scratch.bitwise_and_(ones))
     return gathered if out is None else out.copy_(gathered)
 
 

@@ -72,7 +72,7 @@ class MaskSample:
             pixels instead of blending them.
     """
 
-    __slots__ = ("_masks", "_build", "lam", "boxes", "outside", "constant", "binary")
+    __slots__ = ("_masks", "_build", "_build_keep", "lam", "boxes", "outside", "constant", "binary")
 
     def __init__(
         self,
@@ -84,12 +84,13 @@ class MaskSample:
         binary: bool = False,
         *,
         build: Callable[[], Tensor] | None = None,
+        build_keep: Callable[[], Tensor] | None = None,
     ) -> None:
         if (masks is None) == (build is None):
             raise TypeError("MaskSample needs exactly one of masks and build")
         if lam is None:
             raise TypeError("MaskSample needs lam, the masks' effective ratios")
-        self._masks, self._build = masks, build
+        self._masks, self._build, self._build_keep = masks, build, build_keep
         self.lam, self.boxes, self.outside = lam, boxes, outside
         self.constant, self.binary = constant, binary
 
@@ -99,6 +100,13 @@ class MaskSample:
             assert self._build is not None
             self._masks, self._build = self._build(), None
         return self._masks
+
+    def keep(self) -> Tensor:
+        """``[N, 1, H, W]`` bool: where a binary mask keeps the first image (``M = 1``). Box
+        samplers make it without the float masks (the engine's exact pixel selection)."""
+        if self._build_keep is not None and self._masks is None:
+            return self._build_keep()
+        return self.masks.bool()
 
     def __getstate__(self) -> dict[str, object]:
         # lazily built masks are made now: a saved (or logged) sample holds its masks
@@ -110,6 +118,7 @@ class MaskSample:
         for key, value in state.items():
             object.__setattr__(self, key, value)
         object.__setattr__(self, "_build", None)
+        object.__setattr__(self, "_build_keep", None)
 
     def __repr__(self) -> str:
         shape = tuple(self._masks.shape) if self._masks is not None else "lazy"
@@ -366,6 +375,12 @@ def _outside_box(value: Tensor, factors: tuple[Tensor, Tensor]) -> Tensor:
     return torch.addcmul(value.expand(shape), in_y * value, in_x, value=-1)
 
 
+def _outside_keep(factors: tuple[Tensor, Tensor]) -> Tensor:
+    """``[N, 1, H, W]`` bool, True outside the box (where a CutMix mask is 1)."""
+    in_y, in_x = factors
+    return (in_y.bool() & in_x.bool()).logical_not_()
+
+
 def _one_box(
     area: float, height: int, width: int, generator: torch.Generator | None
 ) -> tuple[int, int, int, int]:
@@ -431,6 +446,7 @@ class CutMix(MaskSampler):
             outside=ones if boxes is not None else None,
             binary=True,
             build=lambda: _outside_box(ones, inbox()),
+            build_keep=lambda: _outside_keep(inbox()),
         )
 
     def sample_one(self, lam, height, width, device, generator):
@@ -474,6 +490,7 @@ class CutMixMinMax(MaskSampler):
             outside=torch.ones_like(eff),
             binary=True,
             build=lambda: _outside_box(torch.ones_like(eff), inbox()),
+            build_keep=lambda: _outside_keep(inbox()),
         )
 
 

@@ -528,8 +528,7 @@ class Mixer:
             w = lam_eff if x.is_floating_point() else torch.tensor(lam_eff).view(1, 1, 1, 1)
             return self._blend(x, partner, w, out), lam_eff
         if sample.binary:
-            ws = self._workspace(x) if out is x else None
-            return select(x, partner, sample.masks.bool(), out, ws), lam_eff
+            return select(x, partner, sample.keep(), out, self._workspace(x)), lam_eff
         masks = weights if weights is not None else sample.masks.to(wdtype)
         return self._blend(x, partner, masks, out), lam_eff
 
@@ -565,9 +564,19 @@ class Mixer:
         lam_eff_u = plan.unit_lam_effective.nan_to_num(1.0)  # type: ignore[union-attr]
         present = [(m, s) for m, s in enumerate(plan.samples) if s is not None]
         constant = all(s.constant for _, s in present)
-        weights_u = None if constant else _units_masks(plan, wdtype, lam_eff_u)
-        if wdtype not in (torch.float32, torch.float64):
+        binary = all(s.binary for _, s in present)
+        # one binary sample for every unit: selected by its bool masks, no float masks made
+        lazy_keep = (
+            not constant
+            and binary
+            and plan.mode != "batch"
+            and len(present) == 1
+            and present[0][1].lam.shape[0] == lam_eff_u.shape[0]
+        )
+        weights_u = None if constant or lazy_keep else _units_masks(plan, wdtype, lam_eff_u)
+        if wdtype not in (torch.float32, torch.float64) and not lazy_keep:
             # the label must weigh the mask actually applied: its values in the images' dtype
+            # (0/1 masks are exact in every dtype)
             if weights_u is None:
                 lam_eff_u = lam_eff_u.to(wdtype).float()
             else:
@@ -583,9 +592,9 @@ class Mixer:
         elif constant:
             w = _spread(lam_eff_u.to(wdtype).view(-1, 1, 1, 1), plan)
             out = self._blend(x, plan.partner, w, out)
-        elif all(s.binary for _, s in present):
-            keep = _spread(weights_u, plan).bool()  # type: ignore[arg-type]
-            out = select(x, plan.partner, keep, out, self._workspace(x) if out is x else None)
+        elif binary:
+            keep = _spread(_units_keep(plan, weights_u), plan)
+            out = select(x, plan.partner, keep, out, self._workspace(x))
         else:
             out = self._blend(x, plan.partner, _spread(weights_u, plan), out)  # type: ignore[arg-type]
         if exact_rows is not None:  # unmixed rows are copies, never arithmetic (NaN stays put)
@@ -782,6 +791,17 @@ def _spread(per_unit: Tensor, plan: MixPlan) -> Tensor:
     if plan.unit_of_row is None:
         return per_unit.expand(plan.batch_size, *per_unit.shape[1:])
     return per_unit if plan.mode == "elem" else per_unit.index_select(0, plan.unit_of_row)
+
+
+def _units_keep(plan: MixPlan, weights_u: Tensor | None) -> Tensor:
+    """Bool per-unit masks of binary samples: from the sampler when one sample covers every unit
+    (no float masks made), else from the float masks."""
+    present = [s for s in plan.samples if s is not None]
+    n_units = plan.unit_method.shape[0]  # type: ignore[union-attr]
+    if len(present) == 1 and present[0].lam.shape[0] == n_units and weights_u is None:
+        return present[0].keep()
+    assert weights_u is not None
+    return weights_u.bool()
 
 
 def _units_masks(plan: MixPlan, dtype: torch.dtype, lam_eff_u: Tensor) -> Tensor:
