@@ -219,3 +219,22 @@ def test_image_methods_receive_the_batch_rows_they_mix():
         assert torch.equal(seen["partner_rows"], plan.partner[probe_rows])
     finally:
         registry.unregister("probe_rows")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.uint8])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_bit_select_is_torch_where(dtype, inplace):
+    from unimix.blend import select
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(6, 3, 5, 7, generator=g) * 200).to(dtype)
+    if dtype.is_floating_point:
+        x[2, 0, 1, 1] = float("nan")
+        x[4, 1, 2, 3] = float("-inf")
+    partner = torch.randperm(6, generator=g)
+    keep = torch.rand(6, 1, 5, 7, generator=g) > 0.5
+    expected = torch.where(keep, x, x[partner])
+    xin = x.clone()
+    out = select(xin, partner, keep, xin if inplace else None, torch.empty_like(x))
+    assert (out is xin) == inplace
+    assert torch.equal(out.view(torch.uint8), expected.view(torch.uint8))  # bit for bit

@@ -527,7 +527,7 @@ class Mixer:
         if sample.constant:
             w = lam_eff if x.is_floating_point() else torch.tensor(lam_eff).view(1, 1, 1, 1)
             return self._blend(x, partner, w, out), lam_eff
-        if sample.binary:
+        if sample.binary and _select_exactly(x):
             return select(x, partner, sample.keep(), out, self._workspace(x)), lam_eff
         masks = weights if weights is not None else sample.masks.to(wdtype)
         return self._blend(x, partner, masks, out), lam_eff
@@ -564,11 +564,10 @@ class Mixer:
         lam_eff_u = plan.unit_lam_effective.nan_to_num(1.0)  # type: ignore[union-attr]
         present = [(m, s) for m, s in enumerate(plan.samples) if s is not None]
         constant = all(s.constant for _, s in present)
-        binary = all(s.binary for _, s in present)
+        exact = not constant and all(s.binary for _, s in present) and _select_exactly(x)
         # one binary sample for every unit: selected by its bool masks, no float masks made
         lazy_keep = (
-            not constant
-            and binary
+            exact
             and plan.mode != "batch"
             and len(present) == 1
             and present[0][1].lam.shape[0] == lam_eff_u.shape[0]
@@ -592,7 +591,7 @@ class Mixer:
         elif constant:
             w = _spread(lam_eff_u.to(wdtype).view(-1, 1, 1, 1), plan)
             out = self._blend(x, plan.partner, w, out)
-        elif binary:
+        elif exact:
             keep = _spread(_units_keep(plan, weights_u), plan)
             out = select(x, plan.partner, keep, out, self._workspace(x))
         else:
@@ -768,6 +767,19 @@ def _traceable_tensors(plan: MixPlan) -> tuple[Tensor, Tensor]:
     assert masks is not None
     lam_eff = torch.tensor([float(plan.unit_lam_effective)], device=masks.device)
     return masks, lam_eff
+
+
+def _select_exactly(x: Tensor) -> bool:
+    """Whether binary masks must select pixel bits rather than blend: ``lerp`` with weights 0/1 is
+    an exact copy of finite values, but ``0 · NaN`` is NaN. uint8 has no such values; on CPU one
+    reduction tells whether the batch has any (a sum is finite iff every value is, short of an
+    overflow, which only sends it to the exact path); on GPU the selection is always exact (no
+    host synchronisation)."""
+    if not x.is_floating_point():
+        return False
+    if x.device.type != "cpu":
+        return True
+    return not bool(torch.isfinite(x.sum()))
 
 
 def _check_inplace(x: Tensor, inplace: bool) -> None:
