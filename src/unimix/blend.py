@@ -1,8 +1,9 @@
 """Pixel kernels of the engine: blend a batch with its partner rows, paste a box, round to uint8.
 
-``x̃ = M ⊙ x + (1 − M) ⊙ x[partner]`` is computed as ``lerp(x[partner], x, M)``; a binary mask
-selects instead (``where``), so a pixel copied from one image never reads the other one — a NaN
-or ±inf in one image cannot reach a pixel that does not come from it.
+``x̃ = M ⊙ x + (1 − M) ⊙ x[partner]`` is computed as ``lerp(x[partner], x, M)``, which copies
+finite values exactly where ``M`` is 0 or 1. :func:`select` copies the pixels' bits instead, so a
+NaN or ±inf in one image cannot reach a pixel that does not come from it; the engine uses it for
+binary masks when a batch holds such values (and always on GPU).
 """
 
 from __future__ import annotations
