@@ -68,7 +68,7 @@ MODULES: dict[str, Module] = {
         ),
     ),
     "compat": Module(
-        "src/unimix/compat.py",
+        "src/unimix/timm_mixup.py",  # TimmMixup and mixup_target; unimix.compat re-exports them
         ("tests/test_compat.py", "tests/test_collate.py", "tests/test_gaps_compat.py"),
     ),
     "attacks": Module(

@@ -119,12 +119,12 @@ class _WorkerInfo:
 def _batches(collate, worker_seeds, monkeypatch):
     """Collate-and-mix the same samples as if in DataLoader workers with these seeds (in this
     process, so that what a worker does is observable here)."""
-    import unimix.compat as compat
+    import unimix.collate as collate_module  # where MixCollate looks its worker up
 
     samples = [(torch.full((1, 6, 6), float(k)), k % 2) for k in range(4)]
     out = []
     for seed in worker_seeds:
-        monkeypatch.setattr(compat, "get_worker_info", lambda s=seed: _WorkerInfo(s))
+        monkeypatch.setattr(collate_module, "get_worker_info", lambda s=seed: _WorkerInfo(s))
         out.append(collate(samples)[0])
     return out
 

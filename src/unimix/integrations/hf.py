@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import default_collate
 
-from unimix.compat import MixCollate
+from unimix.collate import MixCollate
 from unimix.integrations import require
 from unimix.mix import Mixer, soft_target_cross_entropy
 

@@ -29,8 +29,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import default_collate
 
-from unimix.compat import MixCollate, TimmMixup, mixup_target
+from unimix.collate import MixCollate
 from unimix.integrations import require
+from unimix.timm_mixup import TimmMixup, mixup_target
 
 _timm_mixup = require("timm.data.mixup", "vision")
 
