@@ -572,7 +572,9 @@ class Mixer:
             and len(present) == 1
             and present[0][1].lam.shape[0] == lam_eff_u.shape[0]
         )
-        weights_u = None if constant or lazy_keep else _units_masks(plan, wdtype, lam_eff_u)
+        weights_u = (
+            None if constant or lazy_keep else unit_masks(plan, wdtype, ones_for_images=True)
+        )
         if wdtype not in (torch.float32, torch.float64) and not lazy_keep:
             # the label must weigh the mask actually applied: its values in the images' dtype
             # (0/1 masks are exact in every dtype)
@@ -814,18 +816,3 @@ def _units_keep(plan: MixPlan, weights_u: Tensor | None) -> Tensor:
         return present[0].keep()
     assert weights_u is not None
     return weights_u.bool()
-
-
-def _units_masks(plan: MixPlan, dtype: torch.dtype, lam_eff_u: Tensor) -> Tensor:
-    """Per-unit masks for blending; units of image methods get ones (overwritten afterwards)."""
-    if not plan.needs_images:
-        masks = unit_masks(plan, dtype)
-        assert masks is not None
-        return masks
-    n_units = lam_eff_u.shape[0]
-    out = torch.ones(n_units, 1, plan.height, plan.width, device=plan.partner.device, dtype=dtype)
-    for m, sample in enumerate(plan.samples):
-        if sample is not None:
-            sel = ((plan.unit_method == m) & plan.unit_applied).nonzero().squeeze(1)  # type: ignore[operator]
-            out[sel] = sample.masks.to(dtype)
-    return out

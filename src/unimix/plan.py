@@ -132,10 +132,13 @@ class MixPlan:
         )
 
 
-def unit_masks(plan: MixPlan, dtype: torch.dtype) -> Tensor | None:
-    """``[U, 1, H, W]`` masks of the plan's units (ones where not mixed), in ``dtype``; ``None``
-    when a unit uses an image-dependent method. Made from the samples on each call."""
-    if plan.needs_images:
+def unit_masks(
+    plan: MixPlan, dtype: torch.dtype, *, ones_for_images: bool = False
+) -> Tensor | None:
+    """``[U, 1, H, W]`` masks of the plan's units (ones where not mixed), in ``dtype``. A unit of
+    an image-dependent method has no mask: ``None`` then, or ones with ``ones_for_images`` (the
+    engine blends those units with weight 1 and overwrites them). Made on each call."""
+    if plan.needs_images and not ones_for_images:
         return None
     device = plan.partner.device
     if not isinstance(plan.unit_method, Tensor):  # "batch" mode: a single unit
