@@ -4,6 +4,8 @@ of the mutation run): the settings it keeps, its defaults in use, ``cutmix_minma
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
@@ -32,6 +34,8 @@ SETTINGS = [
 def test_settings_are_kept_as_timm_keeps_them(kwargs):
     """Every attribute timm's Mixup sets from its arguments, TimmMixup has with the same value
     (code reads them, e.g. ``mixup_fn.mixup_alpha`` or ``mixup_fn.cutmix_minmax``)."""
+    if not set(kwargs) <= set(inspect.signature(timm_mixup.Mixup).parameters):
+        pytest.skip("this timm release lacks one of the settings (multi_label: timm >= 1.0.30)")
     ours, theirs = TimmMixup(**kwargs), timm_mixup.Mixup(**kwargs)
     for name, value in vars(theirs).items():
         assert getattr(ours, name) == value, name
