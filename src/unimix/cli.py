@@ -80,7 +80,13 @@ def build_parser(full: Iterable[str] | None = None) -> argparse.ArgumentParser:
                 raise
             sub.add_parser(name, help=f"(needs the '{missing.extra}' extra)")
             continue
-        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        cmd = sub.add_parser(
+            name,
+            help=module.HELP,
+            description=module.HELP,
+            epilog=getattr(module, "EPILOG", None),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         cmd.add_argument(
             "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
         )

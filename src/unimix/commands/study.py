@@ -11,6 +11,17 @@ HELP = (
     "none/mixup/cutmix/hmix/gmix, the recipe's regimes and seeds)"
 )
 
+EPILOG = """\
+scaling out (results.csv is the same whichever way the runs execute):
+  unimix study --out study                       every CPU core (or GPU) of this machine
+  unimix study --out study --workers 1           one run at a time, in this process
+  unimix study --out /shared/study --executor ray --ray-address HOST:6379
+                                                 each run a Ray task on an existing cluster
+  unimix study --out /shared/study --executor slurm --slurm-partition gpu \\
+      --gpus-per-run 1 --slurm-time 600          one SLURM job array (submitit); rerun the
+                                                 same command later to pick the study up
+"""
+
 
 def _eps(text: str) -> float:
     """An attack radius as a number or a fraction of 255 levels, e.g. ``0.03`` or ``8/255``."""
@@ -91,7 +102,59 @@ def _add_execution_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=None,
-        help="torch CPU threads during the study (default: the recipe's, else torch's)",
+        help="torch CPU threads of each run (default: the recipe's, else 1 for CPU runs)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="runs trained at once, each in its own process (default: one per CPU core for CPU "
+        "runs, one per visible GPU for CUDA runs); results do not depend on it",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=("local", "ray", "slurm"),
+        default="local",
+        help="where the runs execute: local worker processes (default), a Ray cluster "
+        "(pip install 'unimix[ray]') or a SLURM job array through submitit ('unimix[slurm]')",
+    )
+    parser.add_argument(
+        "--max-retries",
+        type=int,
+        default=2,
+        help="times a run whose worker, Ray worker or SLURM task died is started again, from its "
+        "last checkpoint (default 2)",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster to join (default: start a local one); --out must be on storage every "
+        "node sees",
+    )
+    parser.add_argument("--slurm-partition", default=None, help="SLURM partition of the job array")
+    parser.add_argument(
+        "--slurm-time",
+        type=int,
+        default=240,
+        help="SLURM time limit per run, minutes (default 240)",
+    )
+    parser.add_argument(
+        "--gpus-per-run", type=int, default=None, help="GPUs per SLURM task (default: none)"
+    )
+    parser.add_argument(
+        "--slurm-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other sbatch option for the job array (repeatable), e.g. --slurm-option "
+        "account=myproject --slurm-option qos=high",
+    )
+    parser.add_argument(
+        "--slurm-cluster",
+        choices=("slurm", "local", "debug"),
+        default=None,
+        help="submitit's executor: slurm (default); local runs the job array as local processes "
+        "through submitit (no cluster: to try the setup)",
     )
     parser.add_argument(
         "--set",
@@ -191,6 +254,27 @@ def pick_recipe(dataset: str | None, data_dir: str | None, device: str) -> tuple
 QUICK_OVERRIDES = ["epochs=3", "image_size=8", "model_kwargs.widths=[8, 16]", "tensorboard=false"]
 
 
+def _slurm_options(items: list[str]) -> dict[str, str]:
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--slurm-option needs KEY=VALUE, got {item!r}")
+        options[key.strip().removeprefix("--")] = value.strip()
+    return options
+
+
+def _check_executor_installed(executor: str) -> None:
+    """Ray and submitit are optional extras: a missing one is named before any work."""
+    import importlib.util
+
+    module, extra = {"ray": ("ray", "ray"), "slurm": ("submitit", "slurm")}.get(
+        executor, (None, "")
+    )
+    if module and importlib.util.find_spec(module) is None:
+        raise ValueError(f"--executor {executor} needs {module}: pip install 'unimix[{extra}]'")
+
+
 def run(args: argparse.Namespace) -> int:
     from unimix.errors import check_device, check_output_dir, removed_on_failure
     from unimix.study import StudyConfig, parse_grid, run_study
@@ -235,7 +319,17 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         fresh=args.fresh,
         threads=args.threads,
+        executor=args.executor,
+        workers=args.workers,
+        max_retries=args.max_retries,
+        ray_address=args.ray_address,
+        slurm_partition=args.slurm_partition,
+        slurm_time=args.slurm_time,
+        gpus_per_run=args.gpus_per_run,
+        slurm_options=_slurm_options(args.slurm_option),
+        slurm_cluster=args.slurm_cluster,
     )
+    _check_executor_installed(cfg.executor)
     check_device(args.device)  # before anything is created (unimix.errors)
     check_output_dir(cfg.out)
     if getattr(args, "check_data", False):

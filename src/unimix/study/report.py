@@ -850,6 +850,7 @@ def build_document(
     rows: Sequence[dict[str, Any]],
     *,
     same_start: dict[str, Any] | None = None,
+    retried: dict[str, int] | None = None,
     figures: Sequence[Figure] = (),
     theory: tuple[list[dict[str, Any]], dict[str, dict[str, tuple[float, float, float]]]]
     | None = None,
@@ -867,6 +868,8 @@ def build_document(
     doc = Document("unimix study: mixed sample data augmentation compared")
     doc.blocks += _best_block(best, sizes)
     doc.blocks += _verdict_blocks(claims, grid_lines, seeds, same_start)
+    if retried is not None:
+        doc.blocks.append(_retries_paragraph(retried))
     doc.blocks += _setup_blocks(cfg, runs, rows, seeds)
     doc.blocks += _summary_blocks(summary, metrics)
     if theory is not None:
@@ -921,6 +924,17 @@ def _verdict_blocks(
     if same_start is not None:
         blocks.append(_same_start_paragraph(same_start))
     return blocks
+
+
+def _retries_paragraph(retried: dict[str, int]) -> Paragraph:
+    if not retried:
+        return Paragraph("Execution: every run finished on its first start (no retries).")
+    names = ", ".join(f"{name} ({n}×)" for name, n in sorted(retried.items()))
+    return Paragraph(
+        f"Execution: {len(retried)} run(s) were started again after their worker died or the "
+        f"study was interrupted, {sum(retried.values())} retries in all, each resuming from its "
+        f"last checkpoint: {names}."
+    )
 
 
 def _same_start_paragraph(same_start: dict[str, Any]) -> Paragraph:
@@ -1076,6 +1090,7 @@ def write_report(
     rows: Sequence[dict[str, Any]],
     *,
     same_start: dict[str, Any] | None = None,
+    retried: dict[str, int] | None = None,
     theory: bool = True,
 ) -> Path:
     """Write summary.csv, claims.csv, report.md, report.html and the figures; return report.md."""
@@ -1098,7 +1113,13 @@ def write_report(
     figures = _figures(cfg, runs, out)
     theory_result = theory_vs_practice(cfg, runs, rows, summary) if theory else None
     doc, lines = build_document(
-        cfg, runs, rows, same_start=same_start, figures=figures, theory=theory_result
+        cfg,
+        runs,
+        rows,
+        same_start=same_start,
+        retried=retried,
+        figures=figures,
+        theory=theory_result,
     )
     write_claims(lines, out / "claims.csv")
     md_path = out / "report.md"

@@ -462,7 +462,9 @@ def _estimate_seconds(runs: Sequence[StudyRun], cfg: StudyConfig) -> float:
 # ---- evaluation --------------------------------------------------------------------------------
 
 
-def _evaluate(run: StudyRun, cfg: StudyConfig, train_s: float) -> None:
+def evaluate_run_of_study(run: StudyRun, cfg: StudyConfig, train_s: float) -> None:
+    """Evaluate a trained run as the study does: ``evaluation.json`` (error, attacks, occlusion)
+    and ``calibration.json`` (temperature fitted on the validation split, scaled test NLL/ECE)."""
     from unimix.evaluate import evaluate_run
     from unimix.evaluate.metrics import expected_calibration_error, fit_temperature, nll, topk_error
     from unimix.train import load_run
@@ -636,10 +638,8 @@ def _run_study(
     log: Callable[[str], None],
     after_run: Callable[[StudyRun], None] | None,
 ) -> Path:
-    from tqdm.auto import tqdm
-
+    from unimix.study.execute import execute_runs, retries
     from unimix.study.report import write_report
-    from unimix.train import train
 
     record = _record(cfg, runs)
     _prepare_directory(cfg, record)
@@ -653,50 +653,124 @@ def _run_study(
         f"({len(runs) - len(left)} already done) → {cfg.out}"
     )
     estimate = None
+    workers = _workers(cfg, runs, left)
     if left:
-        estimate = _estimate_seconds(runs, cfg)
-        log(
-            f"study: estimated time left {_hms(estimate)} (training and evaluation) on "
-            f"{_device_name(cfg.device)}"
-        )
+        parallel = min(workers, len(left)) if cfg.executor == "local" else 1
+        estimate = _estimate_seconds(runs, cfg) / parallel
+        on = _device_name(cfg.device) if parallel == 1 else f"{parallel} workers"
+        log(f"study: estimated time left {_hms(estimate)} (training and evaluation) on {on}")
     start = time.perf_counter()
-    bar = tqdm(
-        total=len(runs),
-        initial=len(runs) - len(left),
-        desc="study",
-        unit="run",
-        disable=not cfg.progress,
-        dynamic_ncols=True,
-    )
-    finished = len(runs) - len(left)
+    if left and (workers > 1 or cfg.executor != "local"):
+        log(f"study: {len(left)} runs on {_executor_name(cfg, workers)}")
+    progress = StudyProgress(runs, left, cfg, log)
     try:
-        for run in left:
-            bar.set_postfix_str(run.name)
-            log(f"study: {run.name} ({run.config.epochs} epochs) …")  # names the epoch lines below
-            t0 = time.perf_counter()
-            train(run.config, run.run_dir, resume=True, progress=cfg.progress)
-            _evaluate(run, cfg, time.perf_counter() - t0)
-            bar.update(1)
-            finished += 1
-            if not cfg.progress:
-                left_s = _estimate_seconds(runs, cfg) if finished < len(runs) else 0.0
-                log(f"study: {run.name} done ({finished}/{len(runs)}; about {_hms(left_s)} left)")
-            if after_run is not None:
-                after_run(run)
+        execute_runs(cfg, left, workers=workers, report=progress.event, after_run=after_run)
     except KeyboardInterrupt:
-        bar.close()
-        log("study: interrupted; run the same command again to continue (finished runs are kept)")
+        progress.close()
+        again = "finished runs are kept"
+        if cfg.executor == "slurm":
+            again = "the SLURM jobs keep running; the same command picks them up"
+        log(f"study: interrupted; run the same command again to continue ({again})")
         raise
     finally:
-        bar.close()
+        progress.close()
     write_results([_row(run, cfg) for run in runs], cfg.out / "results.csv")
     rows = read_results(cfg.out / "results.csv")  # the report shows exactly these numbers
     same_start = check_same_start(runs)
-    report = write_report(cfg, runs, rows, same_start=same_start)
+    report = write_report(cfg, runs, rows, same_start=same_start, retried=retries(runs))
     took = time.perf_counter() - start
     versus = f" (estimated {_hms(estimate)})" if estimate is not None else ""
     log(f"study: finished in {_hms(took)}{versus}; report: {report}")
     return report
+
+
+def _workers(cfg: StudyConfig, runs: Sequence[StudyRun], left: Sequence[StudyRun]) -> int:
+    """The number of local worker processes (``cfg.workers``, ``None``: one per core or GPU),
+    checked against the machine's free memory."""
+    from unimix.study.execute import check_workers_fit, default_workers
+
+    workers = cfg.workers if cfg.workers is not None else default_workers(cfg)
+    workers = max(1, min(workers, len(left) or 1)) if cfg.workers is None else workers
+    check_workers_fit(cfg, runs, workers)
+    return workers
+
+
+def _executor_name(cfg: StudyConfig, workers: int) -> str:
+    if cfg.executor == "ray":
+        return f"Ray ({cfg.ray_address or 'a local cluster'})"
+    if cfg.executor == "slurm":
+        return f"SLURM through submitit ({cfg.slurm_cluster or 'slurm'})"
+    threads = f", {cfg.threads} torch thread(s) each" if cfg.threads else ""
+    return f"{workers} local worker processes{threads}"
+
+
+class StudyProgress:
+    """One progress display for the runs of a study, whoever executes them: finished / running /
+    queued, the run of each worker and an ETA (a bar on a terminal; otherwise, and with
+    ``--no-progress``, one line per finished run)."""
+
+    def __init__(
+        self,
+        runs: Sequence[StudyRun],
+        left: Sequence[StudyRun],
+        cfg: StudyConfig,
+        log: Callable[[str], None],
+    ) -> None:
+        from tqdm.auto import tqdm
+
+        self.total, self.done = len(runs), len(runs) - len(left)
+        self.queued = len(left)
+        self.running: list[str] = []
+        self.retried = 0
+        self.log, self.cfg, self.start = log, cfg, time.perf_counter()
+        self.done_here = 0
+        self.bar = tqdm(
+            total=len(runs),
+            initial=self.done,
+            desc="study",
+            unit="run",
+            disable=not cfg.progress,
+            dynamic_ncols=True,
+        )
+
+    def _eta(self) -> str:
+        from unimix.study.execute import eta_text
+
+        if not self.done_here:
+            return "?"
+        elapsed = time.perf_counter() - self.start
+        return eta_text(elapsed / self.done_here * (self.total - self.done))
+
+    def _status(self) -> str:
+        queued = max(0, self.total - self.done - len(self.running))
+        return f"{self.done}/{self.total} finished, {len(self.running)} running, {queued} queued"
+
+    def event(self, kind: str, name: str) -> None:
+        """``start``/``queued``/``done``/``retry``/``failed`` of the run ``name``."""
+        if kind == "start":
+            self.running.append(name)
+            if not self.cfg.progress:
+                self.log(f"study: {name} ({self._status()}) …")
+        elif kind == "done":
+            if name in self.running:
+                self.running.remove(name)
+            self.done += 1
+            self.done_here += 1
+            self.bar.update(1)
+            if not self.cfg.progress:
+                self.log(f"study: {name} done ({self._status()}; about {self._eta()} left)")
+        elif kind in ("retry", "failed"):
+            if name in self.running:
+                self.running.remove(name)
+            self.retried += kind == "retry"
+            self.log(
+                f"study: {name} {'is started again (its worker died)' if kind == 'retry' else 'failed'}"
+            )
+        if self.cfg.progress:
+            self.bar.set_postfix_str(f"{self._status()}; " + " | ".join(self.running))
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _device_name(device: str) -> str:

@@ -100,6 +100,9 @@ class StudyConfig:
     ``grid`` maps a training key or method parameter to the values to sweep (every combination
     is trained for every method that takes the keys). ``attack_eps`` is the ε (pixel units) of
     the FGSM/PGD columns of ``results.csv``; ``eps_list`` the radii of the robustness curves.
+    ``executor``, ``workers``, ``max_retries``, ``ray_address`` and the ``slurm_*``/``gpus_per_run``
+    settings say where the runs execute (:mod:`unimix.study.execute`); they never change a result.
+    ``workers=None`` means one per CPU core (CPU runs) or per visible GPU (CUDA runs).
     ``threads`` is the number of CPU threads of torch during the study (``None``: the recipe's,
     else torch's default). ``seeds``, ``pgd_steps``, ``eps_list``, ``attack_images`` and
     ``threads`` left ``None`` take the recipe's
@@ -124,6 +127,16 @@ class StudyConfig:
     threads: int | None = None
     progress: bool = True
     fresh: bool = False
+    # How the runs execute (never part of the results: see unimix.study.execute).
+    executor: str = "local"
+    workers: int | None = 1
+    max_retries: int = 2
+    ray_address: str | None = None
+    slurm_partition: str | None = None
+    slurm_time: int = 240
+    gpus_per_run: int | None = None
+    slurm_options: dict[str, str] = field(default_factory=dict)
+    slurm_cluster: str | None = None
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -161,6 +174,29 @@ class StudyConfig:
             isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
         ):
             raise ValueError(f"threads must be a positive int, got {self.threads!r}")
+        if self.executor not in ("local", "ray", "slurm"):
+            raise ValueError(
+                f"executor must be local, ray or slurm, got {self.executor!r} (--executor)"
+            )
+        for name in ("workers", "slurm_time", "gpus_per_run"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or value < (name != "gpus_per_run")
+            ):
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{name} must be a positive int ({flag}), got {value!r}")
+        if (
+            isinstance(self.max_retries, bool)
+            or not isinstance(self.max_retries, int)
+            or (self.max_retries < 0)
+        ):
+            raise ValueError(f"max_retries must be an int >= 0, got {self.max_retries!r}")
+        if self.slurm_cluster not in (None, "slurm", "local", "debug"):
+            raise ValueError(
+                f"slurm_cluster must be slurm, local or debug, got {self.slurm_cluster!r}"
+            )
         if self.regimes is not None and not self.regimes:
             raise ValueError("regimes must name at least one regime, e.g. --regimes low")
         for key, values in self.grid.items():
@@ -180,6 +216,10 @@ class StudyConfig:
             self.attack_images = int(section["attack_images"])
         if self.threads is None and section.get("threads"):
             self.threads = int(section["threads"])
+        if self.threads is None and not self.device.startswith("cuda"):
+            self.threads = (
+                1  # one thread per run, on every executor: the same arithmetic everywhere
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The settings that decide the results (``out``, ``progress``, ``fresh`` excluded)."""
