@@ -1,0 +1,169 @@
+"""Study execution (unimix.study.execute): the same results.csv whoever runs the study — one
+process, local workers, Ray, submitit — and nothing lost when a worker is killed mid-run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from unimix.study import TIMING_COLUMNS, StudyConfig, run_study
+from unimix.study.execute import attempts_path, retries
+
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "epochs=12",
+    "image_size=8",
+    "model_kwargs.widths=[8, 16]",
+    "tensorboard=false",
+    "train_per_class=6",
+    "batch_size=10",
+]
+
+
+def tiny_study(out: Path, **kwargs) -> StudyConfig:
+    return StudyConfig(
+        out=out,
+        methods=["none", "mixup"],
+        seeds=2,
+        regimes=["low"],
+        overrides=list(TINY),
+        eps_list=[8 / 255],
+        pgd_steps=1,
+        attack_images=32,
+        progress=False,
+        **kwargs,
+    )
+
+
+def results(out: Path) -> list[dict[str, str]]:
+    with open(out / "results.csv", newline="") as fh:
+        return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in csv.DictReader(fh)]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> list[dict[str, str]]:
+    """The tiny study run one run at a time in this process."""
+    out = tmp_path_factory.mktemp("serial") / "study"
+    run_study(tiny_study(out, workers=1), log=lambda _: None)
+    return results(out)
+
+
+def kill_first_run_mid_training(out: Path, stop: threading.Event) -> list[int]:
+    """Watch the study folder; SIGKILL the process of the first run that has written its first
+    checkpoint (so that the retry must resume from it). Returns the killed pids."""
+    killed: list[int] = []
+    deadline = time.monotonic() + 120
+    while not stop.is_set() and time.monotonic() < deadline and not killed:
+        for attempts in sorted((out / "runs").glob("*/*.attempts")):
+            run_dir = attempts.with_suffix("")
+            lines = attempts.read_text().splitlines()
+            if len(lines) == 1 and (run_dir / "checkpoint.pt").exists():
+                if (run_dir / "evaluation.json").exists():
+                    continue  # finished already: too late for this one
+                pid = json.loads(lines[0])["pid"]
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
+                killed.append(pid)
+                break
+        time.sleep(0.002)
+    return killed
+
+
+def run_with_a_kill(cfg: StudyConfig) -> list[int]:
+    stop = threading.Event()
+    killed: list[int] = []
+    watcher = threading.Thread(
+        target=lambda: killed.extend(kill_first_run_mid_training(cfg.out, stop)), daemon=True
+    )
+    watcher.start()
+    try:
+        run_study(cfg, log=lambda _: None)
+    finally:
+        stop.set()
+        watcher.join()
+    return killed
+
+
+def test_two_local_workers_give_the_serial_results(tmp_path, reference):
+    out = tmp_path / "study"
+    run_study(tiny_study(out, workers=2), log=lambda _: None)
+    assert results(out) == reference
+    assert retries(_runs(out)) == {}
+
+
+def test_a_killed_local_worker_is_retried_from_its_checkpoint(tmp_path, reference):
+    out = tmp_path / "study"
+    killed = run_with_a_kill(tiny_study(out, workers=2, max_retries=2))
+    assert killed, "the test never caught a run mid-training"
+    assert results(out) == reference
+    assert sum(retries(_runs(out)).values()) >= 1
+    assert "started again after their worker died" in (out / "report.md").read_text()
+
+
+def test_retries_are_bounded(tmp_path):
+    cfg = tiny_study(tmp_path / "study", workers=2, max_retries=0)
+    with pytest.raises(RuntimeError, match="started 1 times and never finished"):
+        run_with_a_kill(cfg)
+
+
+def test_too_many_workers_for_the_memory_are_refused(tmp_path):
+    cfg = tiny_study(tmp_path / "study", workers=100_000)
+    with pytest.raises(ValueError, match=r"--workers 100000 needs about .* GiB"):
+        run_study(cfg, log=lambda _: None)
+    assert not (tmp_path / "study" / "runs").exists()
+
+
+def test_ray_executor_gives_the_same_results_and_retries_a_killed_worker(tmp_path, reference):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        out = tmp_path / "study"
+        run_study(tiny_study(out, executor="ray"), log=lambda _: None)
+        assert results(out) == reference
+        out2 = tmp_path / "study-killed"
+        killed = run_with_a_kill(tiny_study(out2, executor="ray", max_retries=2))
+        assert killed
+        assert results(out2) == reference
+        assert sum(retries(_runs(out2)).values()) >= 1
+    finally:
+        ray.shutdown()
+
+
+def test_submitit_local_executor_gives_the_same_results_and_resumes_a_killed_task(
+    tmp_path, reference
+):
+    pytest.importorskip("submitit")
+    out = tmp_path / "study"
+    run_study(tiny_study(out, executor="slurm", slurm_cluster="local"), log=lambda _: None)
+    assert results(out) == reference
+    assert (out / "slurm" / "jobs.json").is_file()
+    out2 = tmp_path / "study-killed"
+    killed = run_with_a_kill(tiny_study(out2, executor="slurm", slurm_cluster="local"))
+    assert killed
+    assert results(out2) == reference
+    assert sum(retries(_runs(out2)).values()) >= 1
+
+
+def test_attempts_live_beside_the_run_directory(tmp_path, reference):
+    out = tmp_path / "study"
+    run_study(tiny_study(out, workers=2), log=lambda _: None)
+    for run in _runs(out):
+        assert attempts_path(run).parent == run.run_dir.parent
+        assert len(attempts_path(run).read_text().splitlines()) == 1
+
+
+def _runs(out: Path):
+    from unimix.study import plan_runs
+
+    cfg = tiny_study(out)
+    return plan_runs(cfg)
