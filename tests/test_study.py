@@ -76,7 +76,7 @@ def test_study_end_to_end_writes_every_output_and_report_matches_results(tmp_pat
         assert (out / name).is_file(), name
     for fig in ("curves", "robustness", "reliability", "gallery", "profiles"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000, fig
-    for run in ("low/none-seed0", "low/hmix-seed0"):
+    for run in ("low/none-rep0", "low/hmix-rep0"):
         for name in ("config.yaml", "metrics.csv", "checkpoint.pt", "evaluation.json"):
             assert (out / "runs" / run / name).is_file(), (run, name)
 
@@ -87,7 +87,7 @@ def test_study_end_to_end_writes_every_output_and_report_matches_results(tmp_pat
         assert 0 <= r["top1_error"] <= 100 and 0 <= r["pgd_accuracy"] <= 100
         # attacks never help (on the attacked subset of the test set)
         ev = json.loads(
-            (out / "runs" / "low" / f"{r['method']}-seed0" / "evaluation.json").read_text()
+            (out / "runs" / "low" / f"{r['method']}-rep0" / "evaluation.json").read_text()
         )
         assert r["pgd_accuracy"] <= 100 - 100 * ev["top1_error"] + 1e-6
     assert rows[0]["mix_overhead_pct"] == 0.0
@@ -133,7 +133,7 @@ def test_interrupted_study_resumes_to_the_same_results(tmp_path):
     part = _config(tmp_path / "part", methods=("none", "mixup", "cutmix"))
     with pytest.raises(Stop):
         run_study(part, log=lambda s: None, after_run=stop_after_first)
-    assert (tmp_path / "part" / "runs" / "low" / "none-seed0" / "evaluation.json").exists()
+    assert (tmp_path / "part" / "runs" / "low" / "none-rep0" / "evaluation.json").exists()
     assert not (tmp_path / "part" / "results.csv").exists()
     logs = []
     run_study(part, log=logs.append)

@@ -46,7 +46,8 @@ def test_results_name_the_regime_and_sizes_and_a_rerun_with_other_settings_is_re
         assert r["nll_ts"] <= r["nll"] + 0.05  # fitted on validation, not on test: roughly
     claims = (out / "claims.csv").read_text().splitlines()
     assert (
-        claims[0] == "claim,regime,metric,method_a,method_b,mean_diff,ci_low,ci_high,seeds,verdict"
+        claims[0] == "claim,regime,metric,method_a,method_b,mean_diff,ci_low,ci_high,seeds,verdict,"
+        "p_value,p_adjusted,family"
     )
     assert any(",low,top1_error,mixup,none," in line for line in claims)
 

@@ -146,6 +146,9 @@ def test_claims_on_constructed_results_and_claims_csv_columns(tmp_path):
         "ci_high",
         "seeds",
         "verdict",
+        "p_value",
+        "p_adjusted",
+        "family",
     )
 
 

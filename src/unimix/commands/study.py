@@ -68,7 +68,18 @@ def _add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated methods (default: %(default)s); " + methods_help(),
     )
     parser.add_argument(
-        "--seeds", type=int, default=None, help="seeds per method (default: the recipe's, else 3)"
+        "--seeds",
+        type=int,
+        default=None,
+        help="replicates per method (default: the recipe's, else 3); each replicate redraws the "
+        "training/validation split and the initialisation, shared by every method",
+    )
+    parser.add_argument(
+        "--base-seed",
+        type=int,
+        default=0,
+        help="moves every replicate's draws (splits and initialisations) to an independent set "
+        "(default 0)",
     )
     parser.add_argument(
         "--regimes",
@@ -96,7 +107,11 @@ def _add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_execution_arguments(parser: argparse.ArgumentParser) -> None:
     """Where the study is written and runs, and overrides of the training keys."""
-    parser.add_argument("--out", default="study", help="output directory (default: ./study)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output directory (default: ./study, and ./study-quick with --quick)",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     parser.add_argument(
         "--threads",
@@ -304,8 +319,12 @@ def run(args: argparse.Namespace) -> int:
             from unimix.study.runner import first_regime
 
             regimes = first_regime(recipe)
+    if args.base_seed < 0:
+        raise ValueError(f"--base-seed must be >= 0, got {args.base_seed}")
     cfg = StudyConfig(
-        out=args.out,
+        out=args.out or ("study-quick" if args.quick else "study"),
+        base_seed=args.base_seed,
+        quick=bool(args.quick),
         methods=[m.strip() for m in args.methods.split(",") if m.strip()],
         seeds=seeds,
         recipe=recipe,

@@ -261,7 +261,6 @@ def _execute_local(
                 not_done = set(futures)
                 while not_done:
                     done, not_done = cf.wait(not_done, timeout=0.5, return_when=cf.FIRST_COMPLETED)
-                    _drain(events, report)
                     for fut in done:
                         run = futures[fut]
                         try:
@@ -273,6 +272,7 @@ def _execute_local(
                         report("done", run.name)
                         if after_run is not None:
                             after_run(run)
+                    _drain(events, report)
             finally:
                 pool.shutdown(wait=not broken, cancel_futures=True)
             _drain(events, report)

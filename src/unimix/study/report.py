@@ -19,7 +19,6 @@ import json
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +33,9 @@ from unimix.study.document import (
     to_markdown,
 )
 from unimix.study.stats import (
-    CANNOT_JUDGE,
-    HOLDS,
-    REVERSED,
-    UNRESOLVED,
-    Paired,
-    aggregate_verdict,
-    paired_difference,
-    seeds_to_resolve,
     spearman,
 )
-from unimix.study.types import CLAIM_COLUMNS, software_versions
+from unimix.study.types import software_versions
 from unimix.train.fileio import atomic_write_text
 
 __all__ = [
@@ -59,429 +50,25 @@ __all__ = [
     "write_report",
 ]
 
-#: (column, label, which way is better) of the summary tables.
-METRICS: tuple[tuple[str, str, str], ...] = (
-    ("top1_error", "top-1 error %", "low"),
-    ("top5_error", "top-5 error %", "low"),
-    ("nll", "NLL", "low"),
-    ("nll_ts", "NLL (T-scaled)", "low"),
-    ("ece", "ECE %", "low"),
-    ("ece_ts", "ECE % (T-scaled)", "low"),
-    ("temperature", "T", "none"),
-    ("fgsm_accuracy", "FGSM acc %", "high"),
-    ("pgd_accuracy", "PGD acc %", "high"),
-    ("occlusion_accuracy", "occlusion acc %", "high"),
-    ("time_per_epoch_s", "s / epoch", "low"),
-    ("images_per_s", "images/s", "high"),
-    ("mix_overhead_pct", "mixing % of step", "low"),
+from unimix.study.claims import (  # noqa: E402
+    DEFAULT_CONFIRMATORY,
+    METRICS,
+    VERDICT_MARK,
+    Claim,
+    ClaimLine,
+    all_pairs,
+    baseline_variant,
+    check_claims,
+    confidence_set_of_best,
+    fmt,
+    interactions,
+    paired_line,
+    setting_lines,
+    shown_metrics,
+    summarize,
+    without_duplicates,
+    write_claims,
 )
-_LABEL = {c: lab for c, lab, _ in METRICS}
-_BETTER = {c: b for c, _, b in METRICS}
-
-#: The paper's cost claim: mixing takes at most this share of a training step.
-OVERHEAD_LIMIT_PCT = 5.0
-#: Top-k columns are shown only when k is at most this fraction of the number of classes.
-TOPK_MARGIN = 0.25
-
-_MARK = {HOLDS: "✅", REVERSED: "❌", UNRESOLVED: "≈", CANNOT_JUDGE: "–", "not tested": "–"}
-
-
-def fmt(value: float | None, column: str = "") -> str:
-    """The one rounding used everywhere in the report."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if column in ("nll", "nll_ts", "temperature"):
-        return f"{value:.4f}" if column != "temperature" else f"{value:.3f}"
-    if column == "images_per_s":
-        return f"{value:.0f}"
-    return f"{value:.2f}"
-
-
-def shown_metrics(num_classes: int | None) -> list[tuple[str, str, str]]:
-    """The metric columns of the tables: top-5 only where 5 ≤ ``TOPK_MARGIN`` × classes."""
-    show_top5 = num_classes is None or 5 <= TOPK_MARGIN * num_classes
-    return [m for m in METRICS if m[0] != "top5_error" or show_top5]
-
-
-def _variant(row: dict[str, Any]) -> str:
-    return f"{row['method']}[{row['setting']}]" if row.get("setting") else row["method"]
-
-
-def _regimes(rows: Sequence[dict[str, Any]]) -> list[str]:
-    seen: list[str] = []
-    for r in rows:
-        if r.get("regime", "") not in seen:
-            seen.append(r.get("regime", ""))
-    return seen
-
-
-def summarize(rows: Sequence[dict[str, Any]], methods: Sequence[str]) -> list[dict[str, Any]]:
-    """Per regime and variant: number of seeds, and mean and sample standard deviation of every
-    metric (in the order of ``methods``)."""
-    out = []
-    for regime in _regimes(rows):
-        in_regime = [r for r in rows if r.get("regime", "") == regime]
-        variants: list[str] = []
-        for method in methods:
-            for r in in_regime:
-                if r["method"] == method and _variant(r) not in variants:
-                    variants.append(_variant(r))
-        for variant in variants:
-            sel = [r for r in in_regime if _variant(r) == variant]
-            entry: dict[str, Any] = {
-                "regime": regime,
-                "variant": variant,
-                "method": sel[0]["method"],
-                "setting": sel[0].get("setting", ""),
-                "n_seeds": len(sel),
-            }
-            for col, _, _ in METRICS:
-                values = [float(r[col]) for r in sel if col in r and not math.isnan(float(r[col]))]
-                entry[f"{col}_mean"] = statistics.fmean(values) if values else math.nan
-                entry[f"{col}_std"] = (
-                    statistics.stdev(values) if len(values) > 1 else 0.0 if values else math.nan
-                )
-            out.append(entry)
-    return out
-
-
-# ---- claims --------------------------------------------------------------------------------------
-
-
-@dataclass
-class ClaimLine:
-    """One paired comparison: ``method_a`` against ``method_b`` on ``metric`` in ``regime``."""
-
-    claim: str
-    regime: str
-    metric: str
-    method_a: str
-    method_b: str
-    paired: Paired
-    verdict: str
-
-    def row(self) -> dict[str, Any]:
-        p = self.paired
-        return {
-            "claim": self.claim,
-            "regime": self.regime,
-            "metric": self.metric,
-            "method_a": self.method_a,
-            "method_b": self.method_b,
-            "mean_diff": p.mean,
-            "ci_low": p.ci_low,
-            "ci_high": p.ci_high,
-            "seeds": p.n,
-            "verdict": self.verdict,
-        }
-
-    def text(self) -> str:
-        p = self.paired
-        vs = f" − {self.method_b}" if self.method_b else ""
-        ci = (
-            f" [{fmt(p.ci_low, self.metric)}, {fmt(p.ci_high, self.metric)}]"
-            if p.n > 1
-            else " (one seed: no interval)"
-        )
-        words = f"{self.regime}: {self.method_a}{vs}, {_LABEL.get(self.metric, self.metric)}: "
-        words += f"{'+' if p.mean >= 0 else ''}{fmt(p.mean, self.metric)}{ci}, {p.n} seeds → {self.verdict}"
-        if self.verdict == UNRESOLVED:
-            need = seeds_to_resolve(p.mean, p.sd)
-            words += (
-                f" (about {need} seeds would resolve it at this spread)"
-                if need
-                else " (a zero mean difference: no number of seeds would resolve it)"
-                if p.mean == 0
-                else " (more than 1000 seeds would be needed at this spread)"
-            )
-        return words
-
-
-@dataclass
-class Claim:
-    """One claim of the paper, its verdict on this study, and the lines that decide it."""
-
-    title: str
-    verdict: str
-    details: list[str]
-    lines: list[ClaimLine] = field(default_factory=list)
-    key: str = ""
-
-
-def aggregate(lines: Sequence[ClaimLine]) -> str:
-    """An "every …" claim's verdict from its lines (:func:`unimix.study.stats.aggregate_verdict`)."""
-    return aggregate_verdict([ln.verdict for ln in lines]) if lines else "not tested"
-
-
-def _per_seed(
-    rows: Sequence[dict[str, Any]], regime: str, variant: str, col: str
-) -> dict[int, float]:
-    return {
-        int(r["seed"]): float(r[col])
-        for r in rows
-        if r.get("regime", "") == regime and _variant(r) == variant and col in r
-    }
-
-
-def _line(
-    rows: Sequence[dict[str, Any]], claim: str, regime: str, col: str, a: str, b: str | float
-) -> ClaimLine | None:
-    """``a`` better than ``b`` (a variant, or a number for a one-sample claim) on ``col``."""
-    va = _per_seed(rows, regime, a, col)
-    if isinstance(b, str):
-        vb = _per_seed(rows, regime, b, col)
-        seeds = sorted(set(va) & set(vb))
-        name_b = b
-    else:
-        vb = dict.fromkeys(va, float(b))
-        seeds = sorted(va)
-        name_b = ""
-    seeds = [s for s in seeds if not (math.isnan(va[s]) or math.isnan(vb[s]))]
-    if not seeds:
-        return None
-    paired = paired_difference([va[s] for s in seeds], [vb[s] for s in seeds])
-    return ClaimLine(claim, regime, col, a, name_b, paired, paired.verdict(_BETTER.get(col, "low")))
-
-
-def _baseline(summary: Sequence[dict[str, Any]], regime: str, setting_base: str) -> str | None:
-    for s in summary:
-        if s["regime"] == regime and s["method"] == "none" and s["setting"] == setting_base:
-            return s["variant"]
-    return None
-
-
-#: The claims against no mixing: (key, title, metric columns).
-_VERSUS_NONE: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("msda_beats_none_error", "Every MSDA method beats no mixing on test error", ("top1_error",)),
-    (
-        "msda_beats_none_nll",
-        "Every MSDA method beats no mixing on test NLL after temperature scaling",
-        ("nll_ts",),
-    ),
-    (
-        "msda_beats_none_raw_nll",
-        "Every MSDA method beats no mixing on raw test NLL (no temperature scaling)",
-        ("nll",),
-    ),
-    (
-        "msda_robust",
-        "MSDA improves adversarial robustness over no mixing (FGSM and PGD accuracy)",
-        ("fgsm_accuracy", "pgd_accuracy"),
-    ),
-)
-
-
-def check_claims(
-    summary: Sequence[dict[str, Any]],
-    rows: Sequence[dict[str, Any]] | None = None,
-    base_settings: dict[str, str] | None = None,
-) -> list[Claim]:
-    """The paper's claims, each judged on paired per-seed differences in every regime.
-
-    ``rows`` are the per-seed results (``results.csv``); ``base_settings`` maps a variant to the
-    setting of the run without mixing it is paired with (default: the plain ``none``).
-    """
-    rows = list(rows or [])
-    base_settings = base_settings or {}
-    regimes = list(dict.fromkeys(s["regime"] for s in summary))
-    claims = [
-        _versus_none(summary, rows, regimes, base_settings, key, title, cols)
-        for key, title, cols in _VERSUS_NONE
-    ]
-    claims.append(_new_vs_best_earlier(summary, rows, regimes))
-    claims.append(_mixing_cost(summary, rows, regimes))
-    return claims
-
-
-def _versus_none(
-    summary: Sequence[dict[str, Any]],
-    rows: Sequence[dict[str, Any]],
-    regimes: Sequence[str],
-    base_settings: dict[str, str],
-    key: str,
-    title: str,
-    cols: Sequence[str],
-) -> Claim:
-    """Every mixing variant against its run without mixing, on each of ``cols``."""
-    lines: list[ClaimLine] = []
-    for regime in regimes:
-        for s in summary:
-            if s["regime"] != regime or s["method"] == "none":
-                continue
-            base = _baseline(summary, regime, base_settings.get(s["variant"], ""))
-            if base is None:
-                continue
-            for col in cols:
-                line = _line(rows, key, regime, col, s["variant"], base)
-                if line is not None:
-                    lines.append(line)
-    return _claim(key, title, lines, "needs `none` and a mixing method in --methods")
-
-
-def _new_vs_best_earlier(
-    summary: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], regimes: Sequence[str]
-) -> Claim:
-    """HMix and GMix against the better of Mixup and CutMix, within each regime and setting."""
-    lines = [
-        line
-        for regime in regimes
-        # compared within one setting (a grid over label_weight compares like with like)
-        for setting in dict.fromkeys(s["setting"] for s in summary if s["regime"] == regime)
-        for line in _new_vs_best_lines(summary, rows, regime, setting)
-    ]
-    return _claim(
-        "new_vs_best_earlier",
-        "HMix and GMix are at least as good as the better of Mixup and CutMix (test error)",
-        lines,
-        "needs hmix or gmix and mixup or cutmix in --methods",
-        note=(
-            "'At least as good' is refuted by a reversed line; an unresolved line is "
-            "consistent with it but does not prove it."
-        ),
-    )
-
-
-def _new_vs_best_lines(
-    summary: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], regime: str, setting: str
-) -> list[ClaimLine]:
-    sel = {s["method"]: s for s in summary if s["regime"] == regime and s["setting"] == setting}
-    prev = [m for m in ("mixup", "cutmix") if m in sel]
-    if not prev:
-        return []
-    best = min(prev, key=lambda m: sel[m]["top1_error_mean"])
-    lines = []
-    for m in ("hmix", "gmix"):
-        if m in sel:
-            line = _line(
-                rows,
-                "new_vs_best_earlier",
-                regime,
-                "top1_error",
-                sel[m]["variant"],
-                sel[best]["variant"],
-            )
-            if line is not None:
-                lines.append(line)
-    return lines
-
-
-def _mixing_cost(
-    summary: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], regimes: Sequence[str]
-) -> Claim:
-    """Every mixing variant's share of a training step against :data:`OVERHEAD_LIMIT_PCT`."""
-    lines = []
-    for regime in regimes:
-        for s in summary:
-            if s["regime"] == regime and s["method"] != "none":
-                line = _line(
-                    rows,
-                    "mixing_cost",
-                    regime,
-                    "mix_overhead_pct",
-                    s["variant"],
-                    OVERHEAD_LIMIT_PCT,
-                )
-                if line is not None:
-                    lines.append(line)
-    return _claim(
-        "mixing_cost",
-        f"Mixing costs next to nothing (under {OVERHEAD_LIMIT_PCT:g}% of a training step)",
-        lines,
-        "needs at least one mixing method",
-        note=(
-            "Judged on the mixing share of a training step, timed inside each step, which is "
-            "robust to machine load, unlike seconds per epoch; mean_diff is the share minus "
-            f"{OVERHEAD_LIMIT_PCT:g} points."
-        ),
-    )
-
-
-def _claim(key: str, title: str, lines: list[ClaimLine], missing: str, note: str = "") -> Claim:
-    verdict = aggregate(lines)
-    if not lines:
-        return Claim(title, "not tested", [missing], [], key)
-    details = [ln.text() for ln in lines]
-    held = [f"{ln.regime}/{ln.method_a}/{ln.metric}" for ln in lines if ln.verdict == HOLDS]
-    against = [f"{ln.regime}/{ln.method_a}/{ln.metric}" for ln in lines if ln.verdict == REVERSED]
-    summary = f"{len(held)} of {len(lines)} lines hold"
-    if against:
-        summary += f"; reversed: {', '.join(against)}"
-    if note:
-        summary += f". {note}"
-    return Claim(title, verdict, [summary, *details], lines, key)
-
-
-def setting_lines(
-    rows: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]]
-) -> list[ClaimLine]:
-    """Grid comparisons: per regime and method, each setting against the method's first setting
-    (top-1 error and T-scaled NLL), for settings that differ in one key."""
-    out = []
-    for regime in dict.fromkeys(s["regime"] for s in summary):
-        by_method: dict[str, list[dict[str, Any]]] = {}
-        for s in summary:
-            if s["regime"] == regime and s["setting"]:
-                by_method.setdefault(s["method"], []).append(s)
-        for entries in by_method.values():
-            first = entries[0]
-            base_parts = dict(p.split("=", 1) for p in first["setting"].split(","))
-            for other in entries[1:]:
-                parts = dict(p.split("=", 1) for p in other["setting"].split(","))
-                changed = [k for k in parts if parts[k] != base_parts.get(k)]
-                if len(changed) != 1:
-                    continue
-                for col in ("top1_error", "nll_ts"):
-                    line = _line(
-                        rows,
-                        f"setting:{changed[0]}",
-                        regime,
-                        col,
-                        other["variant"],
-                        first["variant"],
-                    )
-                    if line is not None:
-                        out.append(line)
-    return out
-
-
-def best_per_regime(
-    rows: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]]
-) -> list[tuple[dict[str, Any], dict[str, Any] | None, ClaimLine | None]]:
-    """Per regime: the variant with the lowest mean test error, the runner-up, and the paired
-    comparison of the two (the lead's confidence interval)."""
-    out = []
-    for regime in dict.fromkeys(s["regime"] for s in summary):
-        sel = sorted(
-            (s for s in summary if s["regime"] == regime), key=lambda s: s["top1_error_mean"]
-        )
-        if not sel:
-            continue
-        best = sel[0]
-        runner = sel[1] if len(sel) > 1 else None
-        line = (
-            _line(
-                rows, "best_vs_runner_up", regime, "top1_error", best["variant"], runner["variant"]
-            )
-            if runner
-            else None
-        )
-        out.append((best, runner, line))
-    return out
-
-
-def write_claims(lines: Sequence[ClaimLine], path: Path) -> None:
-    """``claims.csv`` with exactly :data:`~unimix.study.types.CLAIM_COLUMNS`."""
-    import csv
-    import io
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(CLAIM_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    for ln in lines:
-        row = ln.row()
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write_text(path, buf.getvalue())
-
 
 # ---- theory next to practice -------------------------------------------------------------------
 
@@ -525,8 +112,8 @@ def theory_vs_practice(
             run = next(r for r in runs if r.regime == regime and r.variant == s["variant"])
             entry: dict[str, Any] = {"regime": regime, "method": s["variant"]}
             entry.update(_strengths(regime, s, run.config, spec.image_size, model, data))
-            none_variant = _baseline(summary, regime, run.base_setting) or "none"
-            line = _line(rows, "gain", regime, "top1_error", none_variant, s["variant"])
+            none_variant = baseline_variant(summary, regime, run.base_setting) or "none"
+            line = paired_line(rows, "gain", regime, "top1_error", none_variant, s["variant"])
             entry["gain"] = line.paired.mean if line else math.nan  # none − method: + is a gain
             entry["gain_low"] = line.paired.ci_low if line else math.nan
             entry["gain_high"] = line.paired.ci_high if line else math.nan
@@ -791,46 +378,28 @@ def _results_table(
     return Table(header, body)
 
 
-def _best_block(
-    best: Sequence[tuple[dict[str, Any], dict[str, Any] | None, ClaimLine | None]],
-    sizes: dict[str, tuple[int, int]],
-) -> list[Any]:
+def _best_block(best: Sequence[dict[str, Any]], sizes: dict[str, tuple[int, int]]) -> list[Any]:
     header = [
         "regime",
         "train / test images",
-        "best (top-1 error %)",
-        "runner-up",
-        "lead over runner-up [95% CI]",
-        "in words",
+        "chosen on validation (val / test error %)",
+        "cannot be told from it on test (confidence set)",
+        "shown worse on test",
     ]
     body = []
-    for b, runner, line in best:
-        tr, te = sizes.get(b["regime"], (0, 0))
-        if line is None:
-            lead, words = "–", "only one variant"
-        elif line.verdict == HOLDS:
-            lead = (
-                f"{fmt(line.paired.mean)} [{fmt(line.paired.ci_low)}, {fmt(line.paired.ci_high)}]"
-            )
-            words = f"{b['variant']} leads beyond the seed noise"
-        elif line.verdict == CANNOT_JUDGE:
-            lead, words = f"{fmt(line.paired.mean)}", "one seed: cannot be judged"
-        else:
-            lead = (
-                f"{fmt(line.paired.mean)} [{fmt(line.paired.ci_low)}, {fmt(line.paired.ci_high)}]"
-            )
-            words = (
-                f"nothing leads beyond the noise: {b['variant']} and {runner['variant'] if runner else ''} "
-                "are not separated by these seeds"
-            )
+    for entry in best:
+        b = entry["best"]
+        tr, te = sizes.get(entry["regime"], (0, 0))
+        worse = ", ".join(
+            f"{v} (+{fmt(ln.paired.mean)}, p = {q:.2g})" for v, ln, q in entry["excluded"]
+        )
         body.append(
             [
-                b["regime"],
+                entry["regime"],
                 f"{tr} / {te}",
-                f"{b['variant']} ({fmt(b['top1_error_mean'])})",
-                f"{runner['variant']} ({fmt(runner['top1_error_mean'])})" if runner else "–",
-                lead,
-                words,
+                f"{b['variant']} ({fmt(b['val_error_mean'])} / {fmt(b['top1_error_mean'])})",
+                ", ".join(entry["members"]),
+                worse or "–",
             ]
         )
     return [
@@ -838,8 +407,11 @@ def _best_block(
         Table(
             header,
             body,
-            note="Lowest mean test error; the lead is the paired per-seed difference of top-1 "
-            "error (best − runner-up, negative = best is lower) with its 95 % t-interval.",
+            note="The best variant is chosen on mean validation error, so the test set plays no "
+            "part in the choice. The confidence set is a multiple comparison with that best: "
+            "each other variant is tested one-sidedly for a higher paired test error than the "
+            "best, Holm-adjusted over the comparisons; those not shown worse at α = 5 % cannot "
+            "be told from the best and stay in the set.",
         ),
     ]
 
@@ -858,16 +430,48 @@ def build_document(
     """The report as a document, and every claim line (for ``claims.csv``)."""
     summary = summarize(rows, cfg.methods)
     base_settings = {r.variant: r.base_setting for r in runs}
-    claims = check_claims(summary, rows, base_settings)
     grid_lines = setting_lines(rows, summary)
-    best = best_per_regime(rows, summary)
+    taken = list(grid_lines)
+    claims = check_claims(summary, rows, base_settings)  # the lines the paired claims draw
+    taken += [ln for c in claims for ln in c.lines]
+    pairs = without_duplicates(all_pairs(summary, rows), taken)
+    inter = interactions(summary, rows, base_settings)
+    extra = grid_lines + pairs + inter
+    confirmatory = getattr(cfg, "confirmatory", None) or DEFAULT_CONFIRMATORY
+    claims = check_claims(
+        summary,
+        rows,
+        base_settings,
+        confirmatory=confirmatory,
+        predicted=getattr(cfg, "predicted", None),
+        extra_lines=extra,
+    )
+    lines = [ln for c in claims for ln in c.lines] + extra
+    best = confidence_set_of_best(summary, rows)
     metrics = shown_metrics(_num_classes(runs))
     sizes = {r["regime"]: (int(r["train_size"]), int(r["test_size"])) for r in rows}
     seeds = max((s["n_seeds"] for s in summary), default=0)
+    sequential = bool(getattr(cfg, "sequential", False))
+    if sequential:
+        for ln in lines:
+            ln.family = "exploratory"
+            ln.note = (ln.note + "; " if ln.note else "") + "sequential: replicates were added"
 
     doc = Document("unimix study: mixed sample data augmentation compared")
-    doc.blocks += _best_block(best, sizes)
+    if getattr(cfg, "quick", False):
+        doc.blocks.append(
+            Paragraph(
+                "**SMOKE RUN (--quick): 3 epochs on 8×8 images, 2 replicates. These numbers "
+                "mean nothing; they only show that every part of the study runs.**"
+            )
+        )
+    doc.blocks.append(_testing_sentence(lines, sequential))
+    if not getattr(cfg, "quick", False):
+        doc.blocks += _best_block(best, sizes)
     doc.blocks += _verdict_blocks(claims, grid_lines, seeds, same_start)
+    if pairs or inter:
+        doc.blocks += _exploratory_blocks(pairs, inter)
+    doc.blocks.append(_temperature_paragraph(rows))
     if retried is not None:
         doc.blocks.append(_retries_paragraph(retried))
     doc.blocks += _setup_blocks(cfg, runs, rows, seeds)
@@ -882,9 +486,59 @@ def build_document(
         Heading("Software"),
         Bullets([(f"{k}: {v}", []) for k, v in software_versions().items()]),
     ]
-    lines = [ln for c in claims for ln in c.lines] + grid_lines
-    lines += [ln for _, _, ln in best if ln is not None]
     return doc, lines
+
+
+def _testing_sentence(lines: Sequence[ClaimLine], sequential: bool) -> Paragraph:
+    conf = sum(ln.family == "confirmatory" for ln in lines)
+    expl = len(lines) - conf
+    text = (
+        f"**{len(lines)} comparisons were tested: {conf} confirmatory (declared in the recipe "
+        f"before the runs, Holm-corrected together: family-wise error ≤ 5 %) and {expl} "
+        "exploratory (Benjamini–Hochberg: false discovery rate ≤ 5 %); every verdict is decided "
+        "on its adjusted p-value, and the interval beside it is the one that agrees with it.**"
+    )
+    if sequential:
+        text += (
+            " **Replicates were added to this study after it had finished (see config.yaml): "
+            "every verdict is sequential and counts as exploratory.**"
+        )
+    return Paragraph(text)
+
+
+def _exploratory_blocks(pairs: Sequence[ClaimLine], inter: Sequence[ClaimLine]) -> list[Any]:
+    blocks: list[Any] = []
+    if pairs:
+        blocks += [
+            Heading("All pairs (exploratory)"),
+            Bullets([(ln.text(), []) for ln in pairs]),
+        ]
+    if inter:
+        blocks += [
+            Heading("Regime × method interactions (exploratory)"),
+            Paragraph(
+                "The difference between two regimes of a method's paired difference to no "
+                "mixing (test error), with Welch's interval: negative means the method gains "
+                "more over no mixing in the first regime."
+            ),
+            Bullets([(ln.text(), []) for ln in inter]),
+        ]
+    return blocks
+
+
+def _temperature_paragraph(rows: Sequence[dict[str, Any]]) -> Paragraph:
+    at_bound = [r for r in rows if int(r.get("temperature_at_bound", 0) or 0)]
+    text = (
+        "Temperature scaling: T is fitted on the validation split within [0.5, 5]; "
+        f"{len(at_bound)} of {len(rows)} runs ended at a bound"
+    )
+    if at_bound:
+        text += (
+            " (a validation split the model classifies almost perfectly says little about "
+            "calibration): the T-scaled NLL/ECE claims rest partly on these runs — read them "
+            "with care"
+        )
+    return Paragraph(text + ".")
 
 
 def _verdict_blocks(
@@ -904,7 +558,10 @@ def _verdict_blocks(
         )
     blocks.append(
         Bullets(
-            [(f"{_MARK.get(c.verdict, '')} **{c.title}**: {c.verdict}.", c.details) for c in claims]
+            [
+                (f"{VERDICT_MARK.get(c.verdict, '')} **{c.title}**: {c.verdict}.", c.details)
+                for c in claims
+            ]
         )
     )
     if grid_lines:
@@ -914,11 +571,16 @@ def _verdict_blocks(
         ]
     blocks.append(
         Paragraph(
-            "Each line is a paired comparison over seeds: the mean of the per-seed differences "
-            "(a − b) with its 95 % Student-t interval; **holds** when the interval lies wholly on the "
-            "better side of 0, **reversed** when wholly on the worse side, **unresolved** otherwise. "
-            "An 'every method' claim holds only when every line holds and is reversed by any "
-            "reversed line."
+            "Each line is a paired comparison over replicates (each its own training split and "
+            "initialisation, shared by every method): the mean of the per-replicate differences "
+            "(a − b), a two-sided paired t-test, and its p-value adjusted in its family; "
+            "**holds** when the adjusted p-value is below 5 % on the predicted side, "
+            "**reversed** when below 5 % on the other side, **unresolved** otherwise. The "
+            "interval shown is the t-interval at confidence 1 − 0.05·p/p_adjusted, which "
+            "excludes 0 exactly when the line is decided. An 'every method' claim holds when "
+            "every corrected line holds and is reversed by a corrected reversed line; with the "
+            "lines corrected together, it reverses on chance with probability at most 5 %. "
+            "An unresolved line gives its minimum detectable effect at 80 % power."
         )
     )
     if same_start is not None:

@@ -1,6 +1,6 @@
 """Run the study: train and evaluate every regime × method × setting × seed on the same budget.
 
-Each run lives in ``OUT/runs/<regime>/<method>[-<setting>]-seed<k>/`` (the trainer's run
+Each run lives in ``OUT/runs/<regime>/<method>[-<setting>]-rep<k>/`` (the trainer's run
 directory, plus ``evaluation.json`` as ``unimix evaluate`` writes it and ``calibration.json``,
 the temperature fitted on the validation split and the test NLL/ECE after scaling). A finished
 run is skipped, an interrupted one resumed, so a study can be stopped and started again at any
@@ -49,6 +49,7 @@ from unimix.study.types import (
     TIMING_COLUMNS,
     StudyConfig,
     StudyRun,
+    replicate_seeds,
     software_versions,
 )
 from unimix.train.fileio import atomic_write_text
@@ -70,6 +71,12 @@ __all__ = [
 
 #: Keys of a study's recorded configuration whose change alters every evaluation.
 _EVAL_KEYS = ("eps_list", "attack_eps", "pgd_steps", "occlusion_size", "attack_images")
+#: The study's temperature search interval. On a small validation split that the model classifies
+#: (almost) perfectly the NLL keeps falling as T → 0, so an unbounded fit runs away and the
+#: "T-scaled" test NLL explodes; the fit is confined to [0.5, 5] (a factor 2 sharper to 5 softer
+#: than the raw model) and a run whose T lands on either end is flagged (``temperature_at_bound``)
+#: and counted in the report.
+T_BOUNDS = (0.5, 5.0)
 #: Name of the single regime of a recipe without a ``study:`` section.
 DEFAULT_REGIME = "full"
 
@@ -204,7 +211,8 @@ def plan_runs(cfg: StudyConfig) -> list[StudyRun]:
     runs = []
     for regime, keys in _regimes(cfg, section).items():
         data = apply_overrides(base, keys)
-        for seed in range(seeds):
+        for replicate in range(seeds):
+            split_seed, seed = replicate_seeds(cfg.base_seed, replicate)
             for method in cfg.methods:
                 for label, grid_overrides, base_label in _settings(method, cfg.grid):
                     overrides = [
@@ -212,13 +220,26 @@ def plan_runs(cfg: StudyConfig) -> list[StudyRun]:
                         *grid_overrides,
                         f"methods={method}",
                         f"seed={seed}",
+                        f"split_seed={split_seed}",
                     ]
                     if cfg.device != "auto":
                         overrides.append(f"device={cfg.device}")
                     config = TrainConfig.from_dict(apply_overrides(data, overrides))
                     setting = f"-{_dirname(label)}" if label else ""
-                    run_dir = cfg.out / "runs" / regime / f"{method}{setting}-seed{seed}"
-                    runs.append(StudyRun(method, seed, config, run_dir, regime, label, base_label))
+                    run_dir = cfg.out / "runs" / regime / f"{method}{setting}-rep{replicate}"
+                    runs.append(
+                        StudyRun(
+                            method,
+                            seed,
+                            config,
+                            run_dir,
+                            regime,
+                            label,
+                            base_label,
+                            replicate=replicate,
+                            split_seed=split_seed,
+                        )
+                    )
     return runs
 
 
@@ -273,6 +294,10 @@ def _prepare_directory(cfg: StudyConfig, record: dict[str, Any]) -> None:
             old = yaml.safe_load(config_path.read_text())
         except yaml.YAMLError:
             old = None
+    if isinstance(old, dict) and (old.get("study") or {}).get("quick") and not cfg.quick:
+        _clear_study(out)  # a smoke run never blocks the real study: it is replaced
+        print(f"unimix study: replacing the --quick smoke run in {str(out)!r} with a full study")
+        return
     if not isinstance(old, dict) or "study" not in old:
         raise ValueError(
             f"{str(out)!r} is not empty and is not a unimix study directory; choose another --out "
@@ -284,23 +309,56 @@ def _prepare_directory(cfg: StudyConfig, record: dict[str, Any]) -> None:
     if not diffs and not cfg.fresh:
         return
     if cfg.fresh:
-        for name in ("runs", "figures"):
-            shutil.rmtree(out / name, ignore_errors=True)
-        for name in (
-            "results.csv",
-            "summary.csv",
-            "claims.csv",
-            "report.md",
-            "report.html",
-            "config.yaml",
-        ):
-            (out / name).unlink(missing_ok=True)
+        _clear_study(out)
         return
     raise ValueError(
         f"the study in {str(out)!r} was run with other settings: {'; '.join(diffs)}. Its runs "
         "would mix two configurations: rerun with --fresh to start afresh (deletes its runs), "
         "or choose another --out"
     )
+
+
+def _clear_study(out: Path) -> None:
+    """Delete what a study wrote in ``out`` (and nothing else)."""
+    for name in ("runs", "figures", "slurm"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in (
+        "results.csv",
+        "summary.csv",
+        "claims.csv",
+        "report.md",
+        "report.html",
+        "config.yaml",
+    ):
+        (out / name).unlink(missing_ok=True)
+
+
+def _added_replicates(cfg: StudyConfig, runs: Sequence[StudyRun]) -> list[dict[str, Any]]:
+    """The record of replicates added to a finished study: the old list from ``config.yaml``,
+    plus this call's addition when the study had a results.csv and this call has more
+    replicates than it had."""
+    import yaml
+
+    path = cfg.out / "config.yaml"
+    if not path.is_file():
+        return []
+    try:
+        old = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        return []
+    history = list(old.get("replicates_added") or [])
+    before: dict[str, set[str]] = {}
+    for name in old.get("runs") or {}:
+        before.setdefault(name.split("/")[0], set()).add(name.rsplit("-rep", 1)[-1])
+    now: dict[str, set[str]] = {}
+    for r in runs:
+        now.setdefault(r.regime, set()).add(str(r.replicate))
+    grown = {g: (len(before[g]), len(now[g])) for g in now if g in before and now[g] - before[g]}
+    if (cfg.out / "results.csv").is_file() and grown:
+        for regime, (a, b) in grown.items():
+            entry = {"regime": regime, "before": a, "after": b}
+            history.append(entry | {"time": time.strftime("%Y-%m-%d %H:%M")})
+    return history
 
 
 def _write_study_config(cfg: StudyConfig, runs: Sequence[StudyRun], record: dict[str, Any]) -> None:
@@ -315,8 +373,11 @@ def _write_study_config(cfg: StudyConfig, runs: Sequence[StudyRun], record: dict
         except yaml.YAMLError:
             old = {}
     merged_runs = {**(old.get("runs") or {}), **record["runs"]}  # runs of earlier, wider calls
+    added = _added_replicates(cfg, runs)
+    cfg.sequential = bool(added)
     resolved = {
         "study": record["study"],
+        "replicates_added": added,
         "train": runs[0].config.to_dict() | {"methods": "<per run>", "seed": "<per run>"},
         "runs": merged_runs,
         "software": software_versions(),
@@ -337,7 +398,7 @@ def check_same_start(runs: Sequence[StudyRun]) -> dict[str, Any]:
 
     groups: dict[tuple[str, int, str], list[StudyRun]] = {}
     for run in runs:
-        groups.setdefault((run.regime, run.seed, _base_setting(run)), []).append(run)
+        groups.setdefault((run.regime, run.replicate, _base_setting(run)), []).append(run)
     mismatches = []
     for members in groups.values():
         prints = {r.name: start_fingerprint(r.config) for r in members}
@@ -509,9 +570,10 @@ def evaluate_run_of_study(run: StudyRun, cfg: StudyConfig, train_s: float) -> No
     if val is not None and test is not None:
         with torch.no_grad():
             zv = _logits(model, val[0], dev)
-        t = fit_temperature(zv, val[1].to(zv.device))
+        t = fit_temperature(zv, val[1].to(zv.device), low=T_BOUNDS[0], high=T_BOUNDS[1])
         info.update(
             temperature=t,
+            temperature_at_bound=min(abs(math.log(t / b)) for b in T_BOUNDS) < 1e-3,
             nll_ts=nll(zt / t, yt),
             ece_ts=expected_calibration_error(zt / t, yt),
             val_error=topk_error(zv, val[1].to(zv.device)),
@@ -547,6 +609,8 @@ def _row(run: StudyRun, cfg: StudyConfig) -> dict[str, Any]:
         "test_size": cal["test_size"],
         "method": run.method,
         "setting": run.setting,
+        "replicate": run.replicate,
+        "split_seed": run.split_seed,
         "seed": run.seed,
         "top1_error": 100 * clean["top1_error"],
         "top5_error": 100 * clean["top5_error"],
@@ -564,6 +628,9 @@ def _row(run: StudyRun, cfg: StudyConfig) -> dict[str, Any]:
         "mix_overhead_pct": 0.0 if run.method == "none" else tr.mix_overhead_pct,
         "epochs": len(tr.history),
         "attack_eps": ev["eps"][k],
+        "val_error": 100 * cal.get("val_error", math.nan),
+        "val_nll": cal.get("val_nll", math.nan),
+        "temperature_at_bound": int(bool(cal.get("temperature_at_bound", False))),
     }
 
 
@@ -583,7 +650,16 @@ def write_results(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 _TEXT_COLUMNS = {"method", "regime", "setting"}
-_INT_COLUMNS = {"seed", "epochs", "train_size", "val_size", "test_size"}
+_INT_COLUMNS = {
+    "seed",
+    "replicate",
+    "split_seed",
+    "epochs",
+    "train_size",
+    "val_size",
+    "test_size",
+    "temperature_at_bound",
+}
 
 
 def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -649,7 +725,7 @@ def _run_study(
     regimes = sorted({r.regime for r in runs}, key=[r.regime for r in runs].index)
     log(
         f"study: {len(regimes)} regime(s) ({', '.join(regimes)}) × {len(cfg.methods)} methods × "
-        f"{len({r.seed for r in runs})} seeds = {len(runs)} runs "
+        f"{len({r.replicate for r in runs})} replicates = {len(runs)} runs "
         f"({len(runs) - len(left)} already done) → {cfg.out}"
     )
     estimate = None

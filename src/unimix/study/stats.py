@@ -29,8 +29,15 @@ __all__ = [
     "REVERSED",
     "UNRESOLVED",
     "Paired",
+    "adjusted_interval",
     "aggregate_verdict",
+    "benjamini_hochberg",
+    "decide",
+    "holm",
+    "minimum_detectable_effect",
     "paired_difference",
+    "t_p_value",
+    "welch_difference",
     "seeds_to_resolve",
     "spearman",
     "t_quantile",
@@ -60,6 +67,7 @@ class Paired:
     n: int
     ci_low: float
     ci_high: float
+    p_value: float = math.nan  # two-sided paired t-test of mean difference 0
 
     def verdict(self, better: str) -> str:
         """``holds``/``reversed``/``unresolved`` for "a is better than b" (``better`` is
@@ -92,7 +100,105 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
         return Paired(mean, math.nan, n, math.nan, math.nan)
     sd = statistics.stdev(diffs)
     half = t_quantile(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
-    return Paired(mean, sd, n, mean - half, mean + half)
+    return Paired(mean, sd, n, mean - half, mean + half, t_p_value(mean, sd, n))
+
+
+def t_p_value(mean: float, sd: float, n: int) -> float:
+    """Two-sided p-value of the one-sample t-test of ``mean = 0`` (``sd`` the sample sd)."""
+    if n < 2 or math.isnan(sd):
+        return math.nan
+    if sd == 0:
+        return 0.0 if mean != 0 else 1.0
+    from scipy.stats import t
+
+    return float(2 * t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error control; Holm 1979).
+
+    Sorted ascending, ``p_(i)`` becomes ``max_{j ≤ i} min(1, (m − j + 1) · p_(j))``; NaN values
+    are left NaN and do not count in ``m``.
+    """
+    idx = [i for i, p in enumerate(p_values) if not math.isnan(p)]
+    order = sorted(idx, key=lambda i: p_values[i])
+    m, out, running = len(order), [math.nan] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        out[i] = running
+    return out
+
+
+def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
+    """Benjamini–Hochberg adjusted p-values (false discovery rate; ``scipy.stats.
+    false_discovery_control``); NaN values are left NaN and do not count."""
+    idx = [i for i, p in enumerate(p_values) if not math.isnan(p)]
+    out = [math.nan] * len(p_values)
+    if idx:
+        from scipy.stats import false_discovery_control
+
+        adjusted = false_discovery_control([p_values[i] for i in idx], method="bh")
+        for i, q in zip(idx, adjusted, strict=True):
+            out[i] = float(q)
+    return out
+
+
+def adjusted_interval(
+    paired: Paired, p_adjusted: float, alpha: float = 0.05
+) -> tuple[float, float]:
+    """The t-interval that agrees with an adjusted p-value: at confidence ``1 − α · p / p_adj``
+    it excludes 0 exactly when ``p_adjusted < α`` (``p`` the raw p-value)."""
+    p = paired.p_value
+    if paired.n < 2 or math.isnan(p) or math.isnan(p_adjusted) or paired.sd == 0:
+        return paired.ci_low, paired.ci_high
+    gamma = alpha * (p / p_adjusted if p_adjusted > 0 else 1.0)
+    half = t_quantile(1 - gamma / 2, paired.n - 1) * paired.sd / math.sqrt(paired.n)
+    return paired.mean - half, paired.mean + half
+
+
+def decide(paired: Paired, p_adjusted: float, better: str, alpha: float = 0.05) -> str:
+    """``holds``/``reversed``/``unresolved`` on the adjusted p-value: significant (``p_adjusted <
+    α``) on the better side holds, on the worse side is reversed."""
+    if better not in ("low", "high"):
+        raise ValueError(f"better must be 'low' or 'high', got {better!r}")
+    if paired.n < 2 or math.isnan(p_adjusted):
+        return CANNOT_JUDGE
+    if p_adjusted >= alpha or paired.mean == 0:
+        return UNRESOLVED
+    good = paired.mean < 0 if better == "low" else paired.mean > 0
+    return HOLDS if good else REVERSED
+
+
+def minimum_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest true mean difference a two-sided paired t-test at level ``α`` on ``n`` replicates
+    detects with probability ``power``, at spread ``sd``: ``(t_{1−α/2} + t_{power}) · sd / √n``
+    (``n − 1`` degrees of freedom)."""
+    if n < 2 or math.isnan(sd):
+        return math.nan
+    return (t_quantile(1 - alpha / 2, n - 1) + t_quantile(power, n - 1)) * sd / math.sqrt(n)
+
+
+def welch_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Paired:
+    """Mean of ``a`` minus mean of ``b`` for independent samples: Welch's t-interval and p-value
+    (a regime × method interaction: the same method's gains in two regimes, whose replicates are
+    independent draws)."""
+    from scipy.stats import ttest_ind
+
+    if len(a) < 2 or len(b) < 2:
+        mean = statistics.fmean(a) - statistics.fmean(b) if a and b else math.nan
+        return Paired(mean, math.nan, min(len(a), len(b)), math.nan, math.nan)
+    res = ttest_ind(list(a), list(b), equal_var=False)
+    mean = statistics.fmean(a) - statistics.fmean(b)
+    ci = res.confidence_interval(confidence)
+    se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+    return Paired(
+        mean,
+        se * math.sqrt(min(len(a), len(b))),
+        min(len(a), len(b)),
+        float(ci.low),
+        float(ci.high),
+        float(res.pvalue),
+    )
 
 
 def seeds_to_resolve(mean: float, sd: float, limit: int = 1000) -> int | None:
@@ -109,9 +215,11 @@ def seeds_to_resolve(mean: float, sd: float, limit: int = 1000) -> int | None:
 
 
 def aggregate_verdict(parts: Sequence[str]) -> str:
-    """The verdict of an "every …" claim from its lines: ``holds`` only when every line holds,
-    ``reversed`` when any line is reversed (one counter-example refutes it), ``cannot be judged``
-    when any line cannot be, otherwise ``unresolved``."""
+    """The verdict of an "every …" claim from its lines' *corrected* verdicts: ``holds`` only when
+    every line holds, ``reversed`` when any line is reversed, ``cannot be judged`` when any line
+    cannot be, otherwise ``unresolved``. Because each line's verdict is already corrected for
+    its whole family (Holm: the chance of any false "reversed" in the family is at most α), an
+    aggregate reverses on chance with probability at most α too."""
     if not parts or any(p == CANNOT_JUDGE for p in parts):
         return CANNOT_JUDGE
     if any(p == REVERSED for p in parts):

@@ -20,6 +20,7 @@ __all__ = [
     "TIMING_COLUMNS",
     "StudyConfig",
     "StudyRun",
+    "replicate_seeds",
     "software_versions",
 ]
 
@@ -36,6 +37,8 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "test_size",
     "method",
     "setting",
+    "replicate",
+    "split_seed",
     "seed",
     "top1_error",
     "top5_error",
@@ -53,6 +56,9 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "mix_overhead_pct",
     "epochs",
     "attack_eps",
+    "val_error",
+    "val_nll",
+    "temperature_at_bound",
 )
 
 #: Columns that measure time: they differ from one machine (or session) to the next.
@@ -72,6 +78,9 @@ CLAIM_COLUMNS: tuple[str, ...] = (
     "ci_high",
     "seeds",
     "verdict",
+    "p_value",
+    "p_adjusted",
+    "family",
 )
 
 #: Training keys that only change how images are mixed: a run without mixing ignores them, so a
@@ -114,6 +123,7 @@ class StudyConfig:
     out: Path = Path("study")
     methods: list[str] = field(default_factory=lambda: list(PAPER_METHODS))
     seeds: int | None = None
+    base_seed: int = 0
     recipe: str = "digits"
     overrides: list[str] = field(default_factory=list)
     regimes: list[str] | None = None
@@ -137,6 +147,11 @@ class StudyConfig:
     gpus_per_run: int | None = None
     slurm_options: dict[str, str] = field(default_factory=dict)
     slurm_cluster: str | None = None
+    # The claims: the confirmatory family and predicted directions (None: the recipe's).
+    confirmatory: list[str] | None = None
+    predicted: dict[str, str] | None = None
+    quick: bool = False  # a smoke run: the report says so and names no best method
+    sequential: bool = False  # replicates were added to a finished study (set by the runner)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -156,6 +171,12 @@ class StudyConfig:
             raise ValueError(
                 f"seeds must be a positive int (the number of seeds), got {self.seeds!r}"
             )
+        if (
+            isinstance(self.base_seed, bool)
+            or not isinstance(self.base_seed, int)
+            or (self.base_seed < 0)
+        ):
+            raise ValueError(f"base_seed must be an int >= 0 (--base-seed), got {self.base_seed!r}")
         if self.eps_list is not None and self.attack_eps not in self.eps_list:
             self.eps_list = sorted({*self.eps_list, self.attack_eps})
         if self.pgd_steps is not None and (
@@ -214,6 +235,11 @@ class StudyConfig:
                 self.eps_list = sorted({*self.eps_list, self.attack_eps})
         if self.attack_images is None and section.get("attack_images"):
             self.attack_images = int(section["attack_images"])
+        if self.confirmatory is None:
+            declared = section.get("confirmatory")
+            self.confirmatory = list(declared) if declared else None
+        if self.predicted is None and section.get("predicted"):
+            self.predicted = {str(k): str(v) for k, v in dict(section["predicted"]).items()}
         if self.threads is None and section.get("threads"):
             self.threads = int(section["threads"])
         if self.threads is None and not self.device.startswith("cuda"):
@@ -226,6 +252,7 @@ class StudyConfig:
         return {
             "methods": list(self.methods),
             "seeds": self.seeds,
+            "base_seed": self.base_seed,
             "recipe": self.recipe,
             "overrides": list(self.overrides),
             "regimes": None if self.regimes is None else list(self.regimes),
@@ -236,6 +263,7 @@ class StudyConfig:
             "pgd_steps": self.pgd_steps,
             "occlusion_size": self.occlusion_size,
             "attack_images": self.attack_images,
+            "quick": self.quick,
         }
 
 
@@ -258,7 +286,11 @@ def _available_methods() -> list[str]:
 
 @dataclass
 class StudyRun:
-    """One regime × method × setting × seed: its training configuration and directory."""
+    """One regime × method × setting × replicate: its training configuration and directory.
+
+    A replicate redraws what varies in practice: the train/validation split (``split_seed``) and
+    the initialisation and data order (``seed``), both derived from the study's base seed and the
+    replicate's index (:func:`replicate_seeds`); every method of a replicate shares them."""
 
     method: str
     seed: int
@@ -267,12 +299,14 @@ class StudyRun:
     regime: str = ""
     setting: str = ""
     base_setting: str = ""  # the part of ``setting`` that a run without mixing shares
+    replicate: int = 0  # the replicate: its own train/validation draw and initialisation
+    split_seed: int = 0
 
     @property
     def name(self) -> str:
         setting = f"-{self.setting}" if self.setting else ""
         regime = f"{self.regime}/" if self.regime else ""
-        return f"{regime}{self.method}{setting}-seed{self.seed}"
+        return f"{regime}{self.method}{setting}-rep{self.replicate}"
 
     @property
     def variant(self) -> str:
@@ -289,6 +323,18 @@ class StudyRun:
 
     def done(self) -> bool:
         return self.eval_path.exists() and self.calibration_path.exists()
+
+
+def replicate_seeds(base_seed: int, replicate: int) -> tuple[int, int]:
+    """``(split_seed, seed)`` of replicate ``replicate`` of a study with base seed ``base_seed``.
+
+    Drawn from :class:`numpy.random.SeedSequence` keyed by ``(base_seed, replicate)``: independent
+    for every pair, so another base seed moves every draw to an independent set.
+    """
+    import numpy as np
+
+    split_seed, seed = np.random.SeedSequence([base_seed, replicate]).generate_state(2)
+    return int(split_seed) % 2**31, int(seed) % 2**31
 
 
 def software_versions() -> dict[str, str]:
