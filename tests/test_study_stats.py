@@ -15,7 +15,6 @@ from unimix.study.stats import (
     UNRESOLVED,
     aggregate_verdict,
     paired_difference,
-    seeds_to_resolve,
     spearman,
 )
 
@@ -37,7 +36,7 @@ def test_identical_methods_are_unresolved_and_one_seed_cannot_be_judged():
     same = paired_difference(values, values)
     assert same.mean == 0 and same.ci_low == same.ci_high == 0
     assert same.verdict("low") == UNRESOLVED
-    assert seeds_to_resolve(same.mean, same.sd) is None
+    assert same.p_value == 1.0
     one = paired_difference([1.0], [2.0])
     assert math.isnan(one.ci_low) and one.verdict("low") == CANNOT_JUDGE
 
@@ -63,14 +62,6 @@ def test_interval_matches_the_t_formula_and_contains_the_mean(diffs, shift):
         )
     )
     assert p.ci_low == pytest.approx(lo, abs=1e-9) and p.ci_high == pytest.approx(hi, abs=1e-9)
-
-
-def test_seeds_to_resolve_is_the_smallest_n_whose_interval_excludes_zero():
-    from scipy import stats
-
-    n = seeds_to_resolve(0.5, 1.0)
-    half = lambda k: stats.t.ppf(0.975, k - 1) * 1.0 / math.sqrt(k)  # noqa: E731
-    assert half(n) < 0.5 <= half(n - 1)
 
 
 def test_aggregate_verdict_follows_from_its_parts():

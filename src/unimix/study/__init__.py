@@ -3,12 +3,16 @@
 ``unimix study`` runs it from the command line; :func:`run_study` from Python. Modules:
 :mod:`unimix.study.types` (shared types and column names), :mod:`unimix.study.runner` (the runs,
 resumable, the study directory's record), :mod:`unimix.study.stats` (paired statistics),
-:mod:`unimix.study.report` (claims, tables, figures) and :mod:`unimix.study.document` (one
+:mod:`unimix.study.claims` (the claims, their families and corrections),
+:mod:`unimix.study.execute` (local workers, Ray, SLURM), :mod:`unimix.study.report` (tables,
+figures) and :mod:`unimix.study.document` (one
 document rendered to Markdown and HTML). The runner and the report only share
 :mod:`unimix.study.types`; neither imports the other at module level.
 """
 
-from unimix.study.report import Claim, ClaimLine, check_claims, summarize, write_report
+from unimix.study.claims import Claim, ClaimLine, check_claims, summarize
+from unimix.study.execute import EXECUTORS, execute_runs
+from unimix.study.report import write_report
 from unimix.study.runner import (
     check_same_start,
     parse_grid,
@@ -16,7 +20,13 @@ from unimix.study.runner import (
     read_results,
     run_study,
 )
-from unimix.study.stats import paired_difference, seeds_to_resolve, spearman
+from unimix.study.stats import (
+    benjamini_hochberg,
+    holm,
+    minimum_detectable_effect,
+    paired_difference,
+    spearman,
+)
 from unimix.study.types import (
     CLAIM_COLUMNS,
     PAPER_METHODS,
@@ -24,26 +34,32 @@ from unimix.study.types import (
     TIMING_COLUMNS,
     StudyConfig,
     StudyRun,
+    replicate_seeds,
     software_versions,
 )
 
 __all__ = [
     "CLAIM_COLUMNS",
-    "PAPER_METHODS",
-    "RESULT_COLUMNS",
-    "TIMING_COLUMNS",
     "Claim",
     "ClaimLine",
+    "EXECUTORS",
+    "PAPER_METHODS",
+    "RESULT_COLUMNS",
     "StudyConfig",
     "StudyRun",
+    "TIMING_COLUMNS",
+    "benjamini_hochberg",
     "check_claims",
     "check_same_start",
+    "execute_runs",
+    "holm",
+    "minimum_detectable_effect",
     "paired_difference",
     "parse_grid",
     "plan_runs",
     "read_results",
+    "replicate_seeds",
     "run_study",
-    "seeds_to_resolve",
     "software_versions",
     "spearman",
     "summarize",

@@ -77,6 +77,13 @@ _EVAL_KEYS = ("eps_list", "attack_eps", "pgd_steps", "occlusion_size", "attack_i
 #: than the raw model) and a run whose T lands on either end is flagged (``temperature_at_bound``)
 #: and counted in the report.
 T_BOUNDS = (0.5, 5.0)
+
+
+def temperature_at_bound(t: float) -> bool:
+    """Whether a fitted temperature sits on an end of :data:`T_BOUNDS` (within 0.1 %)."""
+    return min(abs(math.log(t / b)) for b in T_BOUNDS) < 1e-3
+
+
 #: Name of the single regime of a recipe without a ``study:`` section.
 DEFAULT_REGIME = "full"
 
@@ -573,7 +580,7 @@ def evaluate_run_of_study(run: StudyRun, cfg: StudyConfig, train_s: float) -> No
         t = fit_temperature(zv, val[1].to(zv.device), low=T_BOUNDS[0], high=T_BOUNDS[1])
         info.update(
             temperature=t,
-            temperature_at_bound=min(abs(math.log(t / b)) for b in T_BOUNDS) < 1e-3,
+            temperature_at_bound=temperature_at_bound(t),
             nll_ts=nll(zt / t, yt),
             ece_ts=expected_calibration_error(zt / t, yt),
             val_error=topk_error(zv, val[1].to(zv.device)),

@@ -11,9 +11,12 @@ Student-t interval
 Verdict of a claim "A is better than B" (``better`` says which sign is better): ``holds`` when the
 whole interval is on the better side of 0, ``reversed`` when it is wholly on the worse side,
 ``unresolved`` otherwise — and ``cannot be judged`` with one seed (no spread, no interval).
-For an unresolved line, :func:`seeds_to_resolve` gives the smallest ``n`` with
-``t_{0.975, n−1} · s_d / √n < |d̄|``: how many seeds would resolve it if mean and spread stayed
-as observed.
+Across many lines, p-values are adjusted (:func:`holm` for the confirmatory family,
+:func:`benjamini_hochberg` for the exploratory lines) and a line is decided on its adjusted
+p-value (:func:`decide`), with the interval that agrees with it (:func:`adjusted_interval`). For
+an unresolved line, :func:`minimum_detectable_effect` is the smallest true difference the design
+as run would detect with 80 % power — not the number of seeds that would make the observed mean
+significant, which treats a noisy estimate as the truth.
 """
 
 from __future__ import annotations
@@ -38,7 +41,6 @@ __all__ = [
     "paired_difference",
     "t_p_value",
     "welch_difference",
-    "seeds_to_resolve",
     "spearman",
     "t_quantile",
 ]
@@ -199,19 +201,6 @@ def welch_difference(a: Sequence[float], b: Sequence[float], confidence: float =
         float(ci.high),
         float(res.pvalue),
     )
-
-
-def seeds_to_resolve(mean: float, sd: float, limit: int = 1000) -> int | None:
-    """Smallest number of seeds whose 95 % t-interval would exclude 0 at this mean and spread;
-    ``None`` when the mean is 0 (or more than ``limit`` seeds would be needed)."""
-    if math.isnan(mean) or math.isnan(sd) or mean == 0:
-        return None
-    if sd == 0:
-        return 2
-    for n in range(2, limit + 1):
-        if t_quantile(0.975, n - 1) * sd / math.sqrt(n) < abs(mean):
-            return n
-    return None
 
 
 def aggregate_verdict(parts: Sequence[str]) -> str:
