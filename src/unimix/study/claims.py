@@ -66,6 +66,7 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("time_per_epoch_s", "s / epoch", "low"),
     ("images_per_s", "images/s", "high"),
     ("mix_overhead_pct", "mixing % of step", "low"),
+    ("mix_share_pct", "mixing % of a mixed step", "low"),
 )
 LABELS = {c: lab for c, lab, _ in METRICS}
 BETTER = {c: b for c, _, b in METRICS}
@@ -325,6 +326,7 @@ def check_claims(
     confirmatory: Sequence[str] = DEFAULT_CONFIRMATORY,
     predicted: dict[str, str] | None = None,
     extra_lines: Sequence[ClaimLine] = (),
+    cost_threshold_pct: float = OVERHEAD_LIMIT_PCT,
 ) -> list[Claim]:
     """The paper's claims, each judged on paired per-replicate differences in every regime, with
     every line (and ``extra_lines``: the grid, all pairs, interactions) corrected in its family
@@ -344,7 +346,7 @@ def check_claims(
     ]
     claims.append(_new_vs_best_earlier(summary, rows, regimes))
     claims.append(_mixup_vs_cutmix(summary, rows, regimes, predicted.get("mixup_vs_cutmix")))
-    claims.append(_mixing_cost(summary, rows, regimes))
+    claims.append(_mixing_cost(summary, rows, regimes, cost_threshold_pct))
     correct([ln for c in claims for ln in c.lines] + list(extra_lines), confirmatory)
     for c in claims:
         if c.lines:
@@ -587,32 +589,43 @@ def _new_vs_best_lines(
 
 
 def _mixing_cost(
-    summary: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], regimes: Sequence[str]
+    summary: Sequence[dict[str, Any]],
+    rows: Sequence[dict[str, Any]],
+    regimes: Sequence[str],
+    threshold: float = OVERHEAD_LIMIT_PCT,
 ) -> Claim:
-    """Every mixing variant's share of a training step against :data:`OVERHEAD_LIMIT_PCT`."""
+    """Every mixing variant's share of a training step on mixed batches (``mix_share_pct``,
+    :mod:`unimix.study.cost`) against ``threshold``, one-sided, over replicates; the ratio of the
+    mixing call to timm's Mixup on the same batch is reported beside it."""
+    col = "mix_share_pct" if any("mix_share_pct" in r for r in rows) else "mix_overhead_pct"
     lines = []
     for regime in regimes:
         for s in summary:
             if s["regime"] == regime and s["method"] != "none":
-                line = paired_line(
-                    rows,
-                    "mixing_cost",
-                    regime,
-                    "mix_overhead_pct",
-                    s["variant"],
-                    OVERHEAD_LIMIT_PCT,
-                )
+                line = paired_line(rows, "mixing_cost", regime, col, s["variant"], threshold)
                 if line is not None:
+                    ratios = [
+                        r["mix_ms_per_batch"] / r["timm_mixup_ms_per_batch"]
+                        for r in rows
+                        if r.get("regime") == regime
+                        and variant_of(r) == s["variant"]
+                        and r.get("timm_mixup_ms_per_batch", 0) > 0
+                    ]
+                    if ratios:
+                        line.note = (
+                            f"mixing call / timm's Mixup on the same batch: median "
+                            f"{statistics.median(ratios):.2f}×"
+                        )
                     lines.append(line)
     return _claim(
         "mixing_cost",
-        f"Mixing costs next to nothing (under {OVERHEAD_LIMIT_PCT:g}% of a training step)",
+        f"Mixing costs next to nothing (under {threshold:g}% of a training step on mixed batches)",
         lines,
         "needs at least one mixing method",
         note=(
-            "Judged on the mixing share of a training step, timed inside each step, which is "
-            "robust to machine load, unlike seconds per epoch; mean_diff is the share minus "
-            f"{OVERHEAD_LIMIT_PCT:g} points."
+            "Judged on the time of the mixing call on a mixed batch as a share of a whole "
+            "training step with it (medians of interleaved rounds in one process, robust to "
+            f"machine load); mean_diff is the share minus {threshold:g} points."
         ),
     )
 

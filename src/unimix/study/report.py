@@ -53,6 +53,7 @@ __all__ = [
 from unimix.study.claims import (  # noqa: E402
     DEFAULT_CONFIRMATORY,
     METRICS,
+    OVERHEAD_LIMIT_PCT,
     VERDICT_MARK,
     Claim,
     ClaimLine,
@@ -445,6 +446,7 @@ def build_document(
         confirmatory=confirmatory,
         predicted=getattr(cfg, "predicted", None),
         extra_lines=extra,
+        cost_threshold_pct=getattr(cfg, "cost_threshold_pct", OVERHEAD_LIMIT_PCT),
     )
     lines = [ln for c in claims for ln in c.lines] + extra
     best = confidence_set_of_best(summary, rows)

@@ -586,6 +586,10 @@ def evaluate_run_of_study(run: StudyRun, cfg: StudyConfig, train_s: float) -> No
             val_error=topk_error(zv, val[1].to(zv.device)),
             val_nll=nll(zv, val[1].to(zv.device)),
         )
+    from unimix.study.cost import measure_mixing_cost
+    from unimix.train.build import data_info
+
+    info["cost"] = measure_mixing_cost(run.config, data_info(spec))
     info["study_s"] = train_s + time.perf_counter() - t0
     atomic_write_text(run.calibration_path, json.dumps(info) + "\n")
 
@@ -606,6 +610,7 @@ def _row(run: StudyRun, cfg: StudyConfig) -> dict[str, Any]:
     ev = json.loads(run.eval_path.read_text())
     cal = json.loads(run.calibration_path.read_text())
     tr = load_result(run.run_dir)
+    cost = cal.get("cost") or {}
     k = ev["eps"].index(min(ev["eps"], key=lambda e: abs(e - cfg.attack_eps)))
     occl = ev.get("occlusion_accuracy")
     clean = {k: ev[k] for k in ("top1_error", "top5_error", "nll", "ece")} | cal.get("test", {})
@@ -638,6 +643,10 @@ def _row(run: StudyRun, cfg: StudyConfig) -> dict[str, Any]:
         "val_error": 100 * cal.get("val_error", math.nan),
         "val_nll": cal.get("val_nll", math.nan),
         "temperature_at_bound": int(bool(cal.get("temperature_at_bound", False))),
+        "mix_ms_per_batch": cost.get("mix_ms", math.nan),
+        "step_ms_per_batch": cost.get("step_ms", math.nan),
+        "timm_mixup_ms_per_batch": cost.get("timm_mixup_ms", math.nan),
+        "mix_share_pct": cost.get("mix_share_pct", math.nan),
     }
 
 

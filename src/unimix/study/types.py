@@ -59,11 +59,24 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "val_error",
     "val_nll",
     "temperature_at_bound",
+    "mix_ms_per_batch",
+    "step_ms_per_batch",
+    "timm_mixup_ms_per_batch",
+    "mix_share_pct",
 )
 
 #: Columns that measure time: they differ from one machine (or session) to the next.
 TIMING_COLUMNS: frozenset[str] = frozenset(
-    {"train_time_s", "time_per_epoch_s", "images_per_s", "mix_overhead_pct"}
+    {
+        "train_time_s",
+        "time_per_epoch_s",
+        "images_per_s",
+        "mix_overhead_pct",
+        "mix_ms_per_batch",
+        "step_ms_per_batch",
+        "timm_mixup_ms_per_batch",
+        "mix_share_pct",
+    }
 )
 
 #: Columns of ``claims.csv`` (one row per claim line: a regime, a metric, a pair of methods).
@@ -150,6 +163,7 @@ class StudyConfig:
     # The claims: the confirmatory family and predicted directions (None: the recipe's).
     confirmatory: list[str] | None = None
     predicted: dict[str, str] | None = None
+    cost_threshold_pct: float = 5.0  # the cost claim's threshold (the recipe's, with its reason)
     quick: bool = False  # a smoke run: the report says so and names no best method
     sequential: bool = False  # replicates were added to a finished study (set by the runner)
 
@@ -240,6 +254,8 @@ class StudyConfig:
             self.confirmatory = list(declared) if declared else None
         if self.predicted is None and section.get("predicted"):
             self.predicted = {str(k): str(v) for k, v in dict(section["predicted"]).items()}
+        if section.get("cost_threshold_pct") is not None:
+            self.cost_threshold_pct = float(section["cost_threshold_pct"])
         if self.threads is None and section.get("threads"):
             self.threads = int(section["threads"])
         if self.threads is None and not self.device.startswith("cuda"):
