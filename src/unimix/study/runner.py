@@ -769,7 +769,13 @@ def _run_study(
     write_results([_row(run, cfg) for run in runs], cfg.out / "results.csv")
     rows = read_results(cfg.out / "results.csv")  # the report shows exactly these numbers
     same_start = check_same_start(runs)
-    report = write_report(cfg, runs, rows, same_start=same_start, retried=retries(runs))
+    from unimix.study.claims import summarize
+    from unimix.study.practice import theory_vs_practice
+
+    theory = theory_vs_practice(cfg, runs, rows, summarize(rows, cfg.methods))
+    report = write_report(
+        cfg, runs, rows, same_start=same_start, retried=retries(runs), theory=theory
+    )
     took = time.perf_counter() - start
     versus = f" (estimated {_hms(estimate)})" if estimate is not None else ""
     log(f"study: finished in {_hms(took)}{versus}; report: {report}")
