@@ -4,8 +4,8 @@
 # protocol pilot of recipes/digits.yaml. Run from the repository root; results under $OUT.
 set -u
 OUT=${OUT:-$PWD/device-out}; mkdir -p "$OUT"
+cores=$(nproc --all)  # before OMP_NUM_THREADS=1: GNU nproc honours it and would say 1
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 MPLBACKEND=Agg OMP_NUM_THREADS=1
-cores=$(nproc)
 half=$(( cores > 3 ? cores / 2 : 1 ))
 s=$(date +%s)
 ( python3 -m unimix study --out /tmp/b1 --base-seed 1 --workers "$half" --device cpu --no-progress \
