@@ -32,7 +32,7 @@ from unimix.study.document import (
     to_html,
     to_markdown,
 )
-from unimix.study.types import software_versions
+from unimix.study.types import T_BOUNDS, software_versions
 from unimix.train.fileio import atomic_write_text
 
 __all__ = [
@@ -355,7 +355,8 @@ def _exploratory_blocks(pairs: Sequence[ClaimLine], inter: Sequence[ClaimLine]) 
 def _temperature_paragraph(rows: Sequence[dict[str, Any]]) -> Paragraph:
     at_bound = [r for r in rows if int(r.get("temperature_at_bound", 0) or 0)]
     text = (
-        "Temperature scaling: T is fitted on the validation split within [0.5, 5]; "
+        f"Temperature scaling: T is fitted on the validation split within "
+        f"[{T_BOUNDS[0]:g}, {T_BOUNDS[1]:g}]; "
         f"{len(at_bound)} of {len(rows)} runs ended at a bound"
     )
     if at_bound:

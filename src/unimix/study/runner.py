@@ -46,6 +46,7 @@ from unimix.study.types import (
     MIXING_KEYS,
     PAPER_METHODS,
     RESULT_COLUMNS,
+    T_BOUNDS,
     TIMING_COLUMNS,
     StudyConfig,
     StudyRun,
@@ -71,12 +72,6 @@ __all__ = [
 
 #: Keys of a study's recorded configuration whose change alters every evaluation.
 _EVAL_KEYS = ("eps_list", "attack_eps", "pgd_steps", "occlusion_size", "attack_images")
-#: The study's temperature search interval. On a small validation split that the model classifies
-#: (almost) perfectly the NLL keeps falling as T → 0, so an unbounded fit runs away and the
-#: "T-scaled" test NLL explodes; the fit is confined to [0.5, 5] (a factor 2 sharper to 5 softer
-#: than the raw model) and a run whose T lands on either end is flagged (``temperature_at_bound``)
-#: and counted in the report.
-T_BOUNDS = (0.5, 5.0)
 
 
 def temperature_at_bound(t: float) -> bool:
