@@ -117,11 +117,12 @@ def _figures(cfg: Any, runs: Sequence[Any], out: Path) -> list[Figure]:
     if mask_methods:
         from unimix.viz.gallery import plot_mask_gallery
 
-        plot_mask_gallery(fig_dir / "gallery.png", methods=mask_methods)
+        r = float(runs[0].config.method_params.get("r", 0.5))
+        plot_mask_gallery(fig_dir / "gallery.png", methods=mask_methods, r=r)
         figures.append(
             Figure(
                 "figures/gallery.png",
-                "The studied methods' masks on two photographs (λ = 0.65, HMix r = 0.5).",
+                f"The studied methods' masks on two photographs (λ = 0.65, HMix r = {r:g}).",
             )
         )
         size = runs[0].config.image_size or 32
@@ -251,9 +252,10 @@ def build_document(
     retried: dict[str, int] | None = None,
     figures: Sequence[Figure] = (),
     theory: Any = None,
+    summary: Sequence[dict[str, Any]] | None = None,
 ) -> tuple[Document, list[ClaimLine]]:
     """The report as a document, and every claim line (for ``claims.csv``)."""
-    summary = summarize(rows, cfg.methods)
+    summary = summary if summary is not None else summarize(rows, cfg.methods)
     base_settings = {r.variant: r.base_setting for r in runs}
     grid_lines = setting_lines(rows, summary)
     taken = list(grid_lines)
@@ -611,6 +613,7 @@ def write_report(
         retried=retried,
         figures=figures,
         theory=theory,
+        summary=summary,
     )
     write_claims(lines, out / "claims.csv")
     md_path = out / "report.md"
