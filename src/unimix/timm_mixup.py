@@ -95,7 +95,8 @@ class TimmMixup:
     * ``correct_lam=True`` (timm's default) labels each mix with the effective ``λ̄ = mean(M)`` of
       the mask applied, clipped boxes and GMix's truncated Gaussian included;
       ``correct_lam=False`` labels it with the drawn λ (``Mixer(label_weight="nominal")``), as
-      timm does for clipped boxes and the paper's reference code does for GMix.
+      timm does for clipped boxes (the paper's reference code labels GMix by the kernel's mean,
+      the effective λ̄).
     * CutMix box sides are ``round(√(1−λ)·H)`` rather than timm's ``int(...)``: boxes differ by at
       most one pixel per side; their position rule (centre uniform over pixels, clipped) is timm's.
     * Odd batches work in ``"batch"`` and ``"elem"`` modes (the middle row is its own partner);
@@ -199,8 +200,8 @@ class TimmMixup:
         if not self.mixup_enabled:
             return x, _mix_targets(y1, 1.0)
         plan = self.mixer.sample(x.shape[0], x.shape[2], x.shape[3], device=x.device)
-        self.mixer.apply(x, plan, inplace=True)
-        lam: float | Tensor = plan.label_weights
+        _, measured = self.mixer.apply(x, plan, inplace=True)
+        lam: float | Tensor = plan.lam if plan.label_weight == "nominal" else measured.lam_effective
         if self.mode == "batch":
             lam = float(lam[0])
         else:
