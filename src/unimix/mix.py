@@ -622,7 +622,7 @@ class Mixer:
         if sample.binary and _select_exactly(x):
             return select(x, partner, sample.keep(), out, self._workspace(x)), measured
         masks = weights if weights is not None else sample.masks.to(wdtype)
-        return self._blend(x, partner, masks, out, exact=_select_exactly(x)), measured
+        return self._blend(x, partner, masks, out), measured
 
     def _apply_traceable(
         self, x: Tensor, partner: Tensor, masks: Tensor, lam_eff: Tensor, inplace: bool
@@ -694,7 +694,8 @@ class Mixer:
             out = select(x, plan.partner, keep, out, self._workspace(x))
         else:  # binary rows among blended ones stay exact copies where the batch has NaN/inf
             w = _spread(weights_u, plan)  # type: ignore[arg-type]
-            out = self._blend(x, plan.partner, w, out, exact=_select_exactly(x))
+            mixed_binary = any(s.binary for _, s in present)
+            out = self._blend(x, plan.partner, w, out, exact=mixed_binary and _select_exactly(x))
         if exact_rows is not None:  # unmixed rows are copies, never arithmetic (NaN stays put)
             out.index_copy_(
                 0, exact_rows, kept if kept is not None else x.index_select(0, exact_rows)
@@ -805,7 +806,10 @@ class Mixer:
             lam = plan.unit_lam
             return _spread(lam, plan) if isinstance(lam, Tensor) else lam
         if measured is not None:
-            return measured.lam_effective
+            lam_eff = measured.lam_effective
+            if not isinstance(plan.unit_method, Tensor) and lam_eff.device.type == "cpu":
+                return float(lam_eff[0])  # one weight for the batch: a scalar label mix
+            return lam_eff
         if plan.needs_images:
             raise ValueError(
                 "this plan uses an image-dependent method, whose λ̄ depends on the images: "
