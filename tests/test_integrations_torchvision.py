@@ -199,6 +199,7 @@ class _Batches(torch.utils.data.Dataset):
 
 def test_a_seeded_transform_draws_other_masks_in_each_worker():
     transform = MixTransform("mixup", num_classes=3, generator=torch.Generator().manual_seed(0))
+
     def collate(items):
         images, labels = items[0]
         _, targets = transform(images, labels)

@@ -245,3 +245,21 @@ def test_no_document_says_nominal_labels_are_the_references_gmix():
                       "as the paper's reference code does)"):  # fmt: skip
             assert claim not in text, f"{name} still says {claim!r}"
     _ = Measured
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"methods": ["nosuch"]},
+        {"methods": "mixup", "r": 0.5},
+        {"methods": ["mixup", "cutmix", "gmix"], "switch_prob": 0.5},
+        {"methods": ["mixup"], "alpha": {"cutmix": 1.0}},
+        {"methods": ["mixup", "mixup"]},
+    ],
+)
+def test_check_mixer_refuses_what_mixer_refuses(args):
+    from unimix.checks import check_mixer
+
+    with pytest.raises((ValueError, TypeError)):
+        check_mixer(**args)
+    check_mixer(methods=["mixup", "cutmix"], switch_prob=0.5)
