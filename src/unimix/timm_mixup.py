@@ -65,10 +65,12 @@ def _smoothed_targets(
     return y1.scatter_(1, target.long().view(-1, 1), on_value)
 
 
-def _mix_targets(y1: Tensor, lam: float | Tensor) -> Tensor:
+def _mix_targets(y1: Tensor, lam: float | Tensor, partner: Tensor | None = None) -> Tensor:
+    """``λ y + (1 − λ) y[partner]`` (timm's order of operations; the flip when no partner)."""
     if isinstance(lam, Tensor):
         lam = lam.to(y1.device).reshape(-1, 1)
-    return y1 * lam + y1.flip(0) * (1.0 - lam)
+    other = y1.flip(0) if partner is None else y1.index_select(0, partner.to(y1.device))
+    return y1 * lam + other * (1.0 - lam)
 
 
 class TimmMixup:
@@ -206,7 +208,7 @@ class TimmMixup:
             lam = float(lam[0])
         else:
             lam = lam.to(torch.promote_types(torch.float32, _float_or(x.dtype)))
-        return x, _mix_targets(y1, lam)
+        return x, _mix_targets(y1, lam, plan.partner)
 
     def __repr__(self) -> str:
         return (
