@@ -112,3 +112,25 @@ def test_custom_image_method_mixes_through_the_mixer(custom_methods):
     torch.testing.assert_close(out[mirror], expected)
     torch.testing.assert_close(info.lam_effective[mirror], info.lam[mirror])
     torch.testing.assert_close(targets.sum(1), torch.ones(6))
+
+
+def test_the_registry_refuses_a_second_class_of_the_same_qualname_under_a_taken_name():
+    from unimix import masks, registry
+
+    def make():
+        class Same(masks.MaskSampler):
+            def sample(self, lam, height, width, device, generator):  # pragma: no cover
+                raise NotImplementedError
+
+        return Same
+
+    first, second = make(), make()
+    assert first.__qualname__ == second.__qualname__ and first is not second
+    registry.register("same_qualname_probe")(first)
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            registry.register("same_qualname_probe")(second)
+        assert registry.lookup("same_qualname_probe") is first
+        registry.register("same_qualname_probe")(first)  # the same class again is harmless
+    finally:
+        registry.unregister("same_qualname_probe")

@@ -185,3 +185,51 @@ def test_callable_labels_getter():
     batch = {"x": class_images(labels), "y": labels}
     out = MixTransform("cutmix", num_classes=K, labels_getter=lambda s: s["y"])(batch)
     assert out["y"].shape == (4, K)
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Each item is already a batch, so the transform runs inside the DataLoader's workers."""
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i):
+        return torch.rand(4, 3, 8, 8), torch.arange(4) % 3
+
+
+def test_a_seeded_transform_draws_other_masks_in_each_worker():
+    transform = MixTransform("mixup", num_classes=3, generator=torch.Generator().manual_seed(0))
+
+    def collate(items):
+        images, labels = items[0]
+        _, targets = transform(images, labels)
+        return targets
+
+    loader = DataLoader(_Batches(), batch_size=1, num_workers=2, collate_fn=collate,
+                        generator=torch.Generator().manual_seed(1))  # fmt: skip
+    lams = [float(targets[1, 1]) for targets in loader]  # row 1 (label 1) mixed with label 2
+    # workers alternate batches: with one shared stream consecutive pairs would be equal
+    pairs = list(zip(lams[0::2], lams[1::2], strict=True))
+    assert any(a != b for a, b in pairs), lams
+
+
+def test_several_images_and_a_video_of_a_sample_are_mixed_with_one_plan():
+    g = torch.Generator().manual_seed(3)
+    view1 = tv_tensors.Image(torch.rand(4, 3, 8, 8, generator=g))
+    view2 = tv_tensors.Image(torch.rand(4, 3, 8, 8, generator=g))
+    video = tv_tensors.Video(torch.rand(4, 2, 3, 8, 8, generator=g))
+    labels = torch.arange(4) % 3
+    transform = MixTransform("cutmix", num_classes=3, generator=torch.Generator().manual_seed(5))
+    (out1, out2, out_video), targets = transform((view1, view2, video), labels)
+    assert isinstance(out1, tv_tensors.Image) and isinstance(out_video, tv_tensors.Video)
+    flip = torch.tensor([3, 2, 1, 0])
+    # the same pixels come from the partner in every tensor
+    from_partner = (out1 != view1).any(1)
+    assert from_partner.any()
+    assert torch.equal(from_partner, (out2 != view2).any(1))
+    assert torch.equal(out1, torch.where(from_partner[:, None], view1[flip], view1))
+    for t in range(2):
+        assert torch.equal(
+            out_video[:, t], torch.where(from_partner[:, None], video[flip, t], video[:, t])
+        )
+    torch.testing.assert_close(targets.sum(1), torch.ones(4))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["blend", "select", "paste_box", "to_uint8", "memory_format"]
+__all__ = ["blend", "blend_exact", "select", "paste_box", "to_uint8", "memory_format"]
 
 
 def blend(
@@ -39,6 +39,17 @@ def blend(
             gathered = gathered.contiguous(memory_format=memory_format(x))
         return gathered.lerp_(x, w)
     return out.copy_(gathered.lerp_(x, w))
+
+
+def blend_exact(x: Tensor, partner: Tensor, w: Tensor, out: Tensor | None) -> Tensor:
+    """:func:`blend` for float batches holding NaN or ±inf: where ``w`` is exactly 1 (0) the
+    pixel is a copy of ``x`` (``x[partner]``), so a non-finite value of one image reaches no
+    pixel taken whole from the other (``lerp`` would compute ``0 · NaN``); in between it blends.
+    """
+    gathered = x.index_select(0, partner)
+    w = w.to(x.dtype)
+    mixed = torch.where(w == 1, x, torch.where(w == 0, gathered, torch.lerp(gathered, x, w)))
+    return mixed if out is None else out.copy_(mixed)
 
 
 #: float32 elements per block of the uint8 blend (1 MiB): the block's float copies stay in cache

@@ -28,6 +28,7 @@ __all__ = [
     "check_choice",
     "check_probability_weights",
     "check_bool",
+    "check_mixer",
 ]
 
 T = TypeVar("T")
@@ -116,3 +117,13 @@ def check_probability_weights(name: str, weights: Mapping[Any, float]) -> dict[A
     if not out or sum(out.values()) <= 0:
         raise ValueError(f"{name} must have weights ≥ 0 with a positive sum, got {dict(weights)}")
     return out
+
+
+def check_mixer(**mixer_args: Any) -> None:
+    """Raise exactly the ``ValueError``/``TypeError`` that ``unimix.Mixer(**mixer_args)`` raises:
+    the one test of whether a Mixer can be built from a configuration (e.g. ``TrainConfig``), so
+    a config is valid exactly when its Mixer is (unknown or repeated methods, parameters no
+    method takes, ``switch_prob`` with other than two methods, ``alpha`` for absent methods)."""
+    from unimix.mix import Mixer  # the engine imports this module
+
+    Mixer(**mixer_args)

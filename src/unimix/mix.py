@@ -7,7 +7,8 @@ For a batch ``x`` with labels ``y``, each row ``k`` is mixed with a partner row 
 where ``M_k`` comes from a mask sampler of :mod:`unimix.masks` given ``λ ~ Beta(α, α)``
 (Park, Yun & Chun, NeurIPS 2022, section 2). The label weight is the *effective* ratio: the mean
 of the mask actually applied, after clipping and rounding, in the images' dtype
-(``label_weight="nominal"`` weights by the drawn λ instead, as the paper's reference code does).
+— what the paper's reference code does for GMix, whose label weight is the kernel's mean
+(``label_weight="nominal"`` weights by the drawn λ instead, as timm's ``correct_lam=False``).
 
 The flow is **sample → plan → apply**: :meth:`Mixer.sample` draws everything random into a frozen
 :class:`~unimix.plan.MixPlan`; :meth:`Mixer.apply` and :meth:`Mixer.targets` are pure functions
@@ -33,7 +34,7 @@ from torch import Tensor, nn
 
 from unimix import masks as _masks
 from unimix import registry
-from unimix.blend import blend, paste_box, select, to_uint8
+from unimix.blend import blend, blend_exact, paste_box, select, to_uint8
 from unimix.checks import (
     check_alpha,
     check_choice,
@@ -42,7 +43,7 @@ from unimix.checks import (
     check_unit,
 )
 from unimix.mixmethod import MixMethod
-from unimix.plan import MixInfo, MixPlan, unit_masks
+from unimix.plan import Applied, Measured, MixInfo, MixPlan, unit_masks
 from unimix.targets import (
     SoftTargetCrossEntropy,
     mix_targets,
@@ -54,6 +55,8 @@ __all__ = [
     "Mixer",
     "MixPlan",
     "MixInfo",
+    "Measured",
+    "Applied",
     "MixMethod",
     "register_method",
     "available_methods",
@@ -115,8 +118,9 @@ class Mixer:
             random permutation (a random pairing in ``"pair"`` mode).
         generator: a :class:`torch.Generator` for every random draw (``None``: PyTorch's global RNG).
         label_weight: ``"effective"`` (default) weights the own label by ``λ̄ = mean(M)``, the mask
-            actually applied; ``"nominal"`` by the drawn λ (the paper's reference code for GMix,
-            timm's ``correct_lam=False``). The pixels are the same either way.
+            actually applied (as the paper's reference code labels GMix: by the kernel's mean);
+            ``"nominal"`` by the drawn λ (timm's ``correct_lam=False`` for clipped boxes). The
+            pixels are the same either way.
         **method_params: parameters routed to every method that takes them (e.g. ``r=0.5`` for
             HMix, ``boundary="wrap"``).
 
@@ -154,7 +158,10 @@ class Mixer:
         self.method_names = [
             n if isinstance(n, str) else m.name for n, m in zip(names, self.methods, strict=True)
         ]
+        # scaled by the largest first: a sum of huge weights (1e308) must not overflow
         self.weights = torch.tensor(weights, dtype=torch.float64)
+        self.weights = self.weights / self.weights.max()
+        self.weights = self.weights / self.weights.sum()
         self.alphas = self._parse_alpha(alpha)
         self.mode: Mode = check_choice("mode", mode, ("batch", "pair", "elem"))
         self.partner: Partner = check_choice("partner", partner, ("flip", "random"))
@@ -336,9 +343,11 @@ class Mixer:
             lam_eff = float(sample.lam[0])
             if sampler.ignores_lam:
                 lam = lam_eff
-        return MixPlan(
-            batch, height, width, "batch", partner, None, lam, lam_eff, m, applied,
-            tuple(samples), tuple(self.method_names), self.label_weight,
+        return MixPlan._trusted(
+            batch_size=batch, height=height, width=width, mode="batch", partner=partner,
+            unit_of_row=None, unit_lam=lam, unit_lam_effective=lam_eff, unit_method=m,
+            unit_applied=applied, samples=tuple(samples), method_names=tuple(self.method_names),
+            label_weight=self.label_weight, image_seed=None,
         )  # fmt: skip
 
     def _sample_units(
@@ -354,10 +363,16 @@ class Mixer:
             applied, samples = torch.zeros(1, dtype=torch.bool), [None] * len(self.methods)
         lam, method, applied = (t.to(device) for t in (lam, method, applied))
         lam_eff = self._unit_lam_effective(lam, method, applied, samples)
-        return MixPlan(
-            batch, height, width, self.mode, partner, None if self.mode == "batch" else unit,
-            lam, lam_eff, method, applied, tuple(samples), tuple(self.method_names),
-            self.label_weight,
+        seed = None
+        if not self._all_masks:  # the image methods' random choices are drawn here too
+            g, dev = self.generator, self._rand_device()
+            seed = int(torch.randint(0, 2**62, (1,), generator=g, device=dev))
+        return MixPlan._trusted(
+            batch_size=batch, height=height, width=width, mode=self.mode, partner=partner,
+            unit_of_row=None if self.mode == "batch" else unit, unit_lam=lam,
+            unit_lam_effective=lam_eff, unit_method=method, unit_applied=applied,
+            samples=tuple(samples), method_names=tuple(self.method_names),
+            label_weight=self.label_weight, image_seed=seed,
         )  # fmt: skip
 
     def _unit_of_row(self, batch: int, partner: Tensor) -> Tensor:
@@ -439,20 +454,26 @@ class Mixer:
     def apply(
         self,
         images: Tensor,
-        plan: MixPlan,
+        plan: MixPlan | MixInfo,
         *,
         inplace: bool = False,
         model: nn.Module | None = None,
         labels: Tensor | None = None,
-    ) -> Tensor:
+    ) -> Applied:
         """Mix ``images`` ``[B, C, H, W]`` by ``plan``: ``x̃ = M ⊙ x + (1 − M) ⊙ x[partner]``.
 
-        Any tensor of the plan's batch size and size mixes the same way (e.g. images and their
-        segmentation maps). ``inplace=True`` writes into ``images``. ``model`` (and ``labels``)
-        are for the methods that need them (PuzzleMix, Manifold Mixup). Records on the plan the
-        λ̄ actually applied (for half-precision images and image-dependent methods).
+        Returns ``(mixed images, measured)``: :class:`~unimix.plan.Measured` holds the λ̄ actually
+        applied per row (the mask's mean in the images' dtype; the images' λ̄ for image-dependent
+        methods), which :meth:`targets` takes. The plan is never written to, so one plan applied
+        twice to the same inputs gives the same outputs. Any tensor of the plan's batch size and
+        size mixes the same way (e.g. images and their segmentation maps). ``inplace=True``
+        writes into ``images``. ``model`` (and ``labels``) are for the methods that need them
+        (PuzzleMix, Manifold Mixup).
         """
-        x = self._check_images(images)
+        integer_map = isinstance(images, Tensor) and _is_integer_map(images)
+        x = images if integer_map else self._check_images(images)
+        if isinstance(plan, MixInfo):
+            plan = plan.plan
         if not isinstance(plan, MixPlan):
             raise TypeError(f"plan must be a MixPlan from Mixer.sample, got {type(plan).__name__}")
         if (x.shape[0], *x.shape[2:]) != (plan.batch_size, plan.height, plan.width):
@@ -460,8 +481,74 @@ class Mixer:
                 f"images has shape {tuple(x.shape)} but the plan was drawn for batch_size="
                 f"{plan.batch_size}, height={plan.height}, width={plan.width}"
             )
+        if plan.partner.device != x.device:
+            raise ValueError(
+                f"images are on {x.device} but the plan was drawn on {plan.partner.device}; "
+                f"sample with device=images.device"
+            )
+        if len(plan.method_names) != len(self.methods) or plan.method_names != tuple(
+            self.method_names
+        ):
+            raise ValueError(
+                f"the plan was drawn for methods {list(plan.method_names)} but this Mixer has "
+                f"{self.method_names}; apply a plan with the Mixer that sampled it"
+            )
         _check_inplace(x, inplace)
-        return self._apply(x, plan, inplace, model, labels)
+        if integer_map:
+            return self._apply_map(x, plan, inplace)
+        return Applied(*self._apply(x, plan, inplace, model, labels))
+
+    def _apply_map(self, maps: Tensor, plan: MixPlan, inplace: bool) -> Applied:
+        """Integer label maps: every pixel copied from one of the two sources, which only binary
+        masks allow (a blend would invent class ids)."""
+        present = [s for s in plan.samples if s is not None]
+        masks = plan.masks
+        if (
+            masks is None
+            or not all(s.binary or s.constant for s in present)
+            or not bool(((masks == 0) | (masks == 1)).all())
+        ):
+            raise ValueError(
+                f"the plan's masks are not binary ({list(plan.method_names)}), so a mix of integer "
+                f"label maps ({maps.dtype}) would blend class ids; use "
+                "Mixer.dense_targets(maps, plan, num_classes) for per-pixel soft targets"
+            )
+        keep = masks.bool().expand(plan.batch_size, 1, plan.height, plan.width)
+        out = select(maps, plan.partner, keep, maps if inplace else None)
+        return Applied(out, Measured(masks.mean(dim=(1, 2, 3)).expand(plan.batch_size)))
+
+    def dense_targets(self, maps: Tensor, plan: MixPlan | MixInfo, num_classes: int) -> Tensor:
+        """Per-pixel soft targets ``[B, K, H, W]`` for integer label maps ``[B, H, W]`` or
+        ``[B, 1, H, W]`` (segmentation): ``M ⊙ onehot(s) + (1 − M) ⊙ onehot(s[partner])``, each
+        pixel's classes weighted by the mask of the plan (rows sum to 1 for every mask method)."""
+        if isinstance(plan, MixInfo):
+            plan = plan.plan
+        if not isinstance(plan, MixPlan):
+            raise TypeError(f"plan must be a MixPlan from Mixer.sample, got {type(plan).__name__}")
+        num_classes = check_positive_int("num_classes", num_classes)
+        if not isinstance(maps, Tensor) or maps.is_floating_point() or maps.dtype == torch.bool:
+            raise TypeError("maps must be an integer tensor of class ids [B, H, W] or [B, 1, H, W]")
+        if maps.dim() == 4 and maps.shape[1] == 1:
+            maps = maps[:, 0]
+        if tuple(maps.shape) != (plan.batch_size, plan.height, plan.width):
+            raise ValueError(
+                f"maps has shape {tuple(maps.shape)} but the plan was drawn for "
+                f"[{plan.batch_size}, {plan.height}, {plan.width}]"
+            )
+        if maps.numel() and (int(maps.min()) < 0 or int(maps.max()) >= num_classes):
+            raise ValueError(
+                f"maps must hold class ids in [0, num_classes={num_classes}), got "
+                f"[{int(maps.min())}, {int(maps.max())}]"
+            )
+        masks = plan.masks
+        if masks is None:
+            raise ValueError(
+                "dense_targets needs the plan's masks; an image-dependent method mixed a row"
+            )
+        onehot = torch.nn.functional.one_hot(maps.long(), num_classes).permute(0, 3, 1, 2)
+        onehot = onehot.to(device=masks.device, dtype=torch.float32)
+        partner = plan.partner.to(masks.device)
+        return torch.lerp(onehot.index_select(0, partner), onehot, masks)
 
     def _apply(
         self,
@@ -470,16 +557,14 @@ class Mixer:
         inplace: bool,
         model: nn.Module | None,
         labels: Tensor | None,
-    ) -> Tensor:
+    ) -> tuple[Tensor, Measured]:
         """:meth:`apply` on checked arguments."""
         if torch.compiler.is_compiling() and not isinstance(plan.unit_method, Tensor):
-            out, lam_eff = self._apply_traceable(x, plan, inplace)
-        elif not isinstance(plan.unit_method, Tensor):
-            out, lam_eff = self._apply_batch(x, plan, inplace)
-        else:
-            out, lam_eff = self._apply_units(x, plan, inplace, model, labels)
-        plan.outcome["lam_effective"] = lam_eff
-        return out
+            masks, lam = _traceable_tensors(plan)
+            return self._apply_traceable(x, plan.partner, masks, lam, inplace)
+        if not isinstance(plan.unit_method, Tensor):
+            return self._apply_batch(x, plan, inplace)
+        return self._apply_units(x, plan, inplace, model, labels)
 
     def _workspace(self, x: Tensor) -> Tensor:
         """This thread's reusable gather buffer for in-place mixing (no fresh allocation)."""
@@ -494,20 +579,27 @@ class Mixer:
             ws = self._local.workspace = torch.empty_like(x)
         return ws
 
-    def _blend(self, x: Tensor, partner: Tensor, w: Tensor | float, out: Tensor | None) -> Tensor:
+    def _blend(
+        self,
+        x: Tensor,
+        partner: Tensor,
+        w: Tensor | float,
+        out: Tensor | None,
+        exact: bool = False,
+    ) -> Tensor:
+        if exact and isinstance(w, Tensor):
+            return blend_exact(x, partner, w, out)
         in_place = out is x and x.is_floating_point()
         return blend(x, partner, w, out, self._workspace(x) if in_place else None)
 
-    def _apply_batch(
-        self, x: Tensor, plan: MixPlan, inplace: bool
-    ) -> tuple[Tensor, Tensor | float]:
+    def _apply_batch(self, x: Tensor, plan: MixPlan, inplace: bool) -> tuple[Tensor, Measured]:
         """One mask for the whole batch: nothing to do at ``λ̄ = 1``, a binary box pasted from the
         partner rows (only the box is written), anything else blended."""
         out = x if inplace else None
         sample = plan.samples[plan.unit_method] if plan.unit_applied else None  # type: ignore[index]
         lam_eff: float = plan.unit_lam_effective  # type: ignore[assignment]
         if sample is None:
-            return (x.clone() if out is None else out), lam_eff
+            return (x.clone() if out is None else out), Measured(torch.ones(plan.batch_size))
         wdtype = x.dtype if x.is_floating_point() else torch.float32
         weights: Tensor | None = None
         if wdtype not in (torch.float32, torch.float64):
@@ -517,36 +609,39 @@ class Mixer:
             else:
                 weights = sample.masks.to(wdtype)
                 lam_eff = float(weights.float().mean())
-                plan.outcome["masks"] = weights
+        measured = Measured(torch.full((plan.batch_size,), lam_eff), weights)
         partner = plan.partner
         if sample.constant and lam_eff == 1.0:
-            return (x.clone() if out is None else out), lam_eff
+            return (x.clone() if out is None else out), measured
         box = _pasted_box(sample)
         if box is not None:
-            return paste_box(x, partner, box, out), lam_eff
+            return paste_box(x, partner, box, out), measured
         if sample.constant:
             w = lam_eff if x.is_floating_point() else torch.tensor(lam_eff).view(1, 1, 1, 1)
-            return self._blend(x, partner, w, out), lam_eff
+            return self._blend(x, partner, w, out), measured
         if sample.binary and _select_exactly(x):
-            return select(x, partner, sample.keep(), out, self._workspace(x)), lam_eff
+            return select(x, partner, sample.keep(), out, self._workspace(x)), measured
         masks = weights if weights is not None else sample.masks.to(wdtype)
-        return self._blend(x, partner, masks, out), lam_eff
+        return self._blend(x, partner, masks, out), measured
 
-    def _apply_traceable(self, x: Tensor, plan: MixPlan, inplace: bool) -> tuple[Tensor, Tensor]:
+    def _apply_traceable(
+        self, x: Tensor, partner: Tensor, masks: Tensor, lam_eff: Tensor, inplace: bool
+    ) -> tuple[Tensor, Measured]:
         """``batch`` mode under ``torch.compile``: tensors only, no Python numbers (a new λ or box
         is new data, not a new graph)."""
-        masks, lam_eff = _traceable_tensors(plan)
         wdtype = x.dtype if x.is_floating_point() else torch.float32
         weights = masks.to(device=x.device, dtype=wdtype)
         if wdtype not in (torch.float32, torch.float64):
             lam_eff = weights.float().mean().reshape(1)
-        gathered = x.index_select(0, plan.partner)
+        gathered = x.index_select(0, partner)
         if x.is_floating_point():
             mixed = torch.lerp(gathered, x, weights)
         else:
             mixed = to_uint8(torch.lerp(gathered.float(), x.float(), weights))
         out = x.copy_(mixed) if inplace else mixed
-        return out, lam_eff.to(x.device)
+        half = wdtype not in (torch.float32, torch.float64)
+        lam_rows = lam_eff.to(x.device).expand(x.shape[0])
+        return out, Measured(lam_rows, weights if half else None)
 
     def _apply_units(
         self,
@@ -555,7 +650,7 @@ class Mixer:
         inplace: bool,
         model: nn.Module | None,
         labels: Tensor | None,
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Measured]:
         """Per-unit masks (``pair``/``elem`` modes, or image-dependent methods): returns the mixed
         batch and the λ̄ applied to each row."""
         wdtype = x.dtype if x.is_floating_point() else torch.float32
@@ -575,6 +670,7 @@ class Mixer:
         weights_u = (
             None if constant or lazy_keep else unit_masks(plan, wdtype, ones_for_images=True)
         )
+        applied_masks = None
         if wdtype not in (torch.float32, torch.float64) and not lazy_keep:
             # the label must weigh the mask actually applied: its values in the images' dtype
             # (0/1 masks are exact in every dtype)
@@ -582,7 +678,7 @@ class Mixer:
                 lam_eff_u = lam_eff_u.to(wdtype).float()
             else:
                 lam_eff_u = weights_u.float().mean(dim=(1, 2, 3))
-                plan.outcome["masks"] = _spread(weights_u, plan)
+                applied_masks = _spread(weights_u, plan)
         exact_rows = self._copied_rows(plan)
         kept = x.index_select(0, exact_rows) if exact_rows is not None and inplace else None
         out = x if inplace else None
@@ -596,8 +692,10 @@ class Mixer:
         elif exact:
             keep = _spread(_units_keep(plan, weights_u), plan)
             out = select(x, plan.partner, keep, out, self._workspace(x))
-        else:
-            out = self._blend(x, plan.partner, _spread(weights_u, plan), out)  # type: ignore[arg-type]
+        else:  # binary rows among blended ones stay exact copies where the batch has NaN/inf
+            w = _spread(weights_u, plan)  # type: ignore[arg-type]
+            mixed_binary = any(s.binary for _, s in present)
+            out = self._blend(x, plan.partner, w, out, exact=mixed_binary and _select_exactly(x))
         if exact_rows is not None:  # unmixed rows are copies, never arithmetic (NaN stays put)
             out.index_copy_(
                 0, exact_rows, kept if kept is not None else x.index_select(0, exact_rows)
@@ -608,7 +706,7 @@ class Mixer:
             for rows, mixed, lam_rows_m in image_results:
                 out[rows] = mixed
                 lam_rows[rows] = lam_rows_m
-        return out, lam_rows
+        return out, Measured(lam_rows, applied_masks)
 
     def _copied_rows(self, plan: MixPlan) -> Tensor | None:
         """Rows left unmixed (``prob < 1``, or the ``none`` method) in a blend, or ``None``."""
@@ -654,6 +752,7 @@ class Mixer:
         method_rows = plan.method
         applied_rows = plan.applied
         context: dict[str, Any] = {"model": model}
+        seed = plan.image_seed if plan.image_seed is not None else 0
         if labels is not None:
             context["labels"] = labels
         for m, obj in enumerate(self.methods):
@@ -668,7 +767,7 @@ class Mixer:
                 x.index_select(0, rows),
                 x.index_select(0, partner_rows),
                 lam_units[unit[rows]],
-                generator=self.generator,
+                generator=torch.Generator(self._rand_device()).manual_seed(seed + m),
                 context={**context, "rows": rows, "partner_rows": partner_rows},
             )
             if not x.is_floating_point():
@@ -678,33 +777,46 @@ class Mixer:
         return results
 
     # ---- targets ------------------------------------------------------------------------------
-    def targets(self, labels: Tensor, plan: MixPlan) -> Tensor:
-        """Soft targets ``[B, K]``: ``w ⊙ y + (1 − w) ⊙ y[partner]`` with ``w`` the plan's label
-        weight per row (``λ̄``, or the drawn λ under ``label_weight="nominal"``); ``labels`` are
-        class indices ``[B]`` or targets ``[B, K]``, smoothed first if ``label_smoothing``."""
+    def targets(
+        self, labels: Tensor, plan: MixPlan | MixInfo, measured: Measured | Applied | None = None
+    ) -> Tensor:
+        """Soft targets ``[B, K]``: ``w ⊙ y + (1 − w) ⊙ y[partner]`` with ``w`` the label weight
+        per row: ``λ̄`` as :meth:`apply` measured it (``measured``, what it returned), or the
+        drawn λ under ``label_weight="nominal"``; ``labels`` are class indices ``[B]`` or targets
+        ``[B, K]``, smoothed first if ``label_smoothing``. Without ``measured`` the plan's float32
+        λ̄ is used (exact for float32 images), which image-dependent methods do not have."""
+        if isinstance(plan, MixInfo):
+            plan, measured = plan.plan, plan.measured if measured is None else measured
         if not isinstance(plan, MixPlan):
             raise TypeError(f"plan must be a MixPlan from Mixer.sample, got {type(plan).__name__}")
+        if isinstance(measured, Applied):
+            measured = measured.measured
+        if measured is not None and not isinstance(measured, Measured):
+            raise TypeError(
+                f"measured must be what Mixer.apply returned, got {type(measured).__name__}"
+            )
         device = plan.partner.device
         onehot = one_hot_targets(
             labels, self.num_classes, plan.batch_size, self.label_smoothing, device
         )
-        return mix_targets(onehot, plan.partner, self._label_weight(plan))
+        return mix_targets(onehot, plan.partner, self._label_weight(plan, measured))
 
-    def _label_weight(self, plan: MixPlan) -> Tensor | float:
+    def _label_weight(self, plan: MixPlan, measured: Measured | None) -> Tensor | float:
         if plan.label_weight == "nominal":
-            lam = plan.outcome.get("lam_nominal", plan.unit_lam)
+            lam = plan.unit_lam
             return _spread(lam, plan) if isinstance(lam, Tensor) else lam
-        lam_eff = plan.outcome.get("lam_effective")  # per row, or one number
-        if lam_eff is None:
-            if plan.needs_images:
-                raise ValueError(
-                    "this plan uses an image-dependent method, whose λ̄ depends on the images: "
-                    "call Mixer.apply(images, plan) before Mixer.targets(labels, plan)"
-                )
-            lam_eff = plan.unit_lam_effective
-            if isinstance(lam_eff, Tensor):
-                return _spread(lam_eff, plan)
-        return lam_eff
+        if measured is not None:
+            lam_eff = measured.lam_effective
+            if not isinstance(plan.unit_method, Tensor) and lam_eff.device.type == "cpu":
+                return float(lam_eff[0])  # one weight for the batch: a scalar label mix
+            return lam_eff
+        if plan.needs_images:
+            raise ValueError(
+                "this plan uses an image-dependent method, whose λ̄ depends on the images: "
+                "pass what Mixer.apply(images, plan) returned: Mixer.targets(labels, plan, measured)"
+            )
+        lam_eff = plan.unit_lam_effective
+        return _spread(lam_eff, plan) if isinstance(lam_eff, Tensor) else lam_eff
 
     # ---- the call -----------------------------------------------------------------------------
     def __call__(
@@ -716,7 +828,7 @@ class Mixer:
         return_info: bool = False,
         model: nn.Module | None = None,
         batch_labels: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, MixPlan]:
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, MixInfo]:
         """``plan = sample(...)``, ``apply(images, plan)``, ``targets(labels, plan)``; returns the
         mixed images and targets (and the plan with ``return_info=True``). ``batch_labels`` is
         accepted for older PuzzleMix code and ignored (``labels`` are passed on)."""
@@ -727,14 +839,17 @@ class Mixer:
             raise ValueError("images is an empty batch")
         if height == 0 or width == 0:
             raise ValueError(f"images has an empty image size {height}×{width}")
+        _check_inplace(x, inplace)
         if torch.compiler.is_compiling() and self.mode == "batch" and self._all_masks:
-            plan = _sample_outside_graph(self, batch, height, width, x.device)
+            plan, masks, lam_eff, lam = _sample_outside_graph(self, batch, height, width, x.device)
+            out, measured = self._apply_traceable(x, plan.partner, masks, lam_eff, inplace)
+            weight = lam if plan.label_weight == "nominal" else measured.lam_effective
         else:
             plan = self.sample(batch, height, width, device=x.device)
-        _check_inplace(x, inplace)
-        out = self._apply(x, plan, inplace, model, labels)
-        targets = mix_targets(onehot, plan.partner, self._label_weight(plan))
-        return (out, targets, plan) if return_info else (out, targets)
+            out, measured = self._apply(x, plan, inplace, model, labels)
+            weight = self._label_weight(plan, measured)
+        targets = mix_targets(onehot, plan.partner, weight)
+        return (out, targets, MixInfo(plan, measured)) if return_info else (out, targets)
 
     @staticmethod
     def _check_images(images: Tensor) -> Tensor:
@@ -750,25 +865,26 @@ class Mixer:
 @torch.compiler.disable
 def _sample_outside_graph(
     mixer: Mixer, batch: int, height: int, width: int, device: torch.device
-) -> MixPlan:
-    """The draw of a compiled call: run eagerly, its masks and λ made tensors for the graph."""
+) -> tuple[MixPlan, Tensor, Tensor, Tensor]:
+    """The draw of a compiled call, run eagerly: the plan, its mask ``[1, 1, H, W]``, λ̄ and the
+    drawn λ (``[1]`` each) as tensors for the graph."""
     plan = mixer.sample(batch, height, width, device=device)
     masks, lam_eff = _traceable_tensors(plan)
-    plan.outcome["traceable"] = (masks.contiguous(), lam_eff)
-    if plan.label_weight == "nominal":
-        plan.outcome["lam_nominal"] = torch.tensor([float(plan.unit_lam)], device=device)
-    return plan
+    lam = torch.tensor([float(plan.unit_lam)], device=device)
+    return plan, masks.contiguous(), lam_eff, lam
 
 
 def _traceable_tensors(plan: MixPlan) -> tuple[Tensor, Tensor]:
     """``[1, 1, H, W]`` mask and ``[1]`` λ̄ of a ``batch``-mode plan, as tensors."""
-    ready = plan.outcome.get("traceable")
-    if ready is not None:
-        return ready
     masks = unit_masks(plan, torch.float32)
     assert masks is not None
     lam_eff = torch.tensor([float(plan.unit_lam_effective)], device=masks.device)
     return masks, lam_eff
+
+
+def _is_integer_map(x: Tensor) -> bool:
+    """Integer class-id maps (int16/int32/int64): never blended."""
+    return x.dtype in (torch.int16, torch.int32, torch.int64)
 
 
 def _select_exactly(x: Tensor) -> bool:

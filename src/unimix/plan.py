@@ -12,15 +12,15 @@ row (``"elem"``); ``unit_of_row[k]`` is the unit of row ``k``. The per-row views
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from unimix.masks import MaskSample
 
-__all__ = ["MixPlan", "MixInfo"]
+__all__ = ["MixPlan", "MixInfo", "Measured", "Applied"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,6 +41,13 @@ class MixPlan:
             unit order (``None`` for image-dependent methods and methods no unit drew).
         method_names: the Mixer's method names.
         label_weight: ``"effective"`` (labels weighted by ``λ̄``) or ``"nominal"`` (by λ).
+        image_seed: the seed of the image-dependent methods' random choices (ResizeMix's boxes,
+            SaliencyMix's and PuzzleMix's draws, Manifold's layer), drawn by ``sample``: applying
+            one plan twice gives the same pixels. ``None`` when the Mixer has no such method.
+
+    The plan is immutable: ``Mixer.apply`` never writes to it (what it measures comes back in a
+    :class:`Measured`). A plan is validated when it is built and when it is unpickled: λ in
+    [0, 1], partner indices in range, known ``mode`` and ``label_weight`` (``ValueError``).
     """
 
     batch_size: int
@@ -56,8 +63,23 @@ class MixPlan:
     samples: tuple[MaskSample | None, ...]
     method_names: tuple[str, ...]
     label_weight: str = "effective"
-    #: filled by ``Mixer.apply``: the λ̄ actually applied (images' dtype; image methods' rows)
-    outcome: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    image_seed: int | None = None
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = {f.name: state.get(f.name, f.default) for f in fields(self)}
+        self.__dict__.update(state)
+        _validate(self)
+
+    @classmethod
+    def _trusted(cls, **values: Any) -> MixPlan:
+        """A plan built by ``Mixer.sample``, whose draws are valid by construction (no checks on
+        the hot path)."""
+        plan = cls.__new__(cls)
+        plan.__dict__.update(values)
+        return plan
 
     # ---- per-row views -------------------------------------------------------------------
     def _rows(self, values: Tensor | float | int | bool, dtype: torch.dtype) -> Tensor:
@@ -78,13 +100,9 @@ class MixPlan:
 
     @property
     def lam_effective(self) -> Tensor:
-        """``[B]`` weight of each row's own label under ``label_weight="effective"``: the mean of
-        the mask actually applied (after :meth:`Mixer.apply`, in the images' dtype)."""
-        applied = self.outcome.get("lam_effective")  # per row (or one number)
-        if isinstance(applied, Tensor):
-            return applied.expand(self.batch_size)
-        if applied is not None:
-            return self._rows(applied, torch.float32)
+        """``[B]`` mean of each row's float32 mask as drawn (NaN for rows of image-dependent
+        methods); the λ̄ actually applied (images' dtype) is in the :class:`Measured` that
+        :meth:`Mixer.apply` returns."""
         return self._rows(self.unit_lam_effective, torch.float32)
 
     @property
@@ -106,9 +124,6 @@ class MixPlan:
     def masks(self) -> Tensor | None:
         """``[B or 1, 1, H, W]`` weight of each row's own image (``[1, …]`` in ``"batch"`` mode);
         ``None`` when an image-dependent method mixed a row (its mix is no mask blend)."""
-        applied = self.outcome.get("masks")
-        if applied is not None:
-            return applied
         units = unit_masks(self, torch.float32)
         if units is None:
             return None
@@ -158,5 +173,91 @@ def unit_masks(
     return out
 
 
-#: The name of ``return_info=True``'s result before plans existed.
-MixInfo = MixPlan
+class Measured(NamedTuple):
+    """What :meth:`Mixer.apply` measured, for :meth:`Mixer.targets`: ``lam_effective`` ``[B]``
+    float32, the mean of each row's mask as applied in the images' dtype (the λ̄ of
+    image-dependent methods' rows from the images), and ``masks`` ``[B or 1, 1, H, W]`` the
+    masks in that dtype when they differ from the plan's float32 masks (half precision), else
+    ``None``."""
+
+    lam_effective: Tensor
+    masks: Tensor | None = None
+
+
+class Applied(NamedTuple):
+    """``Mixer.apply``'s result: the mixed ``images`` and what was :class:`Measured`."""
+
+    images: Tensor
+    measured: Measured
+
+
+def _fail(message: str) -> None:
+    raise ValueError(f"invalid MixPlan: {message}")
+
+
+def _validate(plan: MixPlan) -> None:
+    """Every field of a plan in its range (a ``ValueError`` naming the field otherwise)."""
+    for name in ("batch_size", "height", "width"):
+        value = getattr(plan, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            _fail(f"{name} must be a positive int, got {value!r}")
+    if plan.mode not in ("batch", "pair", "elem"):
+        _fail(f"mode must be one of 'batch', 'pair', 'elem', got {plan.mode!r}")
+    if plan.label_weight not in ("effective", "nominal"):
+        _fail(f"label_weight must be 'effective' or 'nominal', got {plan.label_weight!r}")
+    partner, batch = plan.partner, plan.batch_size
+    if not isinstance(partner, Tensor) or partner.dtype != torch.int64 or partner.shape != (batch,):
+        _fail(f"partner must be an int64 tensor of shape [{batch}], got {partner!r}")
+    if partner.device.type != "meta" and bool(((partner < 0) | (partner >= batch)).any()):
+        _fail(f"partner indices must lie in [0, {batch}), got {partner.tolist()}")
+    if not isinstance(plan.method_names, tuple) or len(plan.samples) != len(plan.method_names):
+        _fail("samples and method_names must be tuples of the same length")
+    for name, allow_nan in (("unit_lam", False), ("unit_lam_effective", True)):
+        value = getattr(plan, name)
+        t = value if isinstance(value, Tensor) else torch.tensor(float(value))
+        if t.device.type == "meta":
+            continue
+        nan = torch.isnan(t)
+        if (nan.any() and not allow_nan) or bool(((t < 0) | (t > 1)).any()):
+            _fail(f"{name} must lie in [0, 1], got {value!r}")
+    method = plan.unit_method
+    m = method if isinstance(method, Tensor) else torch.tensor(int(method))
+    if m.device.type != "meta" and bool(((m < 0) | (m >= len(plan.method_names))).any()):
+        _fail(f"unit_method must index method_names ({len(plan.method_names)}), got {method!r}")
+    if plan.image_seed is not None and not isinstance(plan.image_seed, int):
+        _fail(f"image_seed must be an int or None, got {plan.image_seed!r}")
+
+
+class MixInfo:
+    """``mixer(images, labels, return_info=True)``'s third item: the :class:`MixPlan` and what
+    ``apply`` :class:`Measured`. It reads like the plan, except that ``lam_effective``,
+    ``label_weights`` and ``masks`` are the values applied (images' dtype, image methods'
+    λ̄)."""
+
+    __slots__ = ("plan", "measured")
+
+    def __init__(self, plan: MixPlan, measured: Measured) -> None:
+        self.plan, self.measured = plan, measured
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("plan", "measured"):
+            raise AttributeError(name)
+        return getattr(self.plan, name)
+
+    @property
+    def lam_effective(self) -> Tensor:
+        """``[B]`` λ̄ as applied."""
+        return self.measured.lam_effective.expand(self.plan.batch_size)
+
+    @property
+    def label_weights(self) -> Tensor:
+        """``[B]`` the weight of each row's own label in the targets."""
+        return self.plan.lam if self.plan.label_weight == "nominal" else self.lam_effective
+
+    @property
+    def masks(self) -> Tensor | None:
+        """The masks as applied (images' dtype), ``None`` where an image method mixed a row."""
+        return self.measured.masks if self.measured.masks is not None else self.plan.masks
+
+    def __repr__(self) -> str:
+        return f"MixInfo({self.plan!r})"

@@ -63,7 +63,7 @@ def register(name: str, *, kind: Kind | None = None) -> Callable[[C], C]:
         if kind is not None and found != kind:
             raise TypeError(f"register({name!r}) expected a {kind} method, got a {found} method")
         taken = _ENTRIES.get(name)
-        if taken is not None and taken.__qualname__ != cls.__qualname__:
+        if taken is not None and taken is not cls:  # any other class, even of the same name
             raise ValueError(
                 f"a mixing method named {name!r} is already registered ({taken.__qualname__}); "
                 f"choose another name or unregister({name!r}) first"

@@ -65,10 +65,12 @@ def _smoothed_targets(
     return y1.scatter_(1, target.long().view(-1, 1), on_value)
 
 
-def _mix_targets(y1: Tensor, lam: float | Tensor) -> Tensor:
+def _mix_targets(y1: Tensor, lam: float | Tensor, partner: Tensor | None = None) -> Tensor:
+    """``λ y + (1 − λ) y[partner]`` (timm's order of operations; the flip when no partner)."""
     if isinstance(lam, Tensor):
         lam = lam.to(y1.device).reshape(-1, 1)
-    return y1 * lam + y1.flip(0) * (1.0 - lam)
+    other = y1.flip(0) if partner is None else y1.index_select(0, partner.to(y1.device))
+    return y1 * lam + other * (1.0 - lam)
 
 
 class TimmMixup:
@@ -95,7 +97,8 @@ class TimmMixup:
     * ``correct_lam=True`` (timm's default) labels each mix with the effective ``λ̄ = mean(M)`` of
       the mask applied, clipped boxes and GMix's truncated Gaussian included;
       ``correct_lam=False`` labels it with the drawn λ (``Mixer(label_weight="nominal")``), as
-      timm does for clipped boxes and the paper's reference code does for GMix.
+      timm does for clipped boxes (the paper's reference code labels GMix by the kernel's mean,
+      the effective λ̄).
     * CutMix box sides are ``round(√(1−λ)·H)`` rather than timm's ``int(...)``: boxes differ by at
       most one pixel per side; their position rule (centre uniform over pixels, clipped) is timm's.
     * Odd batches work in ``"batch"`` and ``"elem"`` modes (the middle row is its own partner);
@@ -199,13 +202,13 @@ class TimmMixup:
         if not self.mixup_enabled:
             return x, _mix_targets(y1, 1.0)
         plan = self.mixer.sample(x.shape[0], x.shape[2], x.shape[3], device=x.device)
-        self.mixer.apply(x, plan, inplace=True)
-        lam: float | Tensor = plan.label_weights
+        _, measured = self.mixer.apply(x, plan, inplace=True)
+        lam: float | Tensor = plan.lam if plan.label_weight == "nominal" else measured.lam_effective
         if self.mode == "batch":
             lam = float(lam[0])
         else:
             lam = lam.to(torch.promote_types(torch.float32, _float_or(x.dtype)))
-        return x, _mix_targets(y1, lam)
+        return x, _mix_targets(y1, lam, plan.partner)
 
     def __repr__(self) -> str:
         return (

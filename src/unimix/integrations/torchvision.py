@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from unimix.collate import MixCollate
 from unimix.integrations import require
 from unimix.mix import Mixer
 
@@ -170,6 +171,7 @@ class MixTransform(_v2.Transform):
                 f"labels_getter must be 'default' or a callable, got {labels_getter!r}"
             )
         self.labels_getter = labels_getter
+        self._streams = MixCollate(self.mixer)
 
     def extra_repr(self) -> str:
         return f"mixer={self.mixer!r}, num_classes={self.num_classes}"
@@ -185,30 +187,34 @@ class MixTransform(_v2.Transform):
             )
         labels = self._labels_getter(sample)
         targets = self._targets(labels)
-        index = self._image_index(flat, labels)
-        images = flat[index]
-        expected = 5 if isinstance(images, _tv_tensors.Video) else 4
-        if images.dim() != expected:
-            raise ValueError(
-                f"{type(self).__name__} expects a batch: a {expected}-dim "
-                f"{'video [B, T, C, H, W]' if expected == 5 else 'image [B, C, H, W]'} tensor, "
-                f"got shape {tuple(images.shape)}"
-            )
-        if images.shape[0] != targets.shape[0]:
-            raise ValueError(
-                f"the images hold {images.shape[0]} samples but the labels {targets.shape[0]}; "
-                "pass one label per image"
-            )
-        plain = images.as_subclass(Tensor)
-        batch, height, width = plain.shape[0], plain.shape[-2], plain.shape[-1]
-        mixed, mixed_targets = self.mixer(plain.reshape(batch, -1, height, width), targets)
-        mixed = mixed.reshape(plain.shape)
+        indices = self._image_indices(flat, labels)
+        for index in indices:
+            self._check_batch(flat[index], targets.shape[0])
+        first = flat[indices[0]]
+        batch, height, width = first.shape[0], first.shape[-2], first.shape[-1]
+        for index in indices[1:]:
+            if (flat[index].shape[0], *flat[index].shape[-2:]) != (batch, height, width):
+                raise ValueError(
+                    f"all images and videos of a sample are mixed with one plan and must share "
+                    f"batch size and size: {tuple(first.shape)} and {tuple(flat[index].shape)}"
+                )
+        mixer = self._streams._local_mixer()  # per-worker streams, as MixCollate draws them
+        assert isinstance(mixer, Mixer)
+        plan = mixer.sample(batch, height, width, device=first.device)
+        out = list(flat)
+        measured = None
+        for index in indices:  # several views / an image and a video: one plan for all
+            images = flat[index]
+            plain = images.as_subclass(Tensor)
+            mixed, applied = mixer.apply(plain.reshape(batch, -1, height, width), plan)
+            measured = applied if measured is None else measured
+            mixed = mixed.reshape(plain.shape)
+            if isinstance(images, _tv_tensors.TVTensor):
+                mixed = _tv_tensors.wrap(mixed, like=images)
+            out[index] = mixed
+        mixed_targets = mixer.targets(targets, plan, measured)
         if labels.dim() == 2 and labels.is_floating_point():
             mixed_targets = mixed_targets.to(labels.dtype)  # probabilities keep their dtype
-        if isinstance(images, _tv_tensors.TVTensor):
-            mixed = _tv_tensors.wrap(mixed, like=images)
-        out = list(flat)
-        out[index] = mixed
         where = [i for i, v in enumerate(flat) if v is labels]
         if not where:
             raise ValueError("labels_getter must return the labels tensor found in the input")
@@ -248,8 +254,23 @@ class MixTransform(_v2.Transform):
             f"{tuple(labels.shape)}"
         )
 
+    def _check_batch(self, images: Tensor, labels: int) -> None:
+        expected = 5 if isinstance(images, _tv_tensors.Video) else 4
+        if images.dim() != expected:
+            raise ValueError(
+                f"{type(self).__name__} expects a batch: a {expected}-dim "
+                f"{'video [B, T, C, H, W]' if expected == 5 else 'image [B, C, H, W]'} tensor, "
+                f"got shape {tuple(images.shape)}"
+            )
+        if images.shape[0] != labels:
+            raise ValueError(
+                f"the images hold {images.shape[0]} samples but the labels {labels}; "
+                "pass one label per image"
+            )
+
     @staticmethod
-    def _image_index(flat: list[Any], labels: Tensor) -> int:
+    def _image_indices(flat: list[Any], labels: Tensor) -> list[int]:
+        """Every image and video of the sample (or the first plain tensor besides the labels)."""
         visual = [
             i for i, v in enumerate(flat) if isinstance(v, (_tv_tensors.Image, _tv_tensors.Video))
         ]
@@ -257,11 +278,7 @@ class MixTransform(_v2.Transform):
             visual = [i for i, v in enumerate(flat) if _is_pure_tensor(v) and v is not labels][:1]
         if not visual:
             raise ValueError("no image or video tensor found in the input to mix")
-        if len(visual) > 1:
-            raise ValueError(
-                f"found {len(visual)} image/video tensors; MixTransform mixes one per call"
-            )
-        return visual[0]
+        return visual
 
 
 class HMix(MixTransform):

@@ -233,7 +233,7 @@ def _draw_perturbations(
     anchor, delta, weight, msda = [], [], [], []
     for _ in range(draws):
         info = mixer.sample(batch, x.shape[2], x.shape[3], device=device)
-        mixed = mixer.apply(x, info)
+        mixed, _ = mixer.apply(x, info)
         if info.masks is None:
             raise ValueError(
                 "the mixer used an image-dependent method (no mask); the decomposition needs "

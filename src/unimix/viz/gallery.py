@@ -82,8 +82,9 @@ def _mix_one(
 
     mixer = Mixer(name, generator=g, **({"r": r} if name == "hmix" else {}))
     plan = mixer.sample(2, x.shape[-2], x.shape[-1], lam=lam)  # row 0 mixed with row 1
-    mixed = mixer.apply(x[:2], plan)[0]
-    lam_eff = float(plan.lam_effective[0])
+    mixed_rows, measured = mixer.apply(x[:2], plan)
+    mixed = mixed_rows[0]
+    lam_eff = float(measured.lam_effective[0])
     if plan.masks is not None:
         return mixed, plan.masks[0, 0], lam_eff, False
     return mixed, source_mask(mixed, x[0], x[1]), lam_eff, True
