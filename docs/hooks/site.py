@@ -8,7 +8,8 @@
 - **Gallery** — ``img/gallery-generated.png``, drawn by ``unimix gallery`` during the build.
 
 The package is read from ``extra.api.src`` (default ``src``, relative to ``mkdocs.yml``) and
-``extra.api.package`` (default ``unimix``).
+``extra.api.package`` (default ``unimix``); ``extra.api.command_pages: false`` leaves out the
+command-line page and the gallery (which run ``unimix``), as the tests' toy builds do.
 """
 
 from __future__ import annotations
@@ -38,16 +39,19 @@ def _settings(config: MkDocsConfig) -> tuple[str, Path]:
 
 
 def _nav(layout: api.Layout) -> list[Any]:
-    """The API section of the navigation: top-level modules, then one section per subpackage."""
-    entries: list[Any] = []
+    """The API section of the navigation: the package, its modules, then one section per
+    subpackage (its own page first), each in alphabetical order."""
+    pages = sorted(layout.pages, key=lambda p: p.module)
+    packages = {p.module for p in pages if any(q.module.startswith(p.module + ".") for q in pages)}
+    root = pages[0].module
+    entries: list[Any] = [{root: pages[0].file}]
     sections: dict[str, list[Any]] = {}
-    for page in layout.pages:
-        parts = page.module.split(".")
-        if len(parts) <= 2 and not any(p.module.startswith(page.module + ".") for p in layout.pages):
-            entries.append({page.module: page.file})
-        else:
-            top = ".".join(parts[:2])
+    for page in pages[1:]:
+        top = ".".join(page.module.split(".")[:2])
+        if top in packages:
             sections.setdefault(top, []).append({page.module: page.file})
+        else:
+            entries.append({page.module: page.file})
     return entries + [{name: items} for name, items in sections.items()]
 
 
@@ -147,7 +151,7 @@ def cli_page() -> str:
     return "\n".join(lines)
 
 
-def _gallery(site_dir: str) -> bytes:
+def _gallery() -> bytes:
     from unimix.cli import main
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -163,9 +167,13 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
     src = str(_state["src"])
     if src not in sys.path:
         sys.path.insert(0, src)
-    generated = {"api/index.md": api_index(), "cli.md": cli_page()}
+    generated = {"api/index.md": api_index()}
     generated |= {page.file: api_page(page) for page in _state["layout"].pages}
+    command_pages = (config.extra.get("api") or {}).get("command_pages", True)
+    if command_pages:
+        generated["cli.md"] = cli_page()
     for path, text in generated.items():
         files.append(File.generated(config, path, content=text))
-    files.append(File.generated(config, "img/gallery-generated.png", content=_gallery(config.site_dir)))
+    if command_pages:
+        files.append(File.generated(config, "img/gallery-generated.png", content=_gallery()))
     return files
