@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from test_browser import _CSS_URL, _RESOURCE, _browser
+from test_browser import _CSS_URL, _RESOURCE, _browser, offline_chromium
 
 pytestmark = pytest.mark.slow
 
@@ -312,20 +312,7 @@ def _render_site(site: Path, tmp_path: Path, pages: list[str]) -> dict[str, dict
     server.reports, server.done = {}, threading.Event()  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}/"
-    command = [
-        browser,
-        "--headless",
-        "--no-sandbox",  # CI runs as root
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-extensions",
-        "--disable-background-networking",
-        "--disable-component-update",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # no name resolves ...
-        "--proxy-server=127.0.0.1:9",  # ... and the proxy is a closed port: nothing gets out
-        base + "driver.html",
-    ]
+    command = [*offline_chromium(browser, tmp_path / "profile", loopback=True), base + "driver.html"]
     chromium = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         finished = server.done.wait(timeout=30 + 5 * len(pages))  # type: ignore[attr-defined]
