@@ -96,6 +96,19 @@ def test_every_public_name_has_an_entry(site: Path, api) -> None:
     assert names >= 300
 
 
+def test_docstring_roles_become_links(site: Path) -> None:
+    role = re.compile(r":(?:class|func|meth|attr|data|mod|exc|obj):`")
+    links = 0
+    for page in (site / "api").glob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        assert not role.search(html.unescape(text)), f"{page.name}: a Sphinx role left as text"
+        links += len(re.findall(r'class="autorefs autorefs-internal"', text))
+    # e.g. unimix.mix's docstring: ":meth:`Mixer.sample`" -> a link to the method's entry
+    mix = (site / "api" / "unimix.mix.html").read_text(encoding="utf-8")
+    assert re.search(r'href="#unimix\.mix\.Mixer\.sample"[^>]*>\s*<code>Mixer\.sample</code>', mix)
+    assert links >= 300
+
+
 def test_the_command_line_page_is_every_parser_help(site: Path) -> None:
     from unimix.cli import COMMANDS, build_parser
 

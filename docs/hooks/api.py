@@ -171,6 +171,8 @@ def check_docstrings(package: griffe.Module) -> list[str]:
 
 # --- Sphinx roles -> links --------------------------------------------------------------------
 
+# reStructuredText's "paragraph::" before a literal block; in Markdown the indent alone does it
+_LITERAL = re.compile(r"(?<=\S)::$", re.MULTILINE)
 _ROLE = re.compile(r":(?:py:)?(?P<role>class|func|meth|attr|data|mod|exc|obj):`(?P<text>[^`]+)`")
 
 
@@ -182,7 +184,8 @@ def documented_as(obj: griffe.Object, home: dict[str, str]) -> str | None:
     if parent is None or obj.name.startswith("_") or parent.is_module:
         return None
     owner = documented_as(parent, home)
-    return f"{owner}.{obj.name}" if owner is not None and obj.name in parent.members else None
+    rendered = obj.name in parent.members and obj.docstring is not None  # as mkdocstrings does
+    return f"{owner}.{obj.name}" if owner is not None and rendered else None
 
 
 def _lookup(scope: griffe.Object, dotted: str) -> griffe.Object | None:
@@ -219,7 +222,7 @@ def link_roles(text: str, owner: griffe.Object, package: griffe.Module, home: di
         identifier = documented_as(target, home) if target is not None else None
         return f"[`{shown}`][{identifier}]" if identifier else f"`{shown}`"
 
-    return _ROLE.sub(replace, text)
+    return _LITERAL.sub(":", _ROLE.sub(replace, text))
 
 
 class SphinxRoles(griffe.Extension):
@@ -230,6 +233,6 @@ class SphinxRoles(griffe.Extension):
         todo: list[griffe.Object] = [pkg]
         while todo:
             obj = todo.pop()
-            if obj.docstring is not None and ":" in obj.docstring.value:
+            if obj.docstring is not None and ":" in obj.docstring.value:  # roles, "::"
                 obj.docstring.value = link_roles(obj.docstring.value, obj, pkg, home)
             todo += [m for m in obj.members.values() if not m.is_alias]
