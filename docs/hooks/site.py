@@ -65,6 +65,8 @@ def on_config(config: MkDocsConfig) -> MkDocsConfig:
             + "; ".join(problems)
         )
     layout = api.layout(package)
+    if str(src) not in sys.path[:1]:  # the command-line page and the gallery run this checkout
+        sys.path.insert(0, str(src))
     _state.update(package=package, layout=layout, package_name=package_name, src=src)
     for entry in config.nav or []:
         if isinstance(entry, dict) and "API reference" in entry:
@@ -163,14 +165,19 @@ def _gallery() -> bytes:
         return out.read_bytes()
 
 
+def _check_imported_from(src: Path) -> None:
+    import unimix
+
+    if not Path(unimix.__file__).resolve().is_relative_to(src.resolve()):
+        raise PluginError(f"unimix was imported from {unimix.__file__}, not from {src}")
+
+
 def on_files(files: Files, config: MkDocsConfig) -> Files:
-    src = str(_state["src"])
-    if src not in sys.path:
-        sys.path.insert(0, src)
     generated = {"api/index.md": api_index()}
     generated |= {page.file: api_page(page) for page in _state["layout"].pages}
     command_pages = (config.extra.get("api") or {}).get("command_pages", True)
     if command_pages:
+        _check_imported_from(_state["src"])
         generated["cli.md"] = cli_page()
     for path, text in generated.items():
         files.append(File.generated(config, path, content=text))
