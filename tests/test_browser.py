@@ -109,6 +109,25 @@ def test_report_references_no_network_resource(report: Path) -> None:
         assert local.is_file(), f"report.html refers to a missing file {url!r}"
 
 
+def offline_chromium(browser: str, profile: Path, loopback: bool = False) -> list[str]:
+    """Headless Chromium that cannot reach the network: no host name resolves (``loopback``:
+    but 127.0.0.1, where a test serves pages) and the proxy is a closed port."""
+    rules = "MAP * ~NOTFOUND" + (", EXCLUDE 127.0.0.1" if loopback else "")
+    return [
+        browser,
+        "--headless",
+        "--no-sandbox",  # CI runs as root
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-extensions",
+        "--disable-background-networking",
+        "--disable-component-update",
+        f"--user-data-dir={profile}",
+        f"--host-resolver-rules={rules}",
+        "--proxy-server=127.0.0.1:9",
+    ]
+
+
 def _render(page: Path, profile: Path) -> dict[str, list]:
     """Open ``page`` with the probe appended in headless Chromium, offline; the probe's record."""
     browser = _browser()
@@ -119,17 +138,7 @@ def _render(page: Path, profile: Path) -> dict[str, list]:
     probe = page.with_name(page.stem + ".browser-probe.html")  # beside it: relative paths work
     probe.write_text(text[:at] + PROBE + text[at:] if at >= 0 else text + PROBE, encoding="utf-8")
     command = [
-        browser,
-        "--headless",
-        "--no-sandbox",  # CI runs as root
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-extensions",
-        "--disable-background-networking",
-        "--disable-component-update",
-        f"--user-data-dir={profile}",
-        "--host-resolver-rules=MAP * ~NOTFOUND",  # no name resolves ...
-        "--proxy-server=127.0.0.1:9",  # ... and the proxy is a closed port: nothing gets out
+        *offline_chromium(browser, profile),
         "--virtual-time-budget=10000",
         "--dump-dom",
         probe.as_uri(),

@@ -1,4 +1,5 @@
-"""The README's "Add your own method" example, verbatim, and what it promises."""
+"""The "Add your own method" example of docs/methods.md (once the README's), verbatim, and what
+it promises."""
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from unimix import masks, mix, registry
 @pytest.fixture(params=["registry", "pre-0.2 names"])
 def custom_methods(request):
     if request.param == "registry":
-        # ---- the README example, exactly ------------------------------------------------------
+        # ---- the docs/methods.md example, exactly ------------------------------------------------
         import torch
 
         from unimix import MixMethod, registry

@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 Kind = Literal["mask", "image"]
+#: The two kinds of registered method: a mask sampler, or a method that looks at the images.
 KINDS: tuple[Kind, ...] = ("mask", "image")
 
 C = TypeVar("C", bound=type)

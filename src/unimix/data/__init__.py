@@ -41,6 +41,7 @@ __all__ = [
     "seed_worker",
 ]
 
+#: The environment variable naming the data directory when ``data_dir`` is not given.
 DATA_DIR_ENV = "UNIMIX_DATA_DIR"
 _DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 _OPTIONS = {

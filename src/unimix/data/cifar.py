@@ -71,6 +71,7 @@ class CifarLayout:
         )
 
 
+#: The file layout of each CIFAR data set, as its authors distribute it.
 CIFAR_LAYOUTS: dict[str, CifarLayout] = {
     "cifar10": CifarLayout(
         folder="cifar-10-batches-py",

@@ -35,7 +35,9 @@ __all__ = [
     "load_image",
 ]
 
+#: ImageNet's per-channel mean (RGB, images in [0, 1]), used to normalise image folders.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+#: ImageNet's per-channel standard deviation (RGB, images in [0, 1]).
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE_RATIO = 256 / 224
 

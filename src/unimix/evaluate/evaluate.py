@@ -37,6 +37,7 @@ from unimix.evaluate.occlusion import random_occlusion
 
 __all__ = ["EvalResult", "as_result", "evaluate_model", "format_table", "DEFAULT_EPS", "format_eps"]
 
+#: The FGSM/PGD budgets ε evaluated by default, in pixel units of images in [0, 1].
 DEFAULT_EPS: tuple[float, ...] = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
 
 

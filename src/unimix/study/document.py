@@ -20,22 +20,30 @@ __all__ = ["Block", "Bullets", "Figure", "Heading", "Paragraph", "Table", "to_ht
 
 @dataclass
 class Heading:
+    """A section heading of ``level`` 1–6."""
+
     text: str
     level: int = 2
 
 
 @dataclass
 class Paragraph:
+    """A paragraph; ``**bold**`` and ``` `code` ``` are its inline marks."""
+
     text: str
 
 
 @dataclass
 class Bullets:
+    """A bulleted list: each item a text and its (possibly empty) list of sub-items."""
+
     items: list[tuple[str, list[str]]]
 
 
 @dataclass
 class Table:
+    """A table: header, rows of cell texts, optional bold cells and a note printed under it."""
+
     header: list[str]
     rows: list[list[str]]
     bold: list[list[bool]] | None = None
@@ -44,10 +52,13 @@ class Table:
 
 @dataclass
 class Figure:
+    """A PNG figure next to the report, with its caption (embedded as base64 in HTML)."""
+
     path: str  # relative to the report
     caption: str
 
 
+#: Any block of a document.
 Block = Heading | Paragraph | Bullets | Table | Figure
 
 

@@ -45,9 +45,13 @@ __all__ = [
     "t_quantile",
 ]
 
+#: Verdict: the whole interval is on the better side of 0.
 HOLDS = "holds"
+#: Verdict: the whole interval is on the worse side of 0.
 REVERSED = "reversed"
+#: Verdict: the interval contains 0.
 UNRESOLVED = "unresolved"
+#: Verdict with one seed: no spread, no interval.
 CANNOT_JUDGE = "cannot be judged"
 
 

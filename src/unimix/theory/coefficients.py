@@ -149,7 +149,8 @@ class DistanceProfile:
         radial: ``[R]`` mean of ``A(p, q)`` over all ordered pixel pairs with
             ``round(|p − q|) = radius``.
         radial_stderr: standard errors of ``radial``.
-        height, width, samples (0 for a closed form), weighting, method.
+        height, width, samples, weighting, method: the image size, the masks drawn (0 for a
+            closed form), the weighting and the method.
     """
 
     offsets: Tensor

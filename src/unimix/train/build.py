@@ -49,6 +49,7 @@ def model_size(image_size: Any) -> int | tuple[int, int]:
 
 
 def data_info(spec: Any) -> dict[str, Any]:
+    """The shape of a data set a model is built for: ``num_classes``, ``in_chans``, ``image_size``."""
     return {
         "num_classes": int(spec.num_classes),
         "in_chans": int(spec.in_chans),
@@ -57,6 +58,7 @@ def data_info(spec: Any) -> dict[str, Any]:
 
 
 def create_model(cfg: TrainConfig, info: Mapping[str, Any]) -> nn.Module:
+    """The model ``cfg.model`` names, built for the data set described by ``info`` (:func:`data_info`)."""
     from unimix import models
 
     return models.create_model(
@@ -69,6 +71,7 @@ def create_model(cfg: TrainConfig, info: Mapping[str, Any]) -> nn.Module:
 
 
 def build_dataset(cfg: TrainConfig) -> Any:
+    """The data set of ``cfg`` (its train, validation and test splits), through :func:`unimix.data.build_dataset`."""
     from unimix import data
 
     return data.build_dataset(
@@ -101,6 +104,7 @@ def method_params(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def build_mixer(cfg: TrainConfig, num_classes: int, seed: int) -> Any:
+    """The :class:`~unimix.mix.Mixer` of ``cfg``, its generator seeded with ``seed``."""
     from unimix import Mixer
 
     return Mixer(
@@ -120,6 +124,8 @@ def build_mixer(cfg: TrainConfig, num_classes: int, seed: int) -> Any:
 
 @contextmanager
 def determinism(enabled: bool, device: torch.device) -> Any:
+    """A context in which torch uses deterministic algorithms (when ``enabled``); the previous
+    settings are restored on exit."""
     previous = (
         torch.are_deterministic_algorithms_enabled(),
         torch.is_deterministic_algorithms_warn_only_enabled(),

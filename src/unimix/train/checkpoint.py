@@ -46,7 +46,9 @@ __all__ = [
     "content_digest",
 ]
 
+#: The format tag every checkpoint carries: a file without it is not a unimix checkpoint.
 CHECKPOINT_FORMAT = "unimix-train-checkpoint"
+#: The version this unimix writes.
 CHECKPOINT_VERSION = 2
 #: Versions this unimix reads; version 1 predates the checksum (read without verification).
 _READABLE = (1, 2)

@@ -145,6 +145,7 @@ def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
 
 
 def barrier(info: DistInfo) -> None:
+    """Wait until every rank gets here (nothing to wait for in a single process)."""
     if info.enabled:
         dist.barrier()
 

@@ -40,6 +40,7 @@ __all__ = [
     "is_run_directory",
 ]
 
+#: The lock file of a run directory: one process at a time trains in it.
 LOCK_FILE = ".unimix.lock"
 #: The first line of every ``config.yaml`` a run writes: how a run directory is recognised.
 CONFIG_HEADER = "# unimix train: resolved configuration"

@@ -79,7 +79,9 @@ __all__ = [
     "CHECKPOINT_FILE",
 ]
 
+#: The resolved configuration a run writes into its directory.
 CONFIG_FILE = "config.yaml"
+#: The checkpoint a run writes into its directory (atomically) and resumes from.
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
