@@ -124,6 +124,6 @@ def check_mixer(**mixer_args: Any) -> None:
     the one test of whether a Mixer can be built from a configuration (e.g. ``TrainConfig``), so
     a config is valid exactly when its Mixer is (unknown or repeated methods, parameters no
     method takes, ``switch_prob`` with other than two methods, ``alpha`` for absent methods)."""
-    from unimix.mix import Mixer  # the engine imports this module
+    from unimix.mix import Mixer  # the one import upwards: the rule is "Mixer can be built"
 
     Mixer(**mixer_args)
