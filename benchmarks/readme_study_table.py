@@ -1,9 +1,10 @@
-"""README's study table and confirmatory verdicts, generated from a study folder.
+"""The default study's table and confirmatory verdicts (docs/snippets/study-figures.md),
+generated from a study folder.
 
     python benchmarks/readme_study_table.py study
 
 Prints the mean ± sd table (top-1 error, NLL raw and T-scaled, PGD accuracy) from
-``summary.csv`` and one line per confirmatory claim line from ``claims.csv``, so that the README
+``summary.csv`` and one line per confirmatory claim line from ``claims.csv``, so that the site
 shows exactly what the default run wrote.
 """
 

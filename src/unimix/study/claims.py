@@ -50,6 +50,30 @@ from unimix.study.stats import (
 from unimix.study.types import CLAIM_COLUMNS
 from unimix.train.fileio import atomic_write_text
 
+__all__ = [
+    "DEFAULT_CONFIRMATORY",
+    "METRICS",
+    "OVERHEAD_LIMIT_PCT",
+    "Claim",
+    "ClaimLine",
+    "aggregate",
+    "all_pairs",
+    "baseline_variant",
+    "check_claims",
+    "confidence_set_of_best",
+    "correct",
+    "fmt",
+    "interactions",
+    "paired_line",
+    "regimes_of",
+    "setting_lines",
+    "shown_metrics",
+    "summarize",
+    "variant_of",
+    "without_duplicates",
+    "write_claims",
+]
+
 #: (column, label, which way is better) of the summary tables.
 METRICS: tuple[tuple[str, str, str], ...] = (
     ("top1_error", "top-1 error %", "low"),
@@ -97,10 +121,12 @@ def shown_metrics(num_classes: int | None) -> list[tuple[str, str, str]]:
 
 
 def variant_of(row: dict[str, Any]) -> str:
+    """A row's variant: its method, with its grid setting in brackets when it has one."""
     return f"{row['method']}[{row['setting']}]" if row.get("setting") else row["method"]
 
 
 def regimes_of(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The regimes of ``rows`` in their order of appearance."""
     seen: list[str] = []
     for r in rows:
         if r.get("regime", "") not in seen:
@@ -283,6 +309,7 @@ def paired_line(
 def baseline_variant(
     summary: Sequence[dict[str, Any]], regime: str, setting_base: str
 ) -> str | None:
+    """The variant of no mixing in ``regime`` with setting ``setting_base`` (``None`` if absent)."""
     for s in summary:
         if s["regime"] == regime and s["method"] == "none" and s["setting"] == setting_base:
             return s["variant"]
