@@ -107,5 +107,5 @@ def test_same_pixels_and_targets_as_the_engine(mode, name, half_batch, odd, heig
     rows = batch // 2 if mode == "half" else batch
     assert torch.equal(got_x, want_x[:rows])
     assert torch.equal(got_y, want_y[:rows])
-    for (a, _), b in zip(samples, before):  # partners are read from the samples, never written
+    for (a, _), b in zip(samples, before, strict=True):  # partners are read from the samples, never written
         assert np.array_equal(a, b)

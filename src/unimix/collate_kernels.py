@@ -27,7 +27,6 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from unimix.blend import to_uint8
 from unimix.masks import MaskSample
 
 __all__ = ["single_sample", "mix_rows_uint8"]
@@ -76,25 +75,46 @@ def mix_rows_uint8(
                 y0, y1, x0, x1 = boxes[units[k]]
                 x[k, :, y0:y1, x0:x1] = samples[partners[k]][:, y0:y1, x0:x1]
         return x
+    row = _RowBlend(x)
     if sample.constant:
         weights = lam_rows.to(torch.float32).view(-1, 1, 1, 1)
         for k in range(rows):
             if not skip[k]:
-                _blend_row(x, k, samples[partners[k]], weights[k : k + 1])
+                row(k, samples[partners[k]], weights[k : k + 1])
+        return x
+    if boxes is not None and outside is not None:
+        # HMix: λ_m outside the box, the partner's pixels in it (the blend at weight 0)
+        weights = outside.to(torch.float32).view(-1, 1, 1, 1)
+        for k in range(rows):
+            if not skip[k]:
+                u = units[k]
+                row(k, samples[partners[k]], weights[u : u + 1])
+                y0, y1, x0, x1 = boxes[u]
+                x[k, :, y0:y1, x0:x1] = samples[partners[k]][:, y0:y1, x0:x1]
         return x
     masks = sample.masks
     for k in range(rows):
-        if skip[k]:
-            continue
-        u = units[k]
-        _blend_row(x, k, samples[partners[k]], masks[u : u + 1].to(torch.float32))
-        if boxes is not None:
-            y0, y1, x0, x1 = boxes[u]
-            x[k, :, y0:y1, x0:x1] = samples[partners[k]][:, y0:y1, x0:x1]
+        if not skip[k]:
+            u = units[k]
+            row(k, samples[partners[k]], masks[u : u + 1].to(torch.float32))
     return x
 
 
-def _blend_row(x: Tensor, k: int, partner_image: Tensor, w: Tensor) -> None:
-    """``x[k] = round(lerp(partner, x[k], w))`` in float32, as :func:`unimix.blend.blend` for uint8."""
-    mixed = partner_image.unsqueeze(0).float().lerp_(x[k : k + 1].float(), w)
-    x[k : k + 1] = to_uint8(mixed)
+class _RowBlend:
+    """``x[k] = round(lerp(partner, x[k], w))`` in float32, as :func:`unimix.blend.blend` does
+    for uint8, through buffers of one row reused for every row (they stay in cache; no
+    allocation per row). Values stay in [0, 255], so no clamp is needed before the casts."""
+
+    def __init__(self, x: Tensor) -> None:
+        shape = (1, *x.shape[1:])
+        self.x = x
+        self.partner = torch.empty(shape, dtype=torch.float32, device=x.device)
+        self.own = torch.empty(shape, dtype=torch.float32, device=x.device)
+        self.levels = torch.empty(shape, dtype=torch.int16, device=x.device)
+
+    def __call__(self, k: int, partner_image: Tensor, w: Tensor) -> None:
+        own = self.x[k : k + 1]
+        self.partner.copy_(partner_image.unsqueeze(0))
+        self.own.copy_(own)
+        self.partner.lerp_(self.own, w).round_()
+        own.copy_(self.levels.copy_(self.partner))

@@ -30,8 +30,8 @@ from torch import Tensor
 from torch.utils.data import default_collate
 
 from unimix.collate import MixCollate
-from unimix.integrations import require
 from unimix.collate_kernels import mix_rows_uint8, single_sample
+from unimix.integrations import require
 from unimix.timm_mixup import TimmMixup, _mix_targets, _smoothed_targets, mixup_target
 
 _timm_mixup = require("timm.data.mixup", "vision")
