@@ -86,11 +86,14 @@ def test_outputs_equal_mains(key: str) -> None:
     height=st.integers(1, 40),
     width=st.integers(1, 40),
     seed=st.integers(0, 2**31 - 1),
+    correct_lam=st.booleans(),
 )
-def test_same_pixels_and_targets_as_the_engine(mode, name, half_batch, odd, height, width, seed):
+def test_same_pixels_and_targets_as_the_engine(
+    mode, name, half_batch, odd, height, width, seed, correct_lam
+):
     batch = 2 * half_batch + (odd and mode == "elem")
     samples = _samples(batch, (3, height, width), seed)
-    kwargs = dict(**METHODS[name], num_classes=5, label_smoothing=0.1)
+    kwargs = dict(**METHODS[name], num_classes=5, label_smoothing=0.1, correct_lam=correct_lam)
     collate = FastCollateMixup(
         **kwargs, mode=mode, generator=torch.Generator().manual_seed(seed)
     )
