@@ -194,20 +194,16 @@ class FastCollateMixup(_timm_mixup.FastCollateMixup):
         plan = mixer.sample(size, height, width, device=images.device)
         sample = single_sample(plan)
         if sample is None:
-            applied = mixer.apply(images, plan, inplace=True)
-            if isinstance(applied, tuple):  # the engine's (images, measured) record
-                lam = applied[1].lam_effective.expand(size)
-            else:
-                lam = plan.lam_effective
+            lam = mixer.apply(images, plan, inplace=True).measured.lam_effective.expand(size)
         else:
             rows = size // 2 if self._mode == "half" else size
             mix_rows_uint8(
                 images, samples, plan.partner, plan.unit_of_row, sample, plan.lam_effective, rows
             )
-            lam = plan.lam_effective
+            lam = plan.lam_effective  # uint8 is blended in float32: λ̄ is the plan's
         if plan.label_weight == "nominal":
             lam = plan.lam
-        return images, _mix_targets(y1, lam.to(torch.float32))
+        return images, _mix_targets(y1, lam.to(torch.float32), plan.partner)
 
     def __repr__(self) -> str:
         inner = repr(self._mixup).replace("TimmMixup(", "FastCollateMixup(", 1)
