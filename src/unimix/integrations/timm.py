@@ -181,10 +181,9 @@ class FastCollateMixup(_timm_mixup.FastCollateMixup):
         rows left as they are, and ``mode="half"`` mixes only the half it returns. Plans the
         kernels do not cover (several methods, ``prob < 1``, ``mode="batch"``) go through the
         engine; both give the same pixels and targets for the same generator state."""
-        timm_mixup = self._collate._local_mixer()
-        mixer = timm_mixup.mixer  # type: ignore[union-attr]
         if self._mixup.mode == "batch":
             return self._collate(batch)
+        mixer = self._collate._local_mixer().mixer  # this worker's generator  # type: ignore[union-attr]
         samples, labels = _images_uint8(batch)
         images = torch.stack(samples)
         size, _, height, width = images.shape
