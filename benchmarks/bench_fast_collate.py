@@ -6,8 +6,10 @@ timm's prefetching loader collates ``uint8`` ``C×H×W`` samples (NumPy arrays) 
 batch and mixes it there. For each mode and method this times one call of
 ``timm.data.FastCollateMixup`` and of ``unimix.compat.FastCollateMixup`` on the same list of
 samples (collation included, as the loader sees it) and prints milliseconds and the ratio
-timm / unimix (> 1: unimix is faster). The two are timed in turn, ``--rounds`` times over, each
-keeping its fastest round, so a burst of load from other processes inflates neither column.
+timm / unimix (> 1: unimix is faster). Beside every row it prints the *copy floor* — timm's plain
+``fast_collate`` of the same samples, no mixing — and unimix's time as a multiple of it. The three
+are timed in turn, ``--rounds`` times over, each keeping its fastest round, so a burst of load from
+other processes inflates no column.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ METHODS = {  # name: (timm/unimix constructor arguments)
     "hmix": {"mixup_alpha": 0.0, "cutmix_alpha": 1.0, "cutmix_mode": "hmix"},
     "gmix": {"mixup_alpha": 0.0, "cutmix_alpha": 1.0, "cutmix_mode": "gmix"},
 }
-MODES = ("batch", "pair", "elem")
+MODES = ("batch", "pair", "elem", "half")
 
 
 def elapsed(fn: Callable[[], Any]) -> float:
@@ -46,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     import timm.data
+    from timm.data.loader import fast_collate
 
     from unimix.compat import FastCollateMixup
 
@@ -55,7 +58,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         (rng.integers(0, 256, shape, dtype=np.uint8), i % args.classes) for i in range(args.batch)
     ]
     print(f"batch {args.batch} x {shape}, uint8, {args.threads} thread(s), best of {args.rounds}")
-    print(f"{'mode':6s} {'method':7s} {'timm ms':>9s} {'unimix ms':>10s} {'timm/unimix':>12s}")
+    print(
+        f"{'mode':6s} {'method':7s} {'timm ms':>9s} {'unimix ms':>10s} {'timm/unimix':>12s} "
+        f"{'floor ms':>9s} {'unimix/floor':>13s}"
+    )
+
+    def floor() -> None:
+        fast_collate(samples)
+
     for mode in MODES:
         for name, kwargs in METHODS.items():
             ours = FastCollateMixup(**kwargs, mode=mode, num_classes=args.classes)
@@ -68,18 +78,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             ours(samples)  # warm-up
             if theirs is not None:
                 theirs(samples)
-            t_ours = t_theirs = float("inf")
+            t_ours = t_theirs = t_floor = float("inf")
             for _ in range(args.rounds):
+                t_floor = min(t_floor, elapsed(floor))
                 t_ours = min(t_ours, elapsed(lambda ours=ours: ours(samples)))
                 if theirs is not None:
                     t_theirs = min(t_theirs, elapsed(lambda theirs=theirs: theirs(samples)))
-            if theirs is None:
-                print(f"{mode:6s} {name:7s} {'-':>9s} {t_ours * 1e3:10.1f} {'-':>12s}")
-            else:
-                print(
-                    f"{mode:6s} {name:7s} {t_theirs * 1e3:9.1f} {t_ours * 1e3:10.1f} "
-                    f"{t_theirs / t_ours:12.2f}"
-                )
+            timm_ms = f"{t_theirs * 1e3:9.1f}" if theirs is not None else f"{'-':>9s}"
+            ratio = f"{t_theirs / t_ours:12.2f}" if theirs is not None else f"{'-':>12s}"
+            print(
+                f"{mode:6s} {name:7s} {timm_ms} {t_ours * 1e3:10.1f} {ratio} "
+                f"{t_floor * 1e3:9.1f} {t_ours / t_floor:13.2f}"
+            )
     return 0
 
 

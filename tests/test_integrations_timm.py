@@ -211,4 +211,7 @@ def test_benchmark_script_runs(capsys):
     spec.loader.exec_module(module)
     assert module.main(["--batch", "4", "--size", "8", "--classes", "10", "--rounds", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert sum(line.split()[0] in module.MODES for line in lines[2:]) == 12
+    rows = [line.split() for line in lines[2:] if line.split()[0] in module.MODES]
+    assert len(rows) == 16  # batch, pair, elem, half x mixup, cutmix, hmix, gmix
+    assert "floor ms" in lines[1] and "unimix/floor" in lines[1]
+    assert all(float(row[-1]) > 0 for row in rows)  # unimix's time as a multiple of the floor

@@ -562,7 +562,11 @@ class GMix(MaskSampler):
         scale = torch.where(s > 0, -math.pi / (s.clamp_min(1e-30) * height * width), -math.inf)
         gy = torch.exp(dy.float().square() * scale[:, None]).nan_to_num_(0.0)
         gx = torch.exp(dx.float().square() * scale[:, None]).nan_to_num_(0.0)
-        g = gy[:, :, None] * gx[:, None, :]
-        g = torch.where((s > 0)[:, None, None], g, 0.0)
-        masks = torch.where((lam_d >= 0.5)[:, None, None], 1 - g, g).unsqueeze(1)
+        # One [N, H, W] buffer, written twice: gy ⊗ gx, then M = off + sign·G in place, i.e.
+        # 1 − G (off 1, sign −1) where λ ≥ ½ and G (off 0, sign 1) elsewhere (bit for bit).
+        g = torch.mul(gy[:, :, None], gx[:, None, :])
+        if not bool((s > 0).all()):
+            g[~(s > 0)] = 0.0
+        off = (lam_d >= 0.5).to(g.dtype)[:, None, None]
+        masks = torch.addcmul(off, g, 1 - 2 * off, out=g).unsqueeze(1)
         return MaskSample(masks, masks.mean(dim=(1, 2, 3)))

@@ -30,8 +30,9 @@ from torch import Tensor
 from torch.utils.data import default_collate
 
 from unimix.collate import MixCollate
+from unimix.collate_kernels import mix_rows_uint8, single_sample
 from unimix.integrations import require
-from unimix.timm_mixup import TimmMixup, mixup_target
+from unimix.timm_mixup import TimmMixup, _mix_targets, _smoothed_targets, mixup_target
 
 _timm_mixup = require("timm.data.mixup", "vision")
 
@@ -52,6 +53,12 @@ def _collate_uint8(samples: list[Any]) -> tuple[Tensor, Tensor]:
 
     Scalar targets become a ``long`` ``[B]`` tensor; dense targets are stacked as they are.
     """
+    images, targets = _images_uint8(samples)
+    return torch.stack(images), targets
+
+
+def _images_uint8(samples: list[Any]) -> tuple[list[Tensor], Tensor]:
+    """The samples' images as ``uint8`` ``[C, H, W]`` tensors (views of arrays) and the targets."""
     if not samples or not isinstance(samples[0], Sequence) or len(samples[0]) != 2:
         raise TypeError(
             "FastCollateMixup collates (image, target) samples; got "
@@ -67,7 +74,7 @@ def _collate_uint8(samples: list[Any]) -> tuple[Tensor, Tensor]:
     targets = default_collate([target for _, target in samples])
     if targets.dim() == 1:
         targets = targets.long()
-    return torch.stack(images), targets
+    return images, targets
 
 
 class FastCollateMixup(_timm_mixup.FastCollateMixup):
@@ -158,7 +165,7 @@ class FastCollateMixup(_timm_mixup.FastCollateMixup):
                 f"mode={self._mode!r} needs an even batch, got {size}; use drop_last=True"
             )
         if self.mixup_enabled:
-            images, targets = self._collate(batch)
+            images, targets = self._collate_and_mix(batch)
         else:
             images, labels = _collate_uint8(batch)
             targets = mixup_target(
@@ -167,6 +174,35 @@ class FastCollateMixup(_timm_mixup.FastCollateMixup):
         if self._mode == "half":
             return images[: size // 2], targets[: size // 2]
         return images, targets
+
+    def _collate_and_mix(self, batch: list[Any]) -> tuple[Tensor, Tensor]:
+        """Stack the samples and mix the batch in place, reading partners from the samples
+        (:mod:`unimix.collate_kernels`): box masks write only their box, nothing is computed for
+        rows left as they are, and ``mode="half"`` mixes only the half it returns. Plans the
+        kernels do not cover (several methods, ``prob < 1``, ``mode="batch"``) go through the
+        engine; both give the same pixels and targets for the same generator state."""
+        if self._mixup.mode == "batch":
+            return self._collate(batch)
+        mixer = self._collate._local_mixer().mixer  # this worker's generator  # type: ignore[union-attr]
+        samples, labels = _images_uint8(batch)
+        images = torch.stack(samples)
+        size, _, height, width = images.shape
+        y1 = _smoothed_targets(labels, self.num_classes, self.label_smoothing, self.multi_label)
+        if y1.shape[0] != size:
+            raise ValueError(f"got {size} images but {y1.shape[0]} targets; pass one per image")
+        plan = mixer.sample(size, height, width, device=images.device)
+        sample = single_sample(plan)
+        if sample is None:
+            lam = mixer.apply(images, plan, inplace=True).measured.lam_effective.expand(size)
+        else:
+            rows = size // 2 if self._mode == "half" else size
+            mix_rows_uint8(
+                images, samples, plan.partner, plan.unit_of_row, sample, plan.lam_effective, rows
+            )
+            lam = plan.lam_effective  # uint8 is blended in float32: λ̄ is the plan's
+        if plan.label_weight == "nominal":
+            lam = plan.lam
+        return images, _mix_targets(y1, lam.to(torch.float32), plan.partner)
 
     def __repr__(self) -> str:
         inner = repr(self._mixup).replace("TimmMixup(", "FastCollateMixup(", 1)
