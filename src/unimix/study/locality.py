@@ -1,0 +1,289 @@
+"""The locality study: a dial of mask settings, a prediction written before training, and the
+estimator that can prove it wrong.
+
+**Dial** (:data:`DIAL`): mask settings of :mod:`unimix.masks` that span the locality index of
+:func:`unimix.theory.locality_index`, from Mixup (1) to the binary masks (≈ 0.45).
+
+**Prediction** (:func:`predict_rows`, docs/theory.md "Which tasks want local masks"): the mixed
+loss's second-order term penalises the model's coupling of the pixel pair ``(p, q)`` with weight
+``A(p, q)``. Relative to its own scale ``a(0)``, a setting ``s`` penalises a set ``D`` of
+pair offsets by ``ρ_s(D) = mean_{Δ∈D} a_s(Δ) / a_s(0)`` (pair-weighted, label-weighted,
+wrapped). A task needs the couplings of its *cue* pairs ``C`` and none of the others ``N``; a
+regulariser helps to the extent that it damps what the task does not need more than what it
+needs. The theory's predicted effect of ``s`` on task ``t`` is therefore the selectivity
+
+    e(t, s) = ρ_s(N_t) − ρ_s(C_t) ,
+
+0 for Mixup (every pair alike), negative where ``s`` penalises the cue pairs most. Cue pairs:
+``digits_local`` — within one native digit, ``|Δ| < 8`` (the distractors lie further);
+``digits_pair`` — within a digit *and* across the two digits, ``|Δ| < 8`` or ``|Δ| ≥ 16``;
+``digits`` — the upsampled digit spans the image: every pair is a cue pair, ``e = 0``. The
+predicted slope of the gain over no mixing against the locality index is the least-squares
+slope of ``e`` against ``L`` over the dial; the pre-registered claim is its sign for the
+**interaction** ``slope(digits_local) − slope(digits_pair)``.
+
+**Test** (:func:`locality_slopes`): per replicate (its own training draw), the gain of each
+setting over no mixing (``none − setting`` test error, points), the least-squares slope of the
+gains on the index per task, and the interaction as the difference of two tasks' slopes in the
+same replicate; means over replicates with Student-t intervals (:mod:`unimix.study.stats`).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from unimix.study.stats import Paired, paired_difference
+
+__all__ = [
+    "DIAL",
+    "LOCAL_TASK",
+    "LONG_TASK",
+    "PREDICTION_COLUMNS",
+    "RULE",
+    "TASKS",
+    "DialSetting",
+    "Slopes",
+    "dial_indices",
+    "file_sha256",
+    "locality_slopes",
+    "predict_rows",
+    "write_predictions",
+]
+
+LOCAL_TASK, LONG_TASK, GLOBAL_TASK = "digits_local", "digits_pair", "digits"
+TASKS: tuple[str, ...] = (LOCAL_TASK, LONG_TASK, GLOBAL_TASK)
+PREDICTION_COLUMNS = (
+    "task", "setting", "method", "params", "locality_index", "border_clipping",
+    "predicted_effect", "predicted_sign", "rule",
+)  # fmt: skip
+RULE = (
+    "e = rho(non-cue pairs) - rho(cue pairs), rho(D) = mean of the label-weighted A over pair "
+    "offsets D / a(0) (docs/theory.md)"
+)
+
+
+@dataclass(frozen=True)
+class DialSetting:
+    """One mask setting of the dial: a name for tables, the mask method and its parameters."""
+
+    name: str
+    method: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.params)
+
+
+#: The dial, from flat (Mixup) to local (binary masks); CutMix clipped and wrapped both.
+DIAL: tuple[DialSetting, ...] = (
+    DialSetting("mixup", "mixup"),
+    DialSetting("hmix_r0.25", "hmix", (("r", 0.25), ("boundary", "wrap"))),
+    DialSetting("hmix_r0.5", "hmix", (("r", 0.5), ("boundary", "wrap"))),
+    DialSetting("gmix", "gmix", (("boundary", "wrap"),)),
+    DialSetting("hmix_r0.75", "hmix", (("r", 0.75), ("boundary", "wrap"))),
+    DialSetting("fmix_d1", "fmix", (("decay_power", 1.0),)),
+    DialSetting("cutmix_wrap", "cutmix", (("boundary", "wrap"),)),
+    DialSetting("cutmix_clip", "cutmix", (("boundary", "clip"),)),
+    DialSetting("fmix_d3", "fmix", (("decay_power", 3.0),)),
+    DialSetting("gridmix", "gridmix", (("grid", 4),)),
+)
+
+#: Cue pair offsets per task: a predicate on the pair distance |Δ| in pixels at 32×32.
+_NATIVE = 8.0
+
+
+def _cue(task: str, distance: Any, side: int) -> Any:
+    scale = side / 32.0
+    near = distance < _NATIVE * scale
+    if task == LOCAL_TASK:
+        return near
+    if task == LONG_TASK:
+        return near | (distance >= 16 * scale)
+    return distance >= 0  # global: every pair
+
+
+def dial_indices(
+    height: int = 32, width: int = 32, dial: Sequence[DialSetting] = DIAL
+) -> dict[str, tuple[float, float]]:
+    """``{setting: (locality_index, border_clipping)}`` for the dial at ``height × width``."""
+    from unimix.theory.locality import border_clipping, locality_index
+
+    return {
+        s.name: (
+            locality_index(s.method, height, width, **s.kwargs),
+            border_clipping(s.method, height, width, **s.kwargs),
+        )
+        for s in dial
+    }
+
+
+def _selectivity(setting: DialSetting, task: str, height: int, width: int) -> float:
+    import torch
+
+    from unimix.theory.locality import locality_profile
+
+    params = {k: v for k, v in setting.kwargs.items() if k != "boundary"}
+    prof = locality_profile(setting.method, height, width, wrap=True, **params)
+    a = prof.offsets
+    a0 = float(prof.at(0, 0))
+    dy = torch.arange(-height + 1, height, dtype=a.dtype)[:, None]
+    dx = torch.arange(-width + 1, width, dtype=a.dtype)[None, :]
+    dist = (dy**2 + dx**2).sqrt()
+    cue = _cue(task, dist, min(height, width))
+    w = prof.pairs.to(a.dtype)
+
+    def rho(sel: Any) -> float:
+        ws = w * sel.to(a.dtype)
+        return float((a * ws).sum() / ws.sum()) / a0 if float(ws.sum()) > 0 else math.nan
+
+    non_cue = ~cue
+    if not bool(non_cue.any()):
+        return 0.0
+    return rho(non_cue) - rho(cue)
+
+
+def _ols_slope(x: Sequence[float], y: Sequence[float]) -> float:
+    mx, my = statistics.fmean(x), statistics.fmean(y)
+    sxx = sum((a - mx) ** 2 for a in x)
+    return sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / sxx if sxx else math.nan
+
+
+def predict_rows(
+    tasks: Sequence[str] = TASKS,
+    dial: Sequence[DialSetting] = DIAL,
+    height: int = 32,
+    width: int = 32,
+) -> list[dict[str, Any]]:
+    """The rows of ``predictions.csv``, from the theory alone (no result is read).
+
+    One row per (task, setting) with ``predicted_effect = e(t, s)`` (module docstring) and its
+    sign, plus one row per task with ``setting = "slope"`` (the predicted sign of the slope of
+    the gain against the locality index) and one ``task = "interaction"`` row
+    (``slope(digits_local) − slope(digits_pair)``): the pre-registered claim.
+    """
+    indices = dial_indices(height, width, dial)
+    rows: list[dict[str, Any]] = []
+    slopes: dict[str, float] = {}
+    for task in tasks:
+        effects = []
+        for s in dial:
+            e = _selectivity(s, task, height, width)
+            effects.append(e)
+            rows.append(
+                {
+                    "task": task,
+                    "setting": s.name,
+                    "method": s.method,
+                    "params": ";".join(f"{k}={v}" for k, v in s.params),
+                    "locality_index": indices[s.name][0],
+                    "border_clipping": indices[s.name][1],
+                    "predicted_effect": e,
+                    "predicted_sign": _sign(e),
+                    "rule": RULE,
+                }
+            )
+        slope = _ols_slope([indices[s.name][0] for s in dial], effects)
+        slopes[task] = slope
+        rows.append(_summary_row(task, "slope", slope, "least-squares slope of e on the index"))
+    if LOCAL_TASK in slopes and LONG_TASK in slopes:
+        diff = slopes[LOCAL_TASK] - slopes[LONG_TASK]
+        rows.append(
+            _summary_row(
+                "interaction", "slope_local_minus_pair", diff,
+                f"slope({LOCAL_TASK}) - slope({LONG_TASK}) of e on the index: confirmatory",
+            )  # fmt: skip
+        )
+    return rows
+
+
+def _sign(value: float) -> str:
+    if math.isnan(value) or abs(value) < 1e-9:
+        return "0"
+    return "+" if value > 0 else "-"
+
+
+def _summary_row(task: str, setting: str, value: float, rule: str) -> dict[str, Any]:
+    return {
+        "task": task, "setting": setting, "method": "", "params": "", "locality_index": "",
+        "border_clipping": "", "predicted_effect": value, "predicted_sign": _sign(value),
+        "rule": rule,
+    }  # fmt: skip
+
+
+def write_predictions(rows: Sequence[dict[str, Any]], path: str | Path) -> str:
+    """Write ``predictions.csv`` atomically; return its SHA-256 (hex)."""
+    from unimix.train.fileio import atomic_write_text
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(PREDICTION_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(Path(path), buf.getvalue())
+    return file_sha256(path)
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dataclass
+class Slopes:
+    """Per task: the slope of the gain (points) on the locality index, over replicates; and the
+    interaction ``slope(local) − slope(long)`` paired by replicate."""
+
+    per_task: dict[str, Paired]
+    per_replicate: dict[str, dict[int, float]]
+    interaction: Paired | None
+
+
+def locality_slopes(
+    rows: Sequence[dict[str, Any]],
+    index: dict[str, float],
+    metric: str = "top1_error",
+    local: str = LOCAL_TASK,
+    long: str = LONG_TASK,
+) -> Slopes:
+    """The slope/interaction estimator on a results table.
+
+    Args:
+        rows: one dict per run with ``task``, ``setting`` (``"none"`` for no mixing),
+            ``replicate`` and ``metric`` (an error in %: the gain is ``none − setting``).
+        index: ``{setting: locality index}`` of every mixing setting.
+
+    Returns:
+        :class:`Slopes`; a task needs ≥ 2 settings with distinct indices and its ``none`` run in
+        a replicate for that replicate to count.
+    """
+    table: dict[tuple[str, int], dict[str, float]] = {}
+    for r in rows:
+        key = (str(r["task"]), int(r["replicate"]))
+        table.setdefault(key, {})[str(r["setting"])] = float(r[metric])
+    per_rep: dict[str, dict[int, float]] = {}
+    for (task, rep), values in sorted(table.items()):
+        if "none" not in values:
+            continue
+        pts = [(index[s], values["none"] - v) for s, v in values.items() if s in index]
+        if len({x for x, _ in pts}) < 2:
+            continue
+        per_rep.setdefault(task, {})[rep] = _ols_slope([x for x, _ in pts], [y for _, y in pts])
+    per_task = {
+        t: paired_difference(list(v.values()), [0.0] * len(v)) for t, v in per_rep.items()
+    }
+    inter = None
+    if local in per_rep and long in per_rep:
+        reps = sorted(set(per_rep[local]) & set(per_rep[long]))
+        if reps:
+            inter = paired_difference(
+                [per_rep[local][i] for i in reps], [per_rep[long][i] for i in reps]
+            )
+    return Slopes(per_task, per_rep, inter)
