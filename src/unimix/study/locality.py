@@ -177,6 +177,7 @@ def predict_rows(
         effects = []
         for s in dial:
             e = _selectivity(s, task, height, width)
+            e = 0.0 if abs(e) < 1e-12 else e
             effects.append(e)
             rows.append(
                 {
