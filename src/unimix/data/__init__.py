@@ -50,7 +50,7 @@ _DATASETS = ("digits", "digits_local", "digits_pair", "cifar10", "cifar100", "im
 _OPTIONS = {
     "digits": {"test_size", "max_shift", "train_per_class", "train_fraction", "val_fraction"},
     "digits_local": {"n_train", "n_test", "val_fraction", "test_size"},
-    "digits_pair": {"n_train", "n_test", "val_fraction", "test_size"},
+    "digits_pair": {"n_train", "n_test", "val_fraction", "test_size", "pair_rule"},
     "cifar10": {"padding", "flip"},
     "cifar100": {"padding", "flip"},
     "imagefolder": {"train_dir", "val_dir"},

@@ -24,6 +24,8 @@ Composition is one seeded :class:`torch.Generator` per split, so a dataset is a 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -83,20 +85,40 @@ def compose_local(
 
 
 def compose_pair(
-    pool_x: Tensor, pool_y: Tensor, n: int, canvas: int, generator: torch.Generator
+    pool_x: Tensor,
+    pool_y: Tensor,
+    n: int,
+    canvas: int,
+    generator: torch.Generator,
+    rule: str = "same",
 ) -> tuple[Tensor, Tensor]:
-    """``n`` ``digits_pair`` images (``a`` top-left, ``b`` bottom-right, label ``(a+b) mod 10``)."""
+    """``n`` ``digits_pair`` images (``a`` top-left, ``b`` bottom-right) and labels by ``rule``:
+    ``"same"`` — 1 when ``a`` and ``b`` are the same digit (drawn so half of the pairs are),
+    ``"parity"`` — ``(a + b) mod 2``."""
     g = generator
     k = pool_x.shape[0]
     a = torch.randint(k, (n,), generator=g)
     b = torch.randint(k, (n,), generator=g)
+    if rule == "same":
+        # half of the pairs: b redrawn among the pool images of a's class (one gather)
+        same = torch.rand(n, generator=g) < 0.5
+        order = torch.argsort(pool_y, stable=True)
+        counts = torch.bincount(pool_y, minlength=10)
+        starts = torch.cumsum(counts, 0) - counts
+        cls = pool_y[a]
+        pick = starts[cls] + (torch.rand(n, generator=g) * counts[cls]).long()
+        b = torch.where(same, order[pick], b)
     corner = max(1, canvas * 3 // 8 - SIDE + 1)  # 12×12 corner at 32: offsets 0..4
     out = torch.zeros(n, canvas, canvas)
     _paste(out, pool_x[a, 0], torch.randint(corner, (n,), generator=g),
            torch.randint(corner, (n,), generator=g))  # fmt: skip
     far = canvas - SIDE - torch.randint(corner, (2, n), generator=g)
     _paste(out, pool_x[b, 0], far[0], far[1])
-    return out.unsqueeze(1), (pool_y[a] + pool_y[b]) % 10
+    if rule == "same":
+        return out.unsqueeze(1), (pool_y[a] == pool_y[b]).long()
+    if rule == "parity":
+        return out.unsqueeze(1), (pool_y[a] + pool_y[b]) % 2
+    raise ValueError(f"rule must be 'same' or 'parity', got {rule!r}")
 
 
 def build_digit_task(
@@ -108,6 +130,7 @@ def build_digit_task(
     n_test: int = 2000,
     val_fraction: float = 0.0,
     test_size: float = 0.3,
+    pair_rule: str = "same",
 ) -> DataSpec:
     """The :class:`DataSpec` of ``digits_local`` or ``digits_pair`` (see the module docstring).
 
@@ -120,6 +143,8 @@ def build_digit_task(
             ``round(val_fraction · n_train)`` more, composed from its own digit pool.
         val_fraction: share of the training digit pool held out for validation (0: none).
         test_size: share of the 1797 digits in the test pool.
+        pair_rule: ``digits_pair``'s label: ``"same"`` (same digit or not) or ``"parity"``
+            (``(a + b) mod 2``).
     """
     if task not in DIGIT_TASKS:
         raise ValueError(f"task must be one of {DIGIT_TASKS}, got {task!r}")
@@ -136,7 +161,18 @@ def build_digit_task(
     images, labels = load_digits_images()
     train_idx, test_idx = _split(labels, float(test_size), int(split_seed))
     train_idx, val_idx = carve_validation(labels, train_idx, val_fraction, int(split_seed))
-    compose = compose_local if task == "digits_local" else compose_pair
+    if task == "digits_local":
+        compose, num_classes = compose_local, 10
+        classes = tuple(str(d) for d in range(10))
+    else:
+        if pair_rule not in ("same", "parity"):
+            raise ValueError(f"pair_rule must be 'same' or 'parity', got {pair_rule!r}")
+
+        def compose(px: Tensor, py: Tensor, n: int, c: int, g: torch.Generator) -> Any:
+            return compose_pair(px, py, n, c, g, pair_rule)
+
+        num_classes = 2
+        classes = ("different", "same") if pair_rule == "same" else ("even", "odd")
 
     def make(idx: list[int], n: int, salt: int) -> tuple[Tensor, Tensor]:
         g = torch.Generator().manual_seed(int(split_seed) * 1_000_003 + salt)
@@ -147,7 +183,6 @@ def build_digit_task(
     test_x, test_y = make(test_idx, n_test, 2)
     mean, std = train_x.mean().item(), train_x.std().item()
     augment = RandomShiftFlip(1, flip=False) if train_augment else None
-    classes = tuple(str(d) for d in range(10))
     train = TensorImageDataset(train_x, train_y, (mean,), (std,), augment, None, classes)
     test = TensorImageDataset(test_x, test_y, (mean,), (std,), None, None, classes)
     val = None
@@ -157,7 +192,7 @@ def build_digit_task(
     return DataSpec(
         train=train,
         test=test,
-        num_classes=10,
+        num_classes=num_classes,
         in_chans=1,
         image_size=(side, side),
         mean=(mean,),
@@ -170,7 +205,7 @@ def build_digit_task(
             "n_train": n_train,
             "n_test": n_test,
             "val_fraction": float(val_fraction),
-            "label_rule": "the digit" if task == "digits_local" else "(a + b) mod 10",
+            "label_rule": "the digit" if task == "digits_local" else pair_rule,
         },
         val=val,
     )

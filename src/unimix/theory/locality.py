@@ -28,6 +28,7 @@ masks, generator seed 0: deterministic).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -63,7 +64,31 @@ def locality_profile(
     wrap: bool = True,
     **params: Any,
 ) -> DistanceProfile:
-    """The label-weighted profile ``a(Δ)`` the index is read from (wrapped twin by default)."""
+    """The label-weighted profile ``a(Δ)`` the index is read from (wrapped twin by default).
+
+    Profiles of named masks are cached (they are deterministic); treat the result as read-only.
+    """
+    if isinstance(method, str):
+        try:
+            key = tuple(sorted(params.items()))
+            hash(key)
+        except TypeError:
+            key = None
+        if key is not None:
+            return _cached(method, height, width, float(alpha), wrap, key)
+    return _profile(method, height, width, alpha, wrap, **params)
+
+
+@functools.lru_cache(maxsize=128)
+def _cached(
+    method: str, height: int, width: int, alpha: float, wrap: bool, key: tuple[Any, ...]
+) -> DistanceProfile:
+    return _profile(method, height, width, alpha, wrap, **dict(key))
+
+
+def _profile(
+    method: MethodLike, height: int, width: int, alpha: float, wrap: bool, **params: Any
+) -> DistanceProfile:
     if isinstance(method, str):
         resolve_sampler(method, **params)  # validates the name and parameters
         params = dict(params)
