@@ -38,6 +38,20 @@ def test_local_label_is_the_pasted_digit() -> None:
         assert bool(hit.any()), f"image {i}: no window contains its label's digit"
 
 
+def test_split_halves_are_far_and_label_is_the_digit() -> None:
+    x, y = _pool()
+    out, lab = compose_pair(x, y, 100, 32, torch.Generator().manual_seed(5), "split")
+    assert float(out[:, 0, 12:20, :].sum()) == 0 and float(out[:, 0, :, 12:20].sum()) == 0
+    tl = out[:, 0, :12, :12].unfold(1, 8, 1).unfold(2, 8, 1).flatten(1, 2)
+    br = out[:, 0, 20:, 20:].unfold(1, 8, 1).unfold(2, 8, 1).flatten(1, 2)
+    for i in range(100):
+        proto = x[y == lab[i]][0, 0]
+        top, bottom = proto.clone(), proto.clone()
+        top[4:], bottom[:4] = 0, 0
+        assert bool((tl[i] == top).all(-1).all(-1).any()), i
+        assert bool((br[i] == bottom).all(-1).all(-1).any()), i
+
+
 @pytest.mark.parametrize("rule", ["same", "parity"])
 def test_pair_label_rule_and_digits_are_far(rule: str) -> None:
     x, y = _pool()
@@ -67,7 +81,7 @@ def test_tasks_are_deterministic_and_replicates_redraw(task: str) -> None:
     assert torch.equal(a.train.images, b.train.images) and torch.equal(a.test.labels, b.test.labels)
     assert not torch.equal(a.train.images, c.train.images)
     assert a.image_size == (32, 32) and a.val is not None
-    assert a.num_classes == (10 if task == "digits_local" else 2)
+    assert a.num_classes == 10
 
 
 def test_task_options_are_checked() -> None:
