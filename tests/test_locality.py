@@ -167,3 +167,21 @@ def test_estimator_without_effect_is_not_significant_often() -> None:
         assert inter is not None
         hits += not (inter.ci_low <= 0 <= inter.ci_high)
     assert hits <= 7  # 5 % nominal: 2 expected of 40; 7 is p < 0.01 under the null
+
+
+def test_claim_lines_put_the_interaction_in_the_confirmatory_family() -> None:
+    from unimix.study.claims import correct
+    from unimix.study.locality import locality_claim_lines
+
+    rows, index = _planted(4.0, -4.0, reps=8, noise=0.5, seed=1)
+    lines = locality_claim_lines(locality_slopes(rows, index), "+")
+    correct(lines, ["locality_interaction"])
+    inter = [ln for ln in lines if ln.claim == "locality_interaction"]
+    assert len(inter) == 1 and inter[0].family == "confirmatory" and inter[0].verdict == "holds"
+    slopes = {ln.regime: ln for ln in lines if ln.claim == "locality_slope"}
+    assert slopes[LOCAL_TASK].verdict == "holds" and slopes[LONG_TASK].verdict == "reversed"
+    assert all(ln.family == "exploratory" for ln in slopes.values())
+    # the same data against the opposite prediction is reversed, not silently flipped
+    lines = locality_claim_lines(locality_slopes(rows, index), "-")
+    correct(lines, ["locality_interaction"])
+    assert [ln.verdict for ln in lines if ln.claim == "locality_interaction"] == ["reversed"]

@@ -288,3 +288,64 @@ def locality_slopes(
                 [per_rep[local][i] for i in reps], [per_rep[long][i] for i in reps]
             )
     return Slopes(per_task, per_rep, inter)
+
+
+def locality_claim_lines(
+    slopes: Slopes, predicted_sign: str, alpha: float = 0.05
+) -> list[Any]:
+    """Claim lines for ``claims.csv``: the interaction (claim ``locality_interaction``, to be put
+    in the confirmatory family) with the predicted side, and one exploratory line per task's
+    slope (``locality_slope``, predicted side: positive). ``mean_diff`` is in points of top-1
+    error gain per unit of locality index. Pass them to :func:`unimix.study.claims.check_claims`
+    as ``extra_lines`` with ``"locality_interaction"`` in ``confirmatory``."""
+    from unimix.study.claims import ClaimLine
+    from unimix.study.stats import UNRESOLVED
+
+    better = "high" if predicted_sign == "+" else "low"
+    lines = []
+    if slopes.interaction is not None:
+        lines.append(
+            ClaimLine(
+                "locality_interaction", "interaction", "gain_slope", LOCAL_TASK, LONG_TASK,
+                slopes.interaction, UNRESOLVED, better=better,
+                note="slope of the gain over no mixing on the locality index, local − long-range",
+            )  # fmt: skip
+        )
+    for task, paired in slopes.per_task.items():
+        lines.append(
+            ClaimLine("locality_slope", task, "gain_slope", task, "", paired, UNRESOLVED,
+                      better="high")  # fmt: skip
+        )
+    return lines
+
+
+def rows_from_results(
+    results: Sequence[dict[str, Any]],
+    task_of_regime: dict[str, str],
+    dial: Sequence[DialSetting] = DIAL,
+) -> list[dict[str, Any]]:
+    """Map ``results.csv`` rows (``regime``, ``method``, ``setting``, ``replicate``,
+    ``top1_error``) onto the estimator's rows (``task``, ``setting`` = dial name or ``none``)."""
+    out = []
+    for r in results:
+        task = task_of_regime.get(str(r["regime"]))
+        if task is None:
+            continue
+        name = "none" if r["method"] == "none" else _dial_name(r, dial)
+        if name is not None:
+            out.append({"task": task, "setting": name, "replicate": r["replicate"],
+                        "top1_error": r["top1_error"]})  # fmt: skip
+    return out
+
+
+def _dial_name(row: dict[str, Any], dial: Sequence[DialSetting]) -> str | None:
+    setting = str(row.get("setting") or "")
+    params = dict(p.split("=", 1) for p in setting.split(",") if "=" in p)
+    for s in dial:
+        if s.method != row["method"]:
+            continue
+        if all(str(params.get(k, v)) == str(v) for k, v in s.params if k in params) and (
+            set(params) <= {k for k, _ in s.params}
+        ):
+            return s.name
+    return None
