@@ -349,3 +349,86 @@ def _dial_name(row: dict[str, Any], dial: Sequence[DialSetting]) -> str | None:
         ):
             return s.name
     return None
+
+
+def dial_methods(dial: Sequence[DialSetting] = DIAL) -> list[str]:
+    """``none`` and the dial's mask methods, in dial order (the methods of a dial study)."""
+    return ["none", *dict.fromkeys(s.method for s in dial)]
+
+
+def add_locality_verdict(
+    out: Path, results: Sequence[dict[str, Any]], task_of_regime: dict[str, str], digest: str
+) -> Slopes:
+    """After a dial study: the slopes and the interaction from ``results.csv`` rows, their lines
+    appended to ``claims.csv`` (the interaction alone in its confirmatory family, the per-task
+    slopes exploratory, each family adjusted on its own), and the prediction with its verdict
+    as the first section of ``report.md``."""
+    from unimix.study.claims import correct
+
+    pred = {}
+    with open(Path(out) / "predictions.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            pred[(r["task"], r["setting"])] = r
+    index = {s.name: float(pred[(LOCAL_TASK, s.name)]["locality_index"]) for s in DIAL
+             if (LOCAL_TASK, s.name) in pred}  # fmt: skip
+    sign = pred.get(("interaction", "slope_local_minus_pair"), {}).get("predicted_sign", "+")
+    slopes = locality_slopes(rows_from_results(results, task_of_regime), index)
+    lines = locality_claim_lines(slopes, sign)
+    correct(lines, ["locality_interaction"])
+    claims = Path(out) / "claims.csv"
+    text = claims.read_text() if claims.is_file() else ""
+    buf = io.StringIO()
+    from unimix.study.types import CLAIM_COLUMNS
+
+    writer = csv.DictWriter(buf, fieldnames=list(CLAIM_COLUMNS), lineterminator="\n")
+    if not text:
+        writer.writeheader()
+    for ln in lines:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in ln.row().items()})
+    from unimix.train.fileio import atomic_write_text
+
+    atomic_write_text(claims, text + buf.getvalue())
+    report = Path(out) / "report.md"
+    if report.is_file():
+        body = report.read_text()
+        head, _, rest = body.partition("\n")
+        atomic_write_text(report, head + "\n\n" + _verdict_section(lines, sign, digest) + rest)
+    return slopes
+
+
+def _verdict_section(lines: Sequence[Any], sign: str, digest: str) -> str:
+    inter = [ln for ln in lines if ln.claim == "locality_interaction"]
+    words = [
+        "## The prediction and its verdict",
+        "",
+        f"Written before the first run: `predictions.csv`, SHA-256 `{digest}` (also in "
+        "`config.yaml`). The theory (docs/theory.md, \"Which tasks want local masks\") predicts "
+        f"the task × locality interaction — slope of the gain over no mixing (points of top-1 "
+        f"error) on the locality index, {LOCAL_TASK} minus {LONG_TASK} — to be {sign}.",
+        "",
+    ]
+    if inter:
+        ln = inter[0]
+        low, high = ln.ci
+        mde = _mde(ln.paired)
+        words.append(
+            f"- **interaction: {ln.paired.mean:+.2f} points per unit of index, 95 % interval "
+            f"[{low:+.2f}, {high:+.2f}], {ln.paired.n} replicates → {ln.verdict}** "
+            f"(confirmatory; minimum detectable interaction at 80 % power: {mde:.2f})"
+        )
+    else:
+        words.append("- interaction: not computed (a task or its no-mixing runs are missing)")
+    for ln in lines:
+        if ln.claim == "locality_slope":
+            low, high = ln.ci
+            words.append(
+                f"- slope on {ln.regime}: {ln.paired.mean:+.2f} [{low:+.2f}, {high:+.2f}] "
+                f"(exploratory, {ln.verdict} for a positive slope)"
+            )
+    return "\n".join(words) + "\n\n"
+
+
+def _mde(paired: Paired) -> float:
+    from unimix.study.stats import minimum_detectable_effect
+
+    return minimum_detectable_effect(paired.sd, paired.n)
