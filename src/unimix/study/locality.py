@@ -392,7 +392,8 @@ def add_locality_verdict(
     if report.is_file():
         body = report.read_text()
         head, _, rest = body.partition("\n")
-        atomic_write_text(report, head + "\n\n" + _verdict_section(lines, sign, digest) + rest)
+        section = _verdict_section(lines, sign, digest) + _samples_figure(Path(out))
+        atomic_write_text(report, head + "\n\n" + section + rest)
     return slopes
 
 
@@ -426,6 +427,28 @@ def _verdict_section(lines: Sequence[Any], sign: str, digest: str) -> str:
                 f"(exploratory, {ln.verdict} for a positive slope)"
             )
     return "\n".join(words) + "\n\n"
+
+
+def _samples_figure(out: Path) -> str:
+    """``figures/locality_tasks.png``: 12 training images of each task (split seed 0), one row a
+    task (local, long-range, global); the Markdown that shows it."""
+    import torch
+    from torchvision.utils import save_image
+
+    from unimix.data import build_dataset
+
+    pictures = []
+    for task in TASKS:
+        spec = build_dataset(task, split_seed=0, train_augment=False)
+        pictures.append(spec.train.images[:12].float())
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    save_image(torch.cat(pictures), out / "figures" / "locality_tasks.png", nrow=12, padding=2,
+               pad_value=0.5)  # fmt: skip
+    return (
+        "![Samples of the three tasks: digits_local, digits_pair, digits]"
+        "(figures/locality_tasks.png)\n\nRows: digits_local (a local cue), digits_pair (one "
+        "digit in two far halves: a long-range cue), digits (global).\n\n"
+    )
 
 
 def _mde(paired: Paired) -> float:
