@@ -36,6 +36,7 @@ from unimix.data.transforms import RandomShiftFlip
 
 __all__ = ["DIGIT_TASKS", "build_digit_task", "compose_local", "compose_pair"]
 
+#: The locality-controlled tasks this module builds.
 DIGIT_TASKS = ("digits_local", "digits_pair")
 SIDE = 8
 N_DISTRACTORS = 3

@@ -58,12 +58,19 @@ __all__ = [
     "write_predictions",
 ]
 
-LOCAL_TASK, LONG_TASK, GLOBAL_TASK = "digits_local", "digits_pair", "digits"
+#: The local-cue task.
+LOCAL_TASK = "digits_local"
+#: The long-range-cue task.
+LONG_TASK = "digits_pair"
+GLOBAL_TASK = "digits"
+#: The three tasks of the locality study: local, long-range and global cue.
 TASKS: tuple[str, ...] = (LOCAL_TASK, LONG_TASK, GLOBAL_TASK)
+#: The columns of ``predictions.csv``.
 PREDICTION_COLUMNS = (
     "task", "setting", "method", "params", "locality_index", "border_clipping",
     "predicted_effect", "predicted_sign", "rule",
 )  # fmt: skip
+#: The rule that produced each prediction, as written in ``predictions.csv``.
 RULE = (
     "e = rho(non-cue pairs) - rho(cue pairs), rho(D) = mean of the label-weighted A over pair "
     "offsets D / a(0) (docs/theory.md)"
@@ -234,6 +241,7 @@ def write_predictions(rows: Sequence[dict[str, Any]], path: str | Path) -> str:
 
 
 def file_sha256(path: str | Path) -> str:
+    """The SHA-256 (hex) of a file's bytes."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
