@@ -411,8 +411,10 @@ def test_imagefolder_errors_name_path_and_layout(tmp_path):
 
 
 def test_build_dataset_rejects_unknown_names_and_options():
-    assert available_datasets() == ["digits", "cifar10", "cifar100", "imagefolder"]
-    with pytest.raises(ValueError, match="digits, cifar10, cifar100, imagefolder"):
+    assert available_datasets() == [
+        "digits", "digits_local", "digits_pair", "cifar10", "cifar100", "imagefolder"
+    ]
+    with pytest.raises(ValueError, match="digits, digits_local, digits_pair, cifar10, cifar100"):
         build_dataset("mnist")
     with pytest.raises(TypeError, match="padding"):
         build_dataset("digits", padding=4)

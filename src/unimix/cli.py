@@ -20,7 +20,7 @@ from types import ModuleType
 
 from unimix.errors import UsageError, missing_extra, one_line
 
-COMMANDS = ("study", "train", "evaluate", "profile", "gallery")
+COMMANDS = ("study", "train", "evaluate", "profile", "gallery", "predict")
 
 #: The extra each command needs (named in the error when a dependency is missing).
 COMMAND_EXTRAS = {
@@ -29,6 +29,7 @@ COMMAND_EXTRAS = {
     "evaluate": "study",
     "profile": "theory",
     "gallery": "study",
+    "predict": "theory",
 }
 
 _GLOBAL_FLAGS = {"--debug", "--version", "-h", "--help"}

@@ -311,7 +311,10 @@ def run(args: argparse.Namespace) -> int:
     regimes = [r.strip() for r in args.regimes.split(",") if r.strip()] if args.regimes else None
     seeds, pgd_steps, eps_list = args.seeds, args.pgd_steps, None
     if args.quick:
-        overrides = QUICK_OVERRIDES + overrides
+        from unimix.study.runner import load_study_section
+
+        quick = load_study_section(recipe).get("quick_overrides")
+        overrides = (list(quick) if quick else QUICK_OVERRIDES) + overrides
         seeds = seeds or 2
         pgd_steps = min(pgd_steps or 2, 2)
         eps_list = [args.eps]

@@ -1,6 +1,9 @@
 """Datasets and loaders of the study.
 
 - ``digits``: the scikit-learn digits (embedded, the default; :mod:`unimix.data.digits`);
+- ``digits_local`` / ``digits_pair``: locality-controlled tasks composed from them — a local cue
+  (one digit among distractor strokes) and a long-range cue (two far digits, label
+  ``(a + b) mod 10``) (:mod:`unimix.data.digit_tasks`);
 - ``cifar10`` / ``cifar100``: the python-pickle archives in a local folder
   (:mod:`unimix.data.cifar`);
 - ``imagefolder``: any ``train/`` + ``val/`` ImageFolder tree, e.g. ImageNet
@@ -43,9 +46,11 @@ __all__ = [
 
 #: The environment variable naming the data directory when ``data_dir`` is not given.
 DATA_DIR_ENV = "UNIMIX_DATA_DIR"
-_DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+_DATASETS = ("digits", "digits_local", "digits_pair", "cifar10", "cifar100", "imagefolder")
 _OPTIONS = {
     "digits": {"test_size", "max_shift", "train_per_class", "train_fraction", "val_fraction"},
+    "digits_local": {"n_train", "n_test", "val_fraction", "test_size"},
+    "digits_pair": {"n_train", "n_test", "val_fraction", "test_size", "pair_rule"},
     "cifar10": {"padding", "flip"},
     "cifar100": {"padding", "flip"},
     "imagefolder": {"train_dir", "val_dir"},
@@ -86,12 +91,17 @@ def build_dataset(
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")
-    key = name.lower().replace("-", "").replace("_", "")
+    key = name.lower().replace("-", "_")
+    key = key if key in _DATASETS else key.replace("_", "")
     if key not in _DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(_DATASETS)}")
     # split keys of a training configuration: None (or a zero val_fraction) means "not used"
     for opt in ("train_per_class", "train_fraction", "val_fraction"):
-        if opt in options and not options[opt] and key != "digits":
+        if opt in options and not options[opt] and not key.startswith("digits"):
+            del options[opt]
+        elif key in ("digits_local", "digits_pair") and opt != "val_fraction" and opt in options:
+            if options[opt] is not None:
+                raise TypeError(f"{opt} is a digits option; {key} is sized by n_train/n_test")
             del options[opt]
     unknown = sorted(set(options) - _OPTIONS[key])
     if unknown:
@@ -99,6 +109,10 @@ def build_dataset(
             f"unknown option(s) {unknown} for dataset {key!r}; it accepts "
             f"{sorted(_OPTIONS[key]) or 'none'}"
         )
+    if key in ("digits_local", "digits_pair"):
+        from unimix.data.digit_tasks import build_digit_task
+
+        return build_digit_task(key, image_size, split_seed, train_augment, **options)
     if key == "digits":
         from unimix.data.digits import build_digits
 

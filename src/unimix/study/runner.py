@@ -193,6 +193,23 @@ def _settings(method: str, grid: dict[str, list[Any]]) -> list[tuple[str, list[s
     return out
 
 
+def _dial_settings(method: str) -> list[tuple[str, list[str], str]]:
+    """The locality dial's settings of ``method`` (:data:`unimix.study.locality.DIAL`) in the
+    form of :func:`_settings`; the grid is not used by a dial recipe."""
+    from unimix.study.locality import DIAL
+
+    if method == "none":
+        return [("", [], "")]
+    out = []
+    for s in DIAL:
+        if s.method != method:
+            continue
+        label = ",".join(f"{k}={_text(v)}" for k, v in s.params)
+        overrides = [f"method_params.{k}={json.dumps(v)}" for k, v in s.params]
+        out.append((label, overrides, ""))
+    return out
+
+
 def _text(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
@@ -211,12 +228,18 @@ def plan_runs(cfg: StudyConfig) -> list[StudyRun]:
     seeds = cfg.seeds if cfg.seeds is not None else int(section.get("seeds", 3))
     cfg.resolve(section)
     runs = []
+    dial = section.get("dial") == "locality"
+    if dial:
+        from unimix.study.locality import dial_methods
+
+        cfg.methods = dial_methods()
     for regime, keys in _regimes(cfg, section).items():
         data = apply_overrides(base, keys)
         for replicate in range(seeds):
             split_seed, seed = replicate_seeds(cfg.base_seed, replicate)
             for method in cfg.methods:
-                for label, grid_overrides, base_label in _settings(method, cfg.grid):
+                settings = _dial_settings(method) if dial else _settings(method, cfg.grid)
+                for label, grid_overrides, base_label in settings:
                     overrides = [
                         *cfg.overrides,
                         *grid_overrides,
@@ -384,6 +407,8 @@ def _write_study_config(cfg: StudyConfig, runs: Sequence[StudyRun], record: dict
         "runs": merged_runs,
         "software": software_versions(),
     }
+    if record.get("predictions_sha256"):
+        resolved["predictions_sha256"] = record["predictions_sha256"]
     atomic_write_text(out, yaml.safe_dump(resolved, sort_keys=False))
 
 
@@ -731,6 +756,14 @@ def _run_study(
     record = _record(cfg, runs)
     _prepare_directory(cfg, record)
     cfg.out.mkdir(parents=True, exist_ok=True)
+    locality = load_study_section(cfg.recipe).get("locality")
+    if locality:
+        from unimix.study.locality import predict_rows, write_predictions
+
+        # the prediction is written, and its digest recorded, before the first run starts
+        digest = write_predictions(predict_rows(), cfg.out / "predictions.csv")
+        record["predictions_sha256"] = digest
+        log(f"study: predictions.csv written before any run (sha256 {digest})")
     _write_study_config(cfg, runs, record)
     left = [r for r in runs if not r.done()]
     regimes = sorted({r.regime for r in runs}, key=[r.regime for r in runs].index)
@@ -771,6 +804,10 @@ def _run_study(
     report = write_report(
         cfg, runs, rows, same_start=same_start, retried=retries(runs), theory=theory
     )
+    if locality:
+        from unimix.study.locality import add_locality_verdict
+
+        add_locality_verdict(cfg.out, rows, dict(locality), record["predictions_sha256"])
     took = time.perf_counter() - start
     versus = f" (estimated {_hms(estimate)})" if estimate is not None else ""
     log(f"study: finished in {_hms(took)}{versus}; report: {report}")
@@ -880,5 +917,7 @@ def _hms(seconds: float) -> str:
 def first_regime(recipe: str) -> list[str] | None:
     """The first of a recipe's default regimes (``--quick`` runs only that one)."""
     section = load_study_section(recipe)
+    if section.get("quick_regimes"):
+        return list(section["quick_regimes"])
     names = list(section.get("default_regimes") or (section.get("regimes") or {}))
     return names[:1] or None

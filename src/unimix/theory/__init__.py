@@ -29,17 +29,21 @@ from unimix.theory.decomposition import (
     glm_second_order,
     loss_decomposition,
 )
+from unimix.theory.locality import border_clipping, locality_index, locality_profile
 
 __all__ = [
     "CLOSED_FORMS",
     "DistanceProfile",
     "FirstLayerForm",
     "LossDecomposition",
+    "border_clipping",
     "PairwiseCoefficients",
     "closed_form",
     "distance_profile",
     "first_layer_form",
     "glm_second_order",
+    "locality_index",
+    "locality_profile",
     "loss_decomposition",
     "offset_grid",
     "pairwise_coefficients",
