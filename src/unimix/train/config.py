@@ -171,8 +171,8 @@ class TrainConfig:
     def validate(self) -> None:
         """Check every key; raise ValueError/TypeError naming the key and the fix.
 
-        The mixing keys obey the very rules of :class:`unimix.Mixer` (both call
-        :mod:`unimix.checks`), so a configuration is valid exactly when its Mixer can be built.
+        The mixing keys are checked by building the :class:`unimix.Mixer` they describe
+        (:meth:`mixer_kwargs`), so a configuration is valid exactly when its Mixer can be built.
         """
         self._validate_data()
         self._validate_optimisation()
@@ -262,6 +262,41 @@ class TrainConfig:
         _choice("partner", self.partner, _PARTNERS)
         _choice("label_weight", self.label_weight, _LABEL_WEIGHTS)
         _choice("mix_where", self.mix_where, _MIX_WHERE)
+        if self.mixing:
+            self._check_mixer()
+
+    def mixer_kwargs(self) -> dict[str, Any]:
+        """The arguments of the :class:`unimix.Mixer` this configuration trains with (less
+        ``num_classes`` and ``generator``): ``method_params`` narrowed to what the chosen methods
+        take (a recipe may set HMix's ``r`` and be run with Mixup); a parameter that no registered
+        method takes is an error."""
+        from unimix import registry
+
+        names = list(self.methods)
+        taken = {k for n in names if n in registry.available() for k in registry.parameters(n)}
+        known = {k for n in registry.available() for k in registry.parameters(n)}
+        unknown = sorted(set(self.method_params) - known)
+        if unknown:
+            raise ValueError(
+                f"method_params {unknown} are taken by no mixing method; known parameters: "
+                f"{sorted(known)}"
+            )
+        params = {k: v for k, v in self.method_params.items() if k in taken}
+        return dict(
+            methods=self.methods, alpha=self.alpha, mode=self.mode, prob=self.mix_prob,
+            switch_prob=self.switch_prob, label_smoothing=self.label_smoothing,
+            partner=self.partner, label_weight=self.label_weight, **params,
+        )  # fmt: skip
+
+    def _check_mixer(self) -> None:
+        """Build the Mixer itself: the configuration is valid exactly when its Mixer can be
+        built, with no second copy of the Mixer's rules here."""
+        from unimix import Mixer
+
+        try:
+            Mixer(**self.mixer_kwargs())
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"the mixing keys do not make a Mixer: {err}") from None
 
 
 # ---- coercion and checks ---------------------------------------------------------------------
