@@ -122,6 +122,8 @@ def _check_run_dir(run_dir: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import yaml  # noqa: F401  (the 'study' extra: a missing one stops us before anything else)
+
     from unimix.errors import UsageError, check_device, check_output_file, removed_on_failure
 
     run_dir: Path = args.run_dir

@@ -27,8 +27,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from unimix import checks
 from unimix.mix import LabelWeight, Mode, Partner
 from unimix.train.fileio import atomic_write_text
@@ -493,6 +491,8 @@ def load_recipe(recipe: str | os.PathLike[str]) -> dict[str, Any]:
             )
         text = entry.read_text()
         where = f"recipe {recipe!r}"
+    import yaml
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -516,6 +516,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip().replace("-", "_")
     if not key:
         raise ValueError(f"an override must look like key=value, got {text!r}")
+    import yaml
+
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
@@ -570,5 +572,7 @@ def config_differences(
 
 def write_yaml(path: str | os.PathLike[str], data: Mapping[str, Any], header: str = "") -> None:
     """Write a mapping as YAML atomically (temporary file in the same directory, then rename)."""
+    import yaml
+
     text = (header + "\n" if header else "") + yaml.safe_dump(dict(data), sort_keys=False)
     atomic_write_text(path, text)
