@@ -88,3 +88,36 @@ def test_a_recipes_hmix_parameter_is_ignored_by_mixup_as_the_run_builds_it():
     cfg = TrainConfig(methods=["mixup"], method_params={"r": 0.3})
     Mixer(**cfg.mixer_kwargs())
     assert "r" not in cfg.mixer_kwargs()
+
+
+def test_choice_keys_are_typed_by_their_literals_and_errors_name_key_value_and_choices():
+    """Issue 20 item 23: the schema is pydantic's (lax coercion per declared type); mode and
+    partner carry the Mixer's Literal types; an error names the key, the value, the choices."""
+    import typing
+
+    from unimix.mix import LabelWeight, Mode, Partner
+
+    hints = typing.get_type_hints(TrainConfig)
+    assert (hints["mode"], hints["partner"], hints["label_weight"]) == (Mode, Partner, LabelWeight)
+    with pytest.raises(
+        ValueError, match=r"^mode must be one of batch, pair, elem; got 'diagonal'$"
+    ):
+        TrainConfig.from_dict({"mode": "diagonal"})
+    with pytest.raises(ValueError, match=r"^partner must be one of flip, random; got 'shuffle'$"):
+        TrainConfig(partner="shuffle")
+    with pytest.raises(ValueError, match=r"^lr must be a number, got True"):
+        TrainConfig.from_dict({"lr": True})  # a boolean is not a number
+    with pytest.raises(ValueError, match=r"^epochs must be an integer, got 2\.5"):
+        TrainConfig.from_dict({"epochs": 2.5})
+    cfg = TrainConfig.from_dict({"milestones": "30,60", "schedule": "step", "nesterov": "on"})
+    assert cfg.milestones == [30.0, 60.0] and cfg.nesterov is True
+
+
+def test_cli_type_errors_are_one_line_and_write_nothing(tmp_path, capsys):
+    from unimix.cli import main
+
+    out = tmp_path / "r"
+    assert main(["train", "--out", str(out), "--set", "mode=diagonal"]) == 2
+    err = capsys.readouterr().err
+    assert err == "unimix train: error: mode must be one of batch, pair, elem; got 'diagonal'\n"
+    assert not out.exists()
