@@ -12,6 +12,8 @@ import argparse
 from fractions import Fraction
 from pathlib import Path
 
+from unimix.commands import _args
+
 HELP = "evaluate a trained run: error, NLL, calibration, FGSM/PGD and occlusion robustness, speed"
 
 
@@ -87,11 +89,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-batches", type=int, default=None, help="evaluate only this many batches"
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of PGD starts and occlusion positions"
+        "--seed", type=_args.seed, default=0, help="seed of PGD starts and occlusion positions"
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=_args.path,
         default=None,
         metavar="FILE.json",
         help="where to write the JSON result (default: RUN_DIR/evaluation.json)",

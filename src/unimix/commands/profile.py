@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from unimix.commands import _args
+
 HELP = "plot each method's pixel-level regularisation A(p,q) against distance, with heat maps and a CSV"
 
 
@@ -72,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--size", type=_size, default="32", help="image size N or HxW (default: 32)"
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("profile"), help="output directory (default: profile)"
+        "--out", type=_args.path, default=Path("profile"), help="output directory (default: profile)"
     )
     parser.add_argument("--alpha", type=float, default=1.0, help="α of λ ~ Beta(α, α) (default: 1)")
     parser.add_argument(
@@ -96,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="overlay the closed forms (exact for --boundary wrap) on the profile plot",
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--seed", type=_args.seed, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", default="cpu", help="device for the masks (default: cpu)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
