@@ -283,9 +283,7 @@ class TrainConfig:
     def _check_mixer(self) -> None:
         """Build the Mixer itself: the configuration is valid exactly when its Mixer can be
         built, with no second copy of the Mixer's rules here."""
-        from unimix import Mixer
-
-        Mixer(**self.mixer_kwargs())  # its errors name the key (methods, alpha, switch_prob …)
+        checks.check_mixer(**self.mixer_kwargs())  # its errors name the key (methods, alpha …)
 
 
 # ---- coercion and checks ---------------------------------------------------------------------
