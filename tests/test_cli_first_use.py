@@ -51,3 +51,36 @@ def test_item18_tensorboard_is_silent_by_default_and_warns_only_when_asked(tmp_p
         train(tiny, tmp_path / "a", progress=False)
     with pytest.warns(TensorBoardMissingWarning):
         train({**tiny, "tensorboard": True}, tmp_path / "b", progress=False)
+
+
+@pytest.mark.parametrize("argv", [["profile", "--size", "1"], ["profile", "--size", "100000"]])
+def test_item13_profile_sizes_are_checked_up_front(argv, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "--out", str(tmp_path / "p")])
+    assert stop.value.code == 2 and "--size" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+
+
+def test_item13_train_image_size_is_bounded(tmp_path, capsys):
+    assert main(["train", "--image-size", "100000", "--out", str(tmp_path / "r")]) == 2
+    assert "image_size" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_item15_evaluate_refuses_an_unwritable_out_before_evaluating(tmp_path, monkeypatch, capsys):
+    import os
+
+    from unimix.train import train
+
+    run = tmp_path / "run"
+    tiny = {"image_size": 8, "batch_size": 64, "steps": 1, "tensorboard": False,
+            "model_kwargs": {"widths": [8, 16]}}  # fmt: skip
+    train(tiny, run, progress=False)
+    calls = []
+    monkeypatch.setattr("unimix.evaluate.evaluate_run", lambda *a, **k: calls.append(a))
+    blocked = tmp_path / "ro"
+    blocked.mkdir()
+    target = "/proc/x.json" if os.path.isdir("/proc/self") else str(blocked / "x.json")
+    if not target.startswith("/proc"):
+        blocked.chmod(0o500)
+    assert main(["evaluate", str(run), "--out", target]) == 2
+    assert "cannot write --out" in capsys.readouterr().err and calls == []

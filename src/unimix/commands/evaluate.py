@@ -123,6 +123,25 @@ def _check_run_dir(run_dir: Path) -> None:
         )
 
 
+def _try_create(out: Path) -> None:
+    """Open ``out`` for writing (created and removed again if new) where its folder exists: a
+    place no file can be made (``/proc``) is refused before the evaluation, not after."""
+    import os
+
+    from unimix.errors import UsageError
+
+    if not out.parent.is_dir():
+        return
+    existed = out.exists()
+    try:
+        fd = os.open(out, os.O_WRONLY | (0 if existed else os.O_CREAT | os.O_EXCL), 0o644)
+    except OSError as err:
+        raise UsageError(f"cannot write --out {out}: {err.strerror}") from None
+    os.close(fd)
+    if not existed:
+        out.unlink(missing_ok=True)
+
+
 def run(args: argparse.Namespace) -> int:
     import yaml  # noqa: F401  (the 'study' extra: a missing one stops us before anything else)
 
@@ -141,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
     device = check_device(args.device) if args.device is not None else None
     # every output is checked writable before a second of evaluation is spent
     out = check_output_file(args.out or run_dir / "evaluation.json")
+    _try_create(out)
     if args.plots:
         for name in ("reliability", "robustness"):
             check_output_file(out.with_name(f"{out.stem}_{name}.png"), "--plots")

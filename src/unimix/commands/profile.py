@@ -25,6 +25,10 @@ from unimix.commands import _args
 HELP = "plot each method's pixel-level regularisation A(p,q) against distance, with heat maps and a CSV"
 
 
+#: The largest side of a profile's masks (thousands of float masks are drawn at once).
+MAX_SIDE = 1024
+
+
 def _size(text: str) -> tuple[int, int]:
     parts = text.lower().replace("×", "x").split("x")
     try:
@@ -35,8 +39,11 @@ def _size(text: str) -> tuple[int, int]:
         ) from None
     if len(values) == 1:
         values = values * 2
-    if len(values) != 2 or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"bad size {text!r}: give N or HxW with positive sides")
+    if len(values) != 2 or min(values) < 2 or max(values) > MAX_SIDE:
+        raise argparse.ArgumentTypeError(
+            f"bad size {text!r}: give N or HxW with sides from 2 to {MAX_SIDE} (profiles are "
+            "averaged over many masks of that size; larger ones would not fit in memory)"
+        )
     return values[0], values[1]
 
 
