@@ -1,0 +1,44 @@
+"""Checkpoint metadata is range-checked even when its checksum is right (issue 20, item 8)."""
+
+import pytest
+import torch
+
+from unimix.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+
+def _state(**changes):
+    state = {"config": {"epochs": 3}, "model": {"w": torch.zeros(2)}, "epoch": 1, "step": 10,
+             "batch": 2, "finished": False, "history": [{"epoch": 1, "loss": 0.5}]}  # fmt: skip
+    return {**state, **changes}
+
+
+def test_a_sound_checkpoint_loads(tmp_path):
+    save_checkpoint(tmp_path / "c.pt", _state())
+    assert load_checkpoint(tmp_path / "c.pt")["epoch"] == 1
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"epoch": 99}, "epoch 99 of a run of 3"),
+        ({"epoch": -3}, "epoch must be an integer >= 0"),
+        ({"step": -5}, "step must be"),
+        ({"batch": 10**6}, "cannot cover"),
+        ({"history": ["a", "b"]}, "history"),
+        ({"finished": "yes"}, "finished"),
+    ],
+)
+def test_nonsense_metadata_with_a_valid_checksum_is_refused(tmp_path, changes, words):
+    save_checkpoint(tmp_path / "c.pt", _state(**changes))  # the checksum covers the nonsense
+    with pytest.raises(CheckpointError, match=words):
+        load_checkpoint(tmp_path / "c.pt")
+
+
+def test_an_old_unchecksummed_format_loads_only_with_a_warning(tmp_path):
+    save_checkpoint(tmp_path / "c.pt", _state())
+    state = torch.load(tmp_path / "c.pt", weights_only=True)
+    state = {**state, "version": 1}
+    state.pop("checksum", None)
+    torch.save(state, tmp_path / "old.pt")
+    with pytest.warns(UserWarning, match="UNVERIFIED"):
+        load_checkpoint(tmp_path / "old.pt")
