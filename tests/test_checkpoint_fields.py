@@ -42,3 +42,23 @@ def test_an_old_unchecksummed_format_loads_only_with_a_warning(tmp_path):
     torch.save(state, tmp_path / "old.pt")
     with pytest.warns(UserWarning, match="UNVERIFIED"):
         load_checkpoint(tmp_path / "old.pt")
+
+
+def test_item10_a_write_over_the_file_size_limit_is_an_oserror_and_keeps_the_old(tmp_path):
+    import subprocess
+    import sys
+
+    save_checkpoint(tmp_path / "c.pt", _state())
+    before = (tmp_path / "c.pt").read_bytes()
+    script = (
+        "import resource, torch\n"
+        "from unimix.train.checkpoint import save_checkpoint\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        "try:\n"
+        f"    save_checkpoint({str(tmp_path / 'c.pt')!r}, {{'model': {{'w': torch.zeros(10**5)}}}})\n"
+        "except OSError as err:\n"
+        "    print('OSError', err)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.stdout.startswith("OSError cannot write checkpoint"), proc.stderr
+    assert (tmp_path / "c.pt").read_bytes() == before

@@ -68,8 +68,14 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> N
         "version": CHECKPOINT_VERSION,
     }
     payload["checksum"] = content_digest(payload)
-    with atomic_open(path, "wb") as fh:
-        torch.save(payload, fh)
+    try:
+        with atomic_open(path, "wb") as fh:
+            torch.save(payload, fh)
+    except RuntimeError as err:  # torch's writer reports a failed write (disk full, ulimit -f)
+        raise OSError(
+            f"cannot write checkpoint {str(path)!r}: {str(err).splitlines()[0]} (disk full or a "
+            "file size limit?); the previous checkpoint is kept"
+        ) from err
 
 
 def load_checkpoint(
