@@ -61,6 +61,10 @@ def core_only(tmp_path_factory):
         ["study", "--out", "s"],
         ["train", "--out", "r"],
         ["train", "--help"],
+        ["study", "--help"],
+        ["evaluate", "--help"],
+        ["profile", "--help"],
+        ["gallery", "--help"],
         ["evaluate", "run"],
         ["profile", "--out", "p"],
         ["gallery", "--out", "g.png"],
@@ -85,7 +89,6 @@ def test_import_and_help_need_only_the_core(core_only):
     [
         ("study --out s", "study"),
         ("train --out r", "study"),
-        ("train --help", "study"),
         ("evaluate run", "study"),
         ("profile --out p", "theory"),
         ("gallery --out g.png", "study"),
@@ -109,3 +112,12 @@ def test_python_dash_m_unimix(tmp_path):
         [sys.executable, "-m", "unimix", "--help"], env=env, capture_output=True, text=True
     )
     assert proc.returncode == 0 and "COMMAND" in proc.stdout and proc.stderr == ""
+
+
+def test_every_commands_help_works_with_the_core_only(core_only):
+    """Issue 20 item 19: ``--help`` of every command, study and train included, needs no extra."""
+    by_argv = {" ".join(argv): (code, out, err) for argv, code, out, err in core_only["results"]}
+    for command in COMMANDS:
+        code, out, err = by_argv[f"{command} --help"]
+        assert code == 0 and err == "", (command, err)
+        assert f"usage: unimix {command}" in out

@@ -57,6 +57,7 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "yaml": "study",
     "sklearn": "study",
     "PIL": "study",
+    "pydantic": "study",
     "scipy": "theory",
     "matplotlib": "theory",
     "tqdm": "theory",

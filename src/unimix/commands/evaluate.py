@@ -12,6 +12,8 @@ import argparse
 from fractions import Fraction
 from pathlib import Path
 
+from unimix.commands import _args
+
 HELP = "evaluate a trained run: error, NLL, calibration, FGSM/PGD and occlusion robustness, speed"
 
 
@@ -87,11 +89,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-batches", type=int, default=None, help="evaluate only this many batches"
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of PGD starts and occlusion positions"
+        "--seed", type=_args.seed, default=0, help="seed of PGD starts and occlusion positions"
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=_args.path,
         default=None,
         metavar="FILE.json",
         help="where to write the JSON result (default: RUN_DIR/evaluation.json)",
@@ -121,7 +123,28 @@ def _check_run_dir(run_dir: Path) -> None:
         )
 
 
+def _try_create(out: Path) -> None:
+    """Open ``out`` for writing (created and removed again if new) where its folder exists: a
+    place no file can be made (``/proc``) is refused before the evaluation, not after."""
+    import os
+
+    from unimix.errors import UsageError
+
+    if not out.parent.is_dir():
+        return
+    existed = out.exists()
+    try:
+        fd = os.open(out, os.O_WRONLY | (0 if existed else os.O_CREAT | os.O_EXCL), 0o644)
+    except OSError as err:
+        raise UsageError(f"cannot write --out {out}: {err.strerror}") from None
+    os.close(fd)
+    if not existed:
+        out.unlink(missing_ok=True)
+
+
 def run(args: argparse.Namespace) -> int:
+    import yaml  # noqa: F401  (the 'study' extra: a missing one stops us before anything else)
+
     from unimix.errors import UsageError, check_device, check_output_file, removed_on_failure
 
     run_dir: Path = args.run_dir
@@ -137,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
     device = check_device(args.device) if args.device is not None else None
     # every output is checked writable before a second of evaluation is spent
     out = check_output_file(args.out or run_dir / "evaluation.json")
+    _try_create(out)
     if args.plots:
         for name in ("reliability", "robustness"):
             check_output_file(out.with_name(f"{out.stem}_{name}.png"), "--plots")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from unimix.commands import _args
+
 HELP = "write a PNG gallery of every method's mask and mixed image (two sample photographs)"
 
 
@@ -13,6 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--out",
+        type=_args.path,
         default="gallery.png",
         metavar="FILE|DIR",
         help="image file to write, or a directory that receives gallery.png (default: gallery.png)",
@@ -27,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lam", type=float, default=0.65, help="mixing ratio λ (default 0.65, as in the paper)"
     )
     parser.add_argument("--r", type=float, default=0.5, help="HMix box-area ratio r (default 0.5)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the masks' random positions")
+    parser.add_argument("--seed", type=_args.seed, default=0, help="seed of the masks' random positions")
 
 
 def run(args: argparse.Namespace) -> int:

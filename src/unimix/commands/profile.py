@@ -20,7 +20,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from unimix.commands import _args
+
 HELP = "plot each method's pixel-level regularisation A(p,q) against distance, with heat maps and a CSV"
+
+
+#: The largest side of a profile's masks (thousands of float masks are drawn at once).
+MAX_SIDE = 1024
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -33,8 +39,11 @@ def _size(text: str) -> tuple[int, int]:
         ) from None
     if len(values) == 1:
         values = values * 2
-    if len(values) != 2 or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"bad size {text!r}: give N or HxW with positive sides")
+    if len(values) != 2 or min(values) < 2 or max(values) > MAX_SIDE:
+        raise argparse.ArgumentTypeError(
+            f"bad size {text!r}: give N or HxW with sides from 2 to {MAX_SIDE} (profiles are "
+            "averaged over many masks of that size; larger ones would not fit in memory)"
+        )
     return values[0], values[1]
 
 
@@ -72,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--size", type=_size, default="32", help="image size N or HxW (default: 32)"
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("profile"), help="output directory (default: profile)"
+        "--out", type=_args.path, default=Path("profile"), help="output directory (default: profile)"
     )
     parser.add_argument("--alpha", type=float, default=1.0, help="α of λ ~ Beta(α, α) (default: 1)")
     parser.add_argument(
@@ -96,7 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="overlay the closed forms (exact for --boundary wrap) on the profile plot",
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--seed", type=_args.seed, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", default="cpu", help="device for the masks (default: cpu)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
+
+from unimix.commands import _args
 
 HELP = (
     "train and compare MSDA methods in data regimes where they differ (default: digits, "
@@ -28,12 +31,16 @@ def _eps(text: str) -> float:
     try:
         if "/" in text:
             num, den = text.split("/", 1)
-            return float(num) / float(den)
-        return float(text)
+            value = float(num) / float(den)
+        else:
+            value = float(text)
     except (ValueError, ZeroDivisionError):
         raise argparse.ArgumentTypeError(
             f"expected a number or a fraction such as 8/255, got {text!r}"
         ) from None
+    if not math.isfinite(value) or value < 0:  # refused here, before any run is trained
+        raise argparse.ArgumentTypeError(f"must be a finite radius >= 0, got {text!r}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,6 +116,7 @@ def _add_execution_arguments(parser: argparse.ArgumentParser) -> None:
     """Where the study is written and runs, and overrides of the training keys."""
     parser.add_argument(
         "--out",
+        type=_args.path,
         default=None,
         help="output directory (default: ./study, and ./study-quick with --quick)",
     )

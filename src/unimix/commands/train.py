@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
+from unimix.commands import _args
 from unimix.errors import (
     UsageError,
     check_device,
@@ -71,7 +72,7 @@ _KEY_HELP = {
     "deterministic": "deterministic algorithms only",
     "seed": "seed of every random stream",
     "eval_every": "evaluate every N epochs (0: only at the end)",
-    "tensorboard": "log to TensorBoard when it is installed",
+    "tensorboard": "log to TensorBoard (default: when it is installed, silently; --tensorboard warns if it is not)",
 }
 
 _LIST_KEYS = {"methods", "milestones", "image_size"}
@@ -84,9 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--recipe", metavar="NAME|FILE", help="packaged recipe name or YAML file (default: digits)"
     )
-    run.add_argument("--out", metavar="DIR", type=Path, help="run directory to create")
+    run.add_argument("--out", metavar="DIR", type=_args.path, help="run directory to create")
     run.add_argument(
-        "--resume", metavar="DIR", type=Path, help="continue the run in DIR from its checkpoint"
+        "--resume", metavar="DIR", type=_args.path, help="continue the run in DIR from its checkpoint"
     )
     run.add_argument(
         "--set",

@@ -70,7 +70,7 @@ class MixCollator:
         collate_fn: Callable[[list[Any]], Mapping[str, Any]] = default_collate,
         *,
         image_key: str = "pixel_values",
-        label_key: str = "labels",
+        label_key: str | None = None,
     ) -> None:
         if not isinstance(mixer, Mixer):
             raise TypeError(f"mixer must be a unimix.Mixer, got {type(mixer).__name__}")
@@ -97,17 +97,21 @@ class MixCollator:
                 f"collate_fn must return a dict batch, got {type(batch).__name__}; for "
                 "(image, label) samples use unimix.compat.MixCollate"
             )
-        for key in (self.image_key, self.label_key):
+        batch = dict(batch)
+        if self.label_key is None and "labels" not in batch and "label" in batch:
+            batch["labels"] = batch.pop("label")  # HF datasets' name; models take "labels"
+        for key in (self.image_key, self.label_key or "labels"):
             if key not in batch:
                 raise KeyError(
                     f"the batch has no {key!r} (keys: {list(batch)}); set image_key/label_key"
                 )
-        return dict(batch)
+        return batch
 
     def __call__(self, features: list[Any] | Mapping[str, Any]) -> dict[str, Any]:
         batch = self.collate(features)
-        images, targets = self._mix((batch[self.image_key], batch[self.label_key]))
-        batch[self.image_key], batch[self.label_key] = images, targets
+        label_key = self.label_key or "labels"
+        images, targets = self._mix((batch[self.image_key], batch[label_key]))
+        batch[self.image_key], batch[label_key] = images, targets
         return batch
 
     def __repr__(self) -> str:

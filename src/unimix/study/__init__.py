@@ -10,33 +10,75 @@ document rendered to Markdown and HTML). The runner and the report only share
 :mod:`unimix.study.types`; neither imports the other at module level.
 """
 
-from unimix.study.claims import Claim, ClaimLine, check_claims, summarize
-from unimix.study.execute import EXECUTORS, execute_runs
-from unimix.study.report import write_report
-from unimix.study.runner import (
-    check_same_start,
-    parse_grid,
-    plan_runs,
-    read_results,
-    run_study,
-)
-from unimix.study.stats import (
-    benjamini_hochberg,
-    holm,
-    minimum_detectable_effect,
-    paired_difference,
-    spearman,
-)
-from unimix.study.types import (
-    CLAIM_COLUMNS,
-    PAPER_METHODS,
-    RESULT_COLUMNS,
-    TIMING_COLUMNS,
-    StudyConfig,
-    StudyRun,
-    replicate_seeds,
-    software_versions,
-)
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported on first use: `--help` needs no extra (the parts need yaml, tqdm …)
+    from unimix.study.claims import Claim, ClaimLine, check_claims, summarize
+    from unimix.study.execute import EXECUTORS, execute_runs
+    from unimix.study.report import write_report
+    from unimix.study.runner import (
+        check_same_start,
+        parse_grid,
+        plan_runs,
+        read_results,
+        run_study,
+    )
+    from unimix.study.stats import (
+        benjamini_hochberg,
+        holm,
+        minimum_detectable_effect,
+        paired_difference,
+        spearman,
+    )
+    from unimix.study.types import (
+        CLAIM_COLUMNS,
+        PAPER_METHODS,
+        RESULT_COLUMNS,
+        TIMING_COLUMNS,
+        StudyConfig,
+        StudyRun,
+        replicate_seeds,
+        software_versions,
+    )
+
+_LAZY = {
+    "Claim": "unimix.study.claims",
+    "ClaimLine": "unimix.study.claims",
+    "check_claims": "unimix.study.claims",
+    "summarize": "unimix.study.claims",
+    "EXECUTORS": "unimix.study.execute",
+    "execute_runs": "unimix.study.execute",
+    "write_report": "unimix.study.report",
+    "check_same_start": "unimix.study.runner",
+    "parse_grid": "unimix.study.runner",
+    "plan_runs": "unimix.study.runner",
+    "read_results": "unimix.study.runner",
+    "run_study": "unimix.study.runner",
+    "benjamini_hochberg": "unimix.study.stats",
+    "holm": "unimix.study.stats",
+    "minimum_detectable_effect": "unimix.study.stats",
+    "paired_difference": "unimix.study.stats",
+    "spearman": "unimix.study.stats",
+    "CLAIM_COLUMNS": "unimix.study.types",
+    "PAPER_METHODS": "unimix.study.types",
+    "RESULT_COLUMNS": "unimix.study.types",
+    "TIMING_COLUMNS": "unimix.study.types",
+    "StudyConfig": "unimix.study.types",
+    "StudyRun": "unimix.study.types",
+    "replicate_seeds": "unimix.study.types",
+    "software_versions": "unimix.study.types",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CLAIM_COLUMNS",

@@ -33,7 +33,6 @@ import json
 import math
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -42,6 +41,7 @@ from typing import Any
 
 import torch
 
+from unimix.study.studydir import claim_study_directory, clear_study
 from unimix.study.types import (
     MIXING_KEYS,
     PAPER_METHODS,
@@ -303,16 +303,15 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def _prepare_directory(cfg: StudyConfig, record: dict[str, Any]) -> None:
-    """Refuse a directory whose finished runs were made with other settings (or clear it with
-    ``cfg.fresh``), and a non-empty directory that is not a study."""
+    """Refuse a study directory whose finished runs were made with other settings (or clear it
+    with ``cfg.fresh``). Called with the directory marked and locked
+    (:func:`unimix.study.studydir.claim_study_directory`)."""
     import yaml
 
     out = cfg.out
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} is a file; give a directory for the study")
     config_path = out / "config.yaml"
-    if not out.exists() or not any(out.iterdir()):
-        return
+    if not config_path.is_file() and not (out / "runs").exists():
+        return  # a new study
     old = None
     if config_path.is_file():
         try:
@@ -320,42 +319,25 @@ def _prepare_directory(cfg: StudyConfig, record: dict[str, Any]) -> None:
         except yaml.YAMLError:
             old = None
     if isinstance(old, dict) and (old.get("study") or {}).get("quick") and not cfg.quick:
-        _clear_study(out)  # a smoke run never blocks the real study: it is replaced
+        clear_study(out)  # a smoke run never blocks the real study: it is replaced
         print(f"unimix study: replacing the --quick smoke run in {str(out)!r} with a full study")
         return
     if not isinstance(old, dict) or "study" not in old:
-        raise ValueError(
-            f"{str(out)!r} is not empty and is not a unimix study directory; choose another --out "
-            "(a study never writes into a folder it did not make)"
-        )
-    diffs = [] if "runs" not in old else _differences(old, record)
-    if "runs" not in old and (out / "runs").exists():
-        diffs = ["the directory comes from an older unimix without a per-run record"]
+        diffs = ["its config.yaml is missing or unreadable"]
+    else:
+        diffs = [] if "runs" not in old else _differences(old, record)
+        if "runs" not in old and (out / "runs").exists():
+            diffs = ["the directory comes from an older unimix without a per-run record"]
     if not diffs and not cfg.fresh:
         return
     if cfg.fresh:
-        _clear_study(out)
+        clear_study(out)
         return
     raise ValueError(
         f"the study in {str(out)!r} was run with other settings: {'; '.join(diffs)}. Its runs "
         "would mix two configurations: rerun with --fresh to start afresh (deletes its runs), "
         "or choose another --out"
     )
-
-
-def _clear_study(out: Path) -> None:
-    """Delete what a study wrote in ``out`` (and nothing else)."""
-    for name in ("runs", "figures", "slurm"):
-        shutil.rmtree(out / name, ignore_errors=True)
-    for name in (
-        "results.csv",
-        "summary.csv",
-        "claims.csv",
-        "report.md",
-        "report.html",
-        "config.yaml",
-    ):
-        (out / name).unlink(missing_ok=True)
 
 
 def _added_replicates(cfg: StudyConfig, runs: Sequence[StudyRun]) -> list[dict[str, Any]]:
@@ -738,9 +720,11 @@ def run_study(
     threads = torch.get_num_threads()
     if cfg.threads is not None and cfg.device != "cuda":
         torch.set_num_threads(cfg.threads)
+    lock = claim_study_directory(cfg.out)  # refuses a folder unimix did not mark, or a busy one
     try:
         return _run_study(cfg, runs, log, after_run)
     finally:
+        lock.release()
         torch.set_num_threads(threads)
 
 

@@ -21,27 +21,69 @@ The parts, each small enough to read at once:
 Pass ``on_epoch=`` to :func:`train` to receive every epoch's metrics (e.g. for your own logger).
 """
 
-from unimix.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, state_digest
-from unimix.train.config import (
-    RESUME_MUTABLE,
-    TrainConfig,
-    apply_overrides,
-    available_recipes,
-    load_recipe,
-    resolve_config,
-)
-from unimix.train.logging import read_metrics
-from unimix.train.trainer import (
-    TrainingInterrupted,
-    TrainResult,
-    build_optimizer,
-    build_scheduler,
-    load_result,
-    load_run,
-    lr_factor,
-    start_fingerprint,
-    train,
-)
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported on first use: `--help` needs no extra (the parts need yaml, tqdm …)
+    from unimix.train.checkpoint import (
+        CheckpointError,
+        load_checkpoint,
+        save_checkpoint,
+        state_digest,
+    )
+    from unimix.train.config import (
+        RESUME_MUTABLE,
+        TrainConfig,
+        apply_overrides,
+        available_recipes,
+        load_recipe,
+        resolve_config,
+    )
+    from unimix.train.logging import read_metrics
+    from unimix.train.trainer import (
+        TrainingInterrupted,
+        TrainResult,
+        build_optimizer,
+        build_scheduler,
+        load_result,
+        load_run,
+        lr_factor,
+        start_fingerprint,
+        train,
+    )
+
+_LAZY = {
+    "CheckpointError": "unimix.train.checkpoint",
+    "load_checkpoint": "unimix.train.checkpoint",
+    "save_checkpoint": "unimix.train.checkpoint",
+    "state_digest": "unimix.train.checkpoint",
+    "RESUME_MUTABLE": "unimix.train.config",
+    "TrainConfig": "unimix.train.config",
+    "apply_overrides": "unimix.train.config",
+    "available_recipes": "unimix.train.config",
+    "load_recipe": "unimix.train.config",
+    "resolve_config": "unimix.train.config",
+    "read_metrics": "unimix.train.logging",
+    "TrainingInterrupted": "unimix.train.trainer",
+    "TrainResult": "unimix.train.trainer",
+    "build_optimizer": "unimix.train.trainer",
+    "build_scheduler": "unimix.train.trainer",
+    "load_result": "unimix.train.trainer",
+    "load_run": "unimix.train.trainer",
+    "lr_factor": "unimix.train.trainer",
+    "start_fingerprint": "unimix.train.trainer",
+    "train": "unimix.train.trainer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CheckpointError",

@@ -87,20 +87,9 @@ def build_dataset(cfg: TrainConfig) -> Any:
 
 
 def method_params(cfg: TrainConfig) -> dict[str, Any]:
-    """The ``method_params`` that the chosen methods take (a recipe may set ``r`` for HMix and be
-    run with Mixup); a name no registered method takes at all is an error."""
-    from unimix import registry
-
-    accepted = registry.parameters
-    names = list(cfg.methods)
-    taken = {k for n in names for k in accepted(n)}
-    known = {k for n in registry.available() for k in accepted(n)}
-    unknown = sorted(set(cfg.method_params) - known)
-    if unknown:
-        raise ValueError(
-            f"method_params {unknown} are taken by no mixing method; known parameters: {sorted(known)}"
-        )
-    return {k: v for k, v in cfg.method_params.items() if k in taken}
+    """The ``method_params`` that the chosen methods take (:meth:`TrainConfig.mixer_kwargs`)."""
+    kwargs = cfg.mixer_kwargs()
+    return {k: v for k, v in kwargs.items() if k in cfg.method_params}
 
 
 def build_mixer(cfg: TrainConfig, num_classes: int, seed: int) -> Any:
@@ -108,17 +97,9 @@ def build_mixer(cfg: TrainConfig, num_classes: int, seed: int) -> Any:
     from unimix import Mixer
 
     return Mixer(
-        cfg.methods,
-        alpha=cfg.alpha,
-        mode=cfg.mode,
-        prob=cfg.mix_prob,
-        switch_prob=cfg.switch_prob,
-        label_smoothing=cfg.label_smoothing,
+        **cfg.mixer_kwargs(),
         num_classes=num_classes,
-        partner=cfg.partner,
-        label_weight=cfg.label_weight,
         generator=torch.Generator().manual_seed(seed),
-        **method_params(cfg),
     )
 
 

@@ -68,8 +68,14 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> N
         "version": CHECKPOINT_VERSION,
     }
     payload["checksum"] = content_digest(payload)
-    with atomic_open(path, "wb") as fh:
-        torch.save(payload, fh)
+    try:
+        with atomic_open(path, "wb") as fh:
+            torch.save(payload, fh)
+    except RuntimeError as err:  # torch's writer reports a failed write (disk full, ulimit -f)
+        raise OSError(
+            f"cannot write checkpoint {str(path)!r}: {str(err).splitlines()[0]} (disk full or a "
+            "file size limit?); the previous checkpoint is kept"
+        ) from err
 
 
 def load_checkpoint(
@@ -120,10 +126,47 @@ def load_checkpoint(
                 f"{actual[:12]}…): its bytes were damaged after it was written. Restore a good "
                 "copy, or delete the run directory to start the run again"
             )
+    else:
+        import warnings
+
+        warnings.warn(
+            f"checkpoint {str(path)!r} has format version {state['version']}, which has no "
+            "checksum: it is read UNVERIFIED (damage would go unnoticed)",
+            UserWarning,
+            stacklevel=2,
+        )
     missing = {"config", "model", "epoch", "step", "finished"} - set(state)
     if missing:
         raise CheckpointError(f"checkpoint {str(path)!r} lacks {sorted(missing)}; it is incomplete")
+    _check_fields(state, str(path))
     return state
+
+
+def _check_fields(state: dict[str, Any], path: str) -> None:
+    """Range-check the metadata (a checksum proves the bytes, not that they make sense)."""
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"checkpoint {path!r} is inconsistent: {what}; it was not resumed")
+
+    counts = {k: state.get(k, 0) for k in ("epoch", "step", "batch")}
+    for key, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise bad(f"{key} must be an integer >= 0, got {value!r}")
+    if not isinstance(state["finished"], bool):
+        raise bad(f"finished must be true or false, got {state['finished']!r}")
+    if not isinstance(state["config"], dict):
+        raise bad("its config is not a mapping")
+    epochs = state["config"].get("epochs")
+    if isinstance(epochs, int) and not isinstance(epochs, bool) and counts["epoch"] > epochs:
+        raise bad(f"epoch {counts['epoch']} of a run of {epochs} epochs")
+    if counts["batch"] > counts["step"] or counts["epoch"] > counts["step"]:
+        raise bad(
+            f"{counts['step']} steps cannot cover epoch {counts['epoch']} and batch "
+            f"{counts['batch']} of the current epoch"
+        )
+    history = state.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
+        raise bad("its history must be a list of metric rows (mappings)")
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import os
 import types
 import typing
@@ -25,9 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import Any, Literal
 
 from unimix import checks
 from unimix.mix import LabelWeight, Mode, Partner
@@ -55,13 +54,12 @@ RESUME_MUTABLE = frozenset(
     {"data_dir", "num_workers", "device", "compile", "eval_batch_size", "tensorboard"}
 )
 
-_SCHEDULES = ("cosine", "step", "constant")
-# the Mixer's own choices (unimix.mix), never restated here
-_MODES: tuple[str, ...] = typing.get_args(Mode)
-_PARTNERS: tuple[str, ...] = typing.get_args(Partner)
-_LABEL_WEIGHTS: tuple[str, ...] = typing.get_args(LabelWeight)
-_MIX_WHERE = ("device", "collate")
-_AMP = ("none", "bf16", "fp16")
+#: The largest image side a run accepts (a batch of 100 000² images needs terabytes).
+MAX_IMAGE_SIDE = 8192
+
+Schedule = Literal["cosine", "step", "constant"]
+MixWhere = Literal["device", "collate"]
+Amp = Literal["none", "bf16", "fp16"]
 
 
 @dataclass
@@ -99,7 +97,7 @@ class TrainConfig:
     nesterov: bool = False
     weight_decay: float = 5e-4
     decay_norm_bias: bool = True
-    schedule: str = "cosine"
+    schedule: Schedule = "cosine"
     milestones: list[float] = field(default_factory=list)
     gamma: float = 0.1
     warmup_epochs: float = 0.0
@@ -108,16 +106,16 @@ class TrainConfig:
     # mixing (unimix.Mixer); methods "none" trains without mixing and with plain cross-entropy
     methods: str | list[str] | dict[str, float] = "none"
     alpha: float | dict[str, float] = 1.0
-    mode: str = "batch"
+    mode: Mode = "batch"
     mix_prob: float = 1.0
     switch_prob: float | None = None
     label_smoothing: float = 0.0
-    partner: str = "flip"
-    label_weight: str = "effective"  # "nominal": labels weighted by the drawn λ (issue 12)
+    partner: Partner = "flip"
+    label_weight: LabelWeight = "effective"  # "nominal": labels weighted by the drawn λ (issue 12)
     method_params: dict[str, Any] = field(default_factory=dict)
-    mix_where: str = "device"
+    mix_where: MixWhere = "device"
     # performance and reproducibility
-    amp: str = "none"
+    amp: Amp = "none"
     channels_last: bool = False
     compile: bool = False
     device: str = "auto"
@@ -125,7 +123,7 @@ class TrainConfig:
     seed: int = 0
     # logging
     eval_every: int = 1
-    tensorboard: bool = True
+    tensorboard: bool | None = None  # None: log to TensorBoard when it is installed, silently
 
     def __post_init__(self) -> None:
         self.methods = _normalise_methods(self.methods)
@@ -145,7 +143,7 @@ class TrainConfig:
                 f"a training configuration must be a mapping, got {type(data).__name__}"
             )
         _check_keys(data.keys())
-        return cls(**{k: _coerce(k, v) for k, v in data.items()})
+        return cls(**data)
 
     @classmethod
     def from_any(cls, config: TrainConfig | Mapping[str, Any]) -> TrainConfig:
@@ -171,9 +169,12 @@ class TrainConfig:
     def validate(self) -> None:
         """Check every key; raise ValueError/TypeError naming the key and the fix.
 
-        The mixing keys obey the very rules of :class:`unimix.Mixer` (both call
-        :mod:`unimix.checks`), so a configuration is valid exactly when its Mixer can be built.
+        The mixing keys are checked by building the :class:`unimix.Mixer` they describe
+        (:meth:`mixer_kwargs`), so a configuration is valid exactly when its Mixer can be built.
         """
+        for key in self.keys():
+            if key not in _CUSTOM:
+                setattr(self, key, _coerce(key, getattr(self, key)))
         self._validate_data()
         self._validate_optimisation()
         self._validate_mixing()
@@ -185,8 +186,7 @@ class TrainConfig:
             raise ValueError(
                 f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
             )
-        _choice("amp", self.amp, _AMP)
-        for key in BOOL_KEYS:
+        for key in BOOL_KEYS - {"tensorboard"}:
             if not isinstance(getattr(self, key), bool):
                 raise TypeError(f"{key} must be true or false, got {getattr(self, key)!r}")
 
@@ -212,10 +212,12 @@ class TrainConfig:
         if self.image_size is not None:
             size = self.image_size if isinstance(self.image_size, list) else [self.image_size]
             if len(size) not in (1, 2) or any(
-                isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size
+                isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= MAX_IMAGE_SIDE
+                for s in size
             ):
                 raise ValueError(
-                    f"image_size must be a positive int or [H, W], got {self.image_size!r}"
+                    f"image_size must be an int or [H, W] with sides from 1 to {MAX_IMAGE_SIDE}, "
+                    f"got {self.image_size!r}"
                 )
 
     def _validate_optimisation(self) -> None:
@@ -233,7 +235,6 @@ class TrainConfig:
             raise ValueError(
                 "nesterov=True needs momentum > 0; set momentum (e.g. 0.9) or nesterov=false"
             )
-        _choice("schedule", self.schedule, _SCHEDULES)
         if not isinstance(self.milestones, list) or any(
             isinstance(m, bool) or not isinstance(m, (int, float)) or m < 0 for m in self.milestones
         ):
@@ -258,13 +259,40 @@ class TrainConfig:
         if self.switch_prob is not None:
             checks.check_unit("switch_prob", self.switch_prob)
         checks.check_unit("label_smoothing", self.label_smoothing)
-        _choice("mode", self.mode, _MODES)
-        _choice("partner", self.partner, _PARTNERS)
-        _choice("label_weight", self.label_weight, _LABEL_WEIGHTS)
-        _choice("mix_where", self.mix_where, _MIX_WHERE)
+        if self.mixing:
+            self._check_mixer()
+
+    def mixer_kwargs(self) -> dict[str, Any]:
+        """The arguments of the :class:`unimix.Mixer` this configuration trains with (less
+        ``num_classes`` and ``generator``): ``method_params`` narrowed to what the chosen methods
+        take (a recipe may set HMix's ``r`` and be run with Mixup); a parameter that no registered
+        method takes is an error."""
+        from unimix import registry
+
+        names = list(self.methods)
+        taken = {k for n in names if n in registry.available() for k in registry.parameters(n)}
+        known = {k for n in registry.available() for k in registry.parameters(n)}
+        unknown = sorted(set(self.method_params) - known)
+        if unknown:
+            raise ValueError(
+                f"method_params {unknown} are taken by no mixing method; known parameters: "
+                f"{sorted(known)}"
+            )
+        params = {k: v for k, v in self.method_params.items() if k in taken}
+        return dict(
+            methods=self.methods, alpha=self.alpha, mode=self.mode, prob=self.mix_prob,
+            switch_prob=self.switch_prob, label_smoothing=self.label_smoothing,
+            partner=self.partner, label_weight=self.label_weight, **params,
+        )  # fmt: skip
+
+    def _check_mixer(self) -> None:
+        """Build the Mixer itself: the configuration is valid exactly when its Mixer can be
+        built, with no second copy of the Mixer's rules here."""
+        checks.check_mixer(**self.mixer_kwargs())  # its errors name the key (methods, alpha …)
 
 
 # ---- coercion and checks ---------------------------------------------------------------------
+
 
 def _kinds(hint: Any) -> tuple[set[type], type | None, Any]:
     """``(scalar types, container type or None, element/value type)`` of a field's type hint,
@@ -291,8 +319,6 @@ BOOL_KEYS = frozenset(k for k, (sc, _, _) in _KINDS.items() if bool in sc)
 LIST_KEYS = frozenset(k for k, (_, c, _) in _KINDS.items() if c is list)
 #: Keys with their own normalisation instead of the generic coercion.
 _CUSTOM = {"methods"}
-_BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True,
-               "false": False, "no": False, "off": False, "0": False}
 
 
 def _check_keys(keys: Iterable[str]) -> None:
@@ -305,75 +331,82 @@ def _check_keys(keys: Iterable[str]) -> None:
 
 
 def _coerce(key: str, value: Any) -> Any:
-    """Coerce a value from YAML or the command line to the key's declared type.
+    """A value from YAML, the command line or Python as the key's declared type (pydantic, lax).
 
-    Strings become the key's scalar type (``"0.1"`` → 0.1, ``"on"`` → True) or, for list keys,
-    a list (``"30,60"`` → [30.0, 60.0], ``"32x48"`` → [32, 48]); ints become floats for float
-    keys and integral floats ints for int keys; ``null``/``~`` is None. A one-element
-    ``image_size`` list is its int.
+    Strings become the declared type (``"0.1"`` → 0.1, ``"on"`` → True); for list keys ``"30,60"``
+    → [30.0, 60.0] and ``"32x48"`` → [32, 48]; integral floats become ints for int keys; ``null``/
+    ``~`` is None; a one-element ``image_size`` list is its int. An error names the key, the value
+    and what the key takes (for a choice, the allowed values).
     """
-    if value is None or (isinstance(value, str) and value.lower() in ("null", "~")):
-        return None
-    if key in _CUSTOM or key not in _KINDS:
-        return value
-    scalars, container, element = _KINDS[key]
-    if isinstance(value, str):
-        value = _from_string(key, value, scalars, container, element)
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = _from_number(value, scalars, container, element)
-    elif isinstance(value, (list, tuple)) and container is list:
-        value = [_element(key, v, element) for v in value]
-    elif isinstance(value, Mapping) and container is dict:
-        value = {str(k): (_element(key, v, element) if element is float else v)
-                 for k, v in value.items()}
+    if isinstance(value, str) and value.lower() in ("null", "~"):
+        value = None
+    import pydantic
+
+    try:
+        value = _adapter(key).validate_python(value)
+    except pydantic.ValidationError as err:
+        raise ValueError(_type_error(key, value, err)) from None
     if key == "image_size" and isinstance(value, list) and len(value) == 1:
         return value[0]
     return value
 
 
-def _element(key: str, value: Any, element: Any) -> Any:
-    """One element of a list key, or one value of a mapping key, as its declared number type."""
-    if element not in (int, float) or isinstance(value, bool):
-        return value
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{key} takes numbers, got {value!r}") from None
-    if element is int:
-        return int(number) if number.is_integer() else value  # validate() names the bad value
-    return number
+@functools.cache
+def _adapter(key: str) -> Any:
+    """The pydantic adapter of one key: its declared type, with bools kept out of numbers and
+    list keys also taking a separated string or a single number."""
+    import pydantic
+
+    hint = _HINTS[key]
+    scalars, container, _ = _KINDS[key]
+    before = functools.partial(_before, key, bool in scalars, container is list, scalars)
+    annotated = typing.Annotated[hint, pydantic.BeforeValidator(before)]
+    config = pydantic.ConfigDict(coerce_numbers_to_str=True)
+    return pydantic.TypeAdapter(annotated, config=config)
 
 
-def _from_string(
-    key: str, text: str, scalars: set[type], container: type | None, element: Any
-) -> Any:
-    if bool in scalars:
-        if text.lower() in _BOOL_WORDS:
-            return _BOOL_WORDS[text.lower()]
-        raise ValueError(f"{key} must be true or false, got {text!r}")
-    for kind, word in ((int, "an integer"), (float, "a number")):
-        if kind in scalars:
-            try:
-                return kind(text)
-            except ValueError:
-                if container is not list:
-                    raise ValueError(f"{key} must be {word}, got {text!r}") from None
-    if container is list:
-        parts = [p for p in text.replace("x", " ").replace(",", " ").split() if p]
-        return [_element(key, p, element) for p in parts]
-    return text
-
-
-def _from_number(value: float, scalars: set[type], container: type | None, element: Any) -> Any:
-    if int in scalars and float not in scalars and isinstance(value, float):
-        return int(value) if value.is_integer() else value
-    if float in scalars:
-        return float(value)
-    if str in scalars and not scalars & {int, float}:
-        return str(value)
-    if container is list and element in (int, float):
-        return [element(value)]
+def _before(key: str, takes_bool: bool, takes_list: bool, scalars: set[Any], value: Any) -> Any:
+    if isinstance(value, bool) and not takes_bool and _HINTS[key] is not Any:
+        if scalars & {int, float} or takes_list:
+            raise ValueError("a boolean is not a number")
+    if takes_list and isinstance(value, str):
+        for kind in (int, float):
+            if kind in scalars:
+                try:
+                    return kind(value)
+                except ValueError:
+                    pass
+        return [p for p in value.replace("x", " ").replace(",", " ").split() if p]
+    if takes_list and isinstance(value, (int, float)) and not scalars & {int, float}:
+        return [value]
+    if takes_list and isinstance(value, tuple):
+        return list(value)
     return value
+
+
+def _type_error(key: str, value: Any, err: Any) -> str:
+    """One line: the key, the value, and what the key takes."""
+    scalars, container, element = _KINDS[key]
+    literals = [a for s in scalars if typing.get_origin(s) is Literal for a in typing.get_args(s)]
+    if literals:
+        return f"{key} must be one of {', '.join(map(str, literals))}; got {value!r}"
+    if bool in scalars:
+        return f"{key} must be true or false, got {value!r}"
+    words = []
+    if int in scalars:
+        words.append("an integer")
+    elif float in scalars:
+        words.append("a number")
+    elif str in scalars:
+        words.append("a string")
+    if container is list:
+        words.append(f"a list of {'integers' if element is int else 'numbers'}")
+    if container is dict:
+        words.append("a mapping of names to " + ("numbers" if element is float else "values"))
+    if type(None) in typing.get_args(_HINTS[key]):
+        words.append("null")
+    detail = err.errors()[0].get("msg", "") if err.errors() else ""
+    return f"{key} must be {' or '.join(words)}, got {value!r} ({detail.lower()})"
 
 
 def _normalise_methods(methods: Any) -> list[str] | dict[str, float]:
@@ -406,12 +439,6 @@ def _open_unit(key: str, value: Any) -> float:
     if checks.check_unit(key, value) in (0.0, 1.0):
         raise ValueError(f"{key} must lie strictly between 0 and 1, got {value}")
     return float(value)
-
-
-def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
-    """:func:`unimix.checks.check_choice` with the choices written as YAML would take them."""
-    if value not in choices:
-        raise ValueError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
 
 
 def _plain(value: Any) -> Any:
@@ -458,6 +485,8 @@ def load_recipe(recipe: str | os.PathLike[str]) -> dict[str, Any]:
             )
         text = entry.read_text()
         where = f"recipe {recipe!r}"
+    import yaml
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -481,6 +510,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip().replace("-", "_")
     if not key:
         raise ValueError(f"an override must look like key=value, got {text!r}")
+    import yaml
+
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
@@ -535,5 +566,7 @@ def config_differences(
 
 def write_yaml(path: str | os.PathLike[str], data: Mapping[str, Any], header: str = "") -> None:
     """Write a mapping as YAML atomically (temporary file in the same directory, then rename)."""
+    import yaml
+
     text = (header + "\n" if header else "") + yaml.safe_dump(dict(data), sort_keys=False)
     atomic_write_text(path, text)

@@ -82,13 +82,13 @@ class MetricsLogger:
     directory, and each new row to TensorBoard when ``tensorboard`` is installed and wanted."""
 
     def __init__(
-        self, out_dir: str | Path, tensorboard: bool = True, *, warn_missing: bool = True
+        self, out_dir: str | Path, tensorboard: bool | None = None, *, warn_missing: bool = True
     ) -> None:
         self.out_dir = Path(out_dir)
         self._tb = None
         self._tb_last = 0
-        writer = summary_writer_class() if tensorboard else None
-        if tensorboard and writer is None and warn_missing:
+        writer = summary_writer_class() if tensorboard is not False else None
+        if tensorboard is True and writer is None and warn_missing:  # None: when installed
             warn_tensorboard_missing(stacklevel=3)
         if writer is not None:
             self._tb = writer(log_dir=str(self.out_dir / "tensorboard"))

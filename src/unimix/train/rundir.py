@@ -6,7 +6,9 @@ ends. A second writer is refused with :class:`RunLockedError`, naming the holder
 start time) that the file records. A lock file left behind by a process that died is no lock: its
 ``flock`` went with the process, so the next run takes it over. On a platform without ``flock``
 the file is created exclusively instead, and one naming a dead process on this host is taken
-over.
+over. The lock file is never followed when it is a symbolic link (the run is refused), and only
+the process that took the lock holds it: a forked child (a DataLoader worker) closes its copy, so a
+killed run's workers do not keep its directory locked.
 
 Before the lock is taken, :func:`check_run_directory` refuses a folder that exists, is not empty
 and is not a unimix run (:class:`NotARunDirectoryError`), so a mistyped ``--out`` never
@@ -42,6 +44,7 @@ __all__ = [
 
 #: The lock file of a run directory: one process at a time trains in it.
 LOCK_FILE = ".unimix.lock"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 #: The first line of every ``config.yaml`` a run writes: how a run directory is recognised.
 CONFIG_HEADER = "# unimix train: resolved configuration"
 
@@ -58,10 +61,28 @@ class NotARunDirectoryError(RunDirectoryError):
     """The folder exists, holds files, and is not a unimix run."""
 
 
+#: Descriptors of the locks this process holds; closed in forked children (see module docstring).
+_HELD: set[int] = set()
+
+
+def _close_held_in_child() -> None:
+    for fd in list(_HELD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_held_in_child)
+
+
 def is_run_directory(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` holds a unimix run: a checkpoint, a run's ``config.yaml`` or its lock."""
+    """Whether ``path`` holds a unimix run: its checkpoint, or the ``config.yaml`` a run writes
+    (recognised by its first line). A lock file alone is no evidence: any process can leave one."""
     path = Path(path)
-    if (path / "checkpoint.pt").is_file() or (path / LOCK_FILE).is_file():
+    if (path / "checkpoint.pt").is_file() and not (path / "checkpoint.pt").is_symlink():
         return True
     config = path / "config.yaml"
     if not config.is_file():
@@ -84,7 +105,7 @@ def check_run_directory(path: str | os.PathLike[str]) -> None:
         raise NotARunDirectoryError(f"{str(path)!r} is a file, not a run directory; choose a folder")
     if not path.is_dir() or is_run_directory(path):
         return
-    entries = sorted(p.name for p in path.iterdir())
+    entries = sorted(p.name for p in path.iterdir() if p.name != LOCK_FILE or p.is_symlink())
     if entries:
         shown = ", ".join(entries[:5]) + (", …" if len(entries) > 5 else "")
         raise NotARunDirectoryError(
@@ -108,9 +129,9 @@ class RunLock:
     removed) on exit; a process that dies releases it too.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], name: str = LOCK_FILE) -> None:
         self.dir = Path(path)
-        self.path = self.dir / LOCK_FILE
+        self.path = self.dir / name
         self._fd: int | None = None
 
     def _refuse(self) -> RunLockedError:
@@ -132,16 +153,22 @@ class RunLock:
         if self._fd is not None:
             raise RuntimeError(f"the lock of {str(self.dir)!r} is already held by this object")
         self.dir.mkdir(parents=True, exist_ok=True)
+        if self.path.is_symlink() or (self.path.exists() and not self.path.is_file()):
+            raise RunDirectoryError(
+                f"{str(self.path)!r} is not a regular file (a symbolic link or a folder); unimix "
+                "never writes through it. Remove it, or choose another output directory"
+            )
         fd = self._acquire_flock() if fcntl is not None else self._acquire_exclusive()
         os.ftruncate(fd, 0)
         os.write(fd, self._record())
         os.fsync(fd)
         self._fd = fd
+        _HELD.add(fd)
         return self
 
     def _acquire_flock(self) -> int:
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -173,7 +200,7 @@ class RunLock:
         """Without ``flock``: create the file exclusively; take over one naming a dead process."""
         for _ in range(3):
             try:
-                return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
             except FileExistsError:
                 if not self._stale(take_unreadable):
                     raise self._refuse() from None
@@ -186,6 +213,7 @@ class RunLock:
         try:
             self.path.unlink(missing_ok=True)  # before unlocking: see _acquire_flock
         finally:
+            _HELD.discard(self._fd)
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
 

@@ -108,6 +108,7 @@ def checkpoint_state(
 def load_model_state(model: nn.Module, state: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Load a checkpoint's weights into ``model``; a mismatch is a :class:`CheckpointError`."""
     try:
+        _check_shapes(model, state["model"], path)
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as err:
         raise CheckpointError(
@@ -137,3 +138,26 @@ def restore_parts(
             f"checkpoint {str(Path(path))!r} does not match this run's optimiser, scheduler or "
             f"mixer: {err}"
         ) from err
+
+
+def _check_shapes(model: nn.Module, weights: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Name every tensor whose shape differs between the checkpoint and the model (both shapes),
+    and the missing and unexpected names, in one line."""
+    own = model.state_dict()
+    wrong = [
+        f"{name}: checkpoint {tuple(value.shape)} vs model {tuple(own[name].shape)}"
+        for name, value in weights.items()
+        if name in own and hasattr(value, "shape") and tuple(value.shape) != tuple(own[name].shape)
+    ]
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    parts = wrong[:5] + ([f"… {len(wrong) - 5} more"] if len(wrong) > 5 else [])
+    if missing:
+        parts.append(f"missing {missing[:5]}{' …' if len(missing) > 5 else ''}")
+    if unexpected:
+        parts.append(f"unexpected {unexpected[:5]}{' …' if len(unexpected) > 5 else ''}")
+    if parts:
+        raise CheckpointError(
+            f"the weights in {str(Path(path))!r} do not fit the model "
+            f"{type(model).__name__}: {'; '.join(parts)}"
+        )

@@ -460,7 +460,7 @@ def train(
         if hook is not None and not callable(hook):
             raise TypeError(f"{name} must be callable or None, got {type(hook).__name__}")
     dist = distributed.setup(cfg.device)
-    if cfg.tensorboard and dist.is_main and summary_writer_class() is None:
+    if cfg.tensorboard is True and dist.is_main and summary_writer_class() is None:
         warn_tensorboard_missing(stacklevel=2)  # at the caller's line, not deep in the trainer
     try:
         return _Run(cfg, out, dist, progress, on_step, on_epoch).run(resume)
