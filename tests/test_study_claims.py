@@ -208,3 +208,18 @@ def test_a_quick_smoke_run_says_so_and_never_blocks_the_full_study(tmp_path):
     assert "Best method" not in report
     run_study(tiny(out, 2), log=lambda _: None)  # the full study replaces the smoke run
     assert "SMOKE RUN" not in (out / "report.md").read_text()
+
+
+def test_an_interaction_line_agrees_with_its_welch_interval():
+    """Interaction lines use Welch's test: their adjusted interval must use Welch's degrees of
+    freedom too, so that it excludes 0 exactly when the line is decided."""
+    from unimix.study.stats import adjusted_interval, decide, welch_difference
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        a, b = rng.normal(-0.8, 0.6, 8), rng.normal(0.0, 1.2, 8)
+        w = welch_difference(list(a), list(b))
+        for p_adj in (w.p_value, min(1.0, 3 * w.p_value)):
+            low, high = adjusted_interval(w, p_adj)
+            decided = decide(w, p_adj, "low") != UNRESOLVED
+            assert decided == (high < 0 or low > 0), (w, p_adj, low, high)

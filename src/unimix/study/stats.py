@@ -74,6 +74,7 @@ class Paired:
     ci_low: float
     ci_high: float
     p_value: float = math.nan  # two-sided paired t-test of mean difference 0
+    dof: float | None = None  # degrees of freedom of its t distribution (None: n − 1)
 
     def verdict(self, better: str) -> str:
         """``holds``/``reversed``/``unresolved`` for "a is better than b" (``better`` is
@@ -158,7 +159,10 @@ def adjusted_interval(
     if paired.n < 2 or math.isnan(p) or math.isnan(p_adjusted) or paired.sd == 0:
         return paired.ci_low, paired.ci_high
     gamma = alpha * (p / p_adjusted if p_adjusted > 0 else 1.0)
-    half = t_quantile(1 - gamma / 2, paired.n - 1) * paired.sd / math.sqrt(paired.n)
+    from scipy.stats import t
+
+    dof = paired.dof if paired.dof is not None else paired.n - 1
+    half = float(t.ppf(1 - gamma / 2, dof)) * paired.sd / math.sqrt(paired.n)
     return paired.mean - half, paired.mean + half
 
 
@@ -197,13 +201,9 @@ def welch_difference(a: Sequence[float], b: Sequence[float], confidence: float =
     mean = statistics.fmean(a) - statistics.fmean(b)
     ci = res.confidence_interval(confidence)
     se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+    n = min(len(a), len(b))  # sd is scaled so that sd / √n is Welch's standard error
     return Paired(
-        mean,
-        se * math.sqrt(min(len(a), len(b))),
-        min(len(a), len(b)),
-        float(ci.low),
-        float(ci.high),
-        float(res.pvalue),
+        mean, se * math.sqrt(n), n, float(ci.low), float(ci.high), float(res.pvalue), float(res.df)
     )
 
 
