@@ -65,6 +65,7 @@ def core_only(tmp_path_factory):
         ["evaluate", "--help"],
         ["profile", "--help"],
         ["gallery", "--help"],
+        ["predict", "--help"],
         ["evaluate", "run"],
         ["profile", "--out", "p"],
         ["gallery", "--out", "g.png"],

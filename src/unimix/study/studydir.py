@@ -32,7 +32,10 @@ __all__ = [
     "clear_study",
 ]
 
+#: The file unimix writes into a study folder first, and only into a new or empty one: a folder
+#: without it is never treated as a study.
 MARKER_FILE = ".unimix-study"
+#: The advisory lock a study holds on its folder while it works there.
 STUDY_LOCK = ".unimix-study.lock"
 #: What a study writes in its folder (and all that ``--fresh`` may delete).
 STUDY_ENTRIES = (
