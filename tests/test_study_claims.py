@@ -17,8 +17,9 @@ from unimix.study.claims import (
     check_claims,
     confidence_set_of_best,
 )
-from unimix.study.runner import T_BOUNDS, temperature_at_bound
+from unimix.study.evaluation import temperature_at_bound
 from unimix.study.stats import HOLDS, REVERSED, UNRESOLVED
+from unimix.study.types import T_BOUNDS
 
 METHODS = ("none", "mixup", "cutmix", "hmix", "gmix")
 

@@ -34,10 +34,10 @@ def mixup_target(
     row). For the same arguments the result is bit-for-bit ``timm.data.mixup_target``'s, on
     ``target``'s device.
     """
-    return _mix_targets(_smoothed_targets(target, num_classes, smoothing, multi_label), lam)
+    return mix_targets(smoothed_targets(target, num_classes, smoothing, multi_label), lam)
 
 
-def _smoothed_targets(
+def smoothed_targets(
     target: Tensor, num_classes: int, smoothing: float, multi_label: bool
 ) -> Tensor:
     if not isinstance(target, Tensor):
@@ -65,7 +65,7 @@ def _smoothed_targets(
     return y1.scatter_(1, target.long().view(-1, 1), on_value)
 
 
-def _mix_targets(y1: Tensor, lam: float | Tensor, partner: Tensor | None = None) -> Tensor:
+def mix_targets(y1: Tensor, lam: float | Tensor, partner: Tensor | None = None) -> Tensor:
     """``λ y + (1 − λ) y[partner]`` (timm's order of operations; the flip when no partner)."""
     if isinstance(lam, Tensor):
         lam = lam.to(y1.device).reshape(-1, 1)
@@ -192,7 +192,7 @@ class TimmMixup:
 
     def __call__(self, x: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """Mix ``x`` in place; return ``(x, mixed targets)`` as ``timm.data.Mixup`` does."""
-        y1 = _smoothed_targets(target, self.num_classes, self.label_smoothing, self.multi_label)
+        y1 = smoothed_targets(target, self.num_classes, self.label_smoothing, self.multi_label)
         if not isinstance(x, Tensor) or x.dim() != 4:
             raise ValueError(f"x must be a [B, C, H, W] tensor, got {getattr(x, 'shape', type(x))}")
         if x.shape[0] != y1.shape[0]:
@@ -200,7 +200,7 @@ class TimmMixup:
                 f"x has {x.shape[0]} rows but target has {y1.shape[0]}; pass one per image"
             )
         if not self.mixup_enabled:
-            return x, _mix_targets(y1, 1.0)
+            return x, mix_targets(y1, 1.0)
         plan = self.mixer.sample(x.shape[0], x.shape[2], x.shape[3], device=x.device)
         _, measured = self.mixer.apply(x, plan, inplace=True)
         lam: float | Tensor = plan.lam if plan.label_weight == "nominal" else measured.lam_effective
@@ -208,7 +208,7 @@ class TimmMixup:
             lam = float(lam[0])
         else:
             lam = lam.to(torch.promote_types(torch.float32, _float_or(x.dtype)))
-        return x, _mix_targets(y1, lam, plan.partner)
+        return x, mix_targets(y1, lam, plan.partner)
 
     def __repr__(self) -> str:
         return (

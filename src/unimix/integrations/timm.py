@@ -32,7 +32,7 @@ from torch.utils.data import default_collate
 from unimix.collate import MixCollate
 from unimix.collate_kernels import mix_rows_uint8, single_sample
 from unimix.integrations import require
-from unimix.timm_mixup import TimmMixup, _mix_targets, _smoothed_targets, mixup_target
+from unimix.timm_mixup import TimmMixup, mix_targets, mixup_target, smoothed_targets
 
 _timm_mixup = require("timm.data.mixup", "vision")
 
@@ -187,7 +187,7 @@ class FastCollateMixup(_timm_mixup.FastCollateMixup):
         samples, labels = _images_uint8(batch)
         images = torch.stack(samples)
         size, _, height, width = images.shape
-        y1 = _smoothed_targets(labels, self.num_classes, self.label_smoothing, self.multi_label)
+        y1 = smoothed_targets(labels, self.num_classes, self.label_smoothing, self.multi_label)
         if y1.shape[0] != size:
             raise ValueError(f"got {size} images but {y1.shape[0]} targets; pass one per image")
         plan = mixer.sample(size, height, width, device=images.device)
@@ -202,7 +202,7 @@ class FastCollateMixup(_timm_mixup.FastCollateMixup):
             lam = plan.lam_effective  # uint8 is blended in float32: λ̄ is the plan's
         if plan.label_weight == "nominal":
             lam = plan.lam
-        return images, _mix_targets(y1, lam.to(torch.float32), plan.partner)
+        return images, mix_targets(y1, lam.to(torch.float32), plan.partner)
 
     def __repr__(self) -> str:
         inner = repr(self._mixup).replace("TimmMixup(", "FastCollateMixup(", 1)

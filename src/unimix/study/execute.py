@@ -69,7 +69,7 @@ def run_one(run: StudyRun, cfg: StudyConfig, progress: bool = False) -> str:
     The function every executor calls, in whatever process or node it lands; it sets torch's
     thread count to ``cfg.threads`` for CPU runs so that the arithmetic is the same everywhere.
     """
-    from unimix.study.runner import evaluate_run_of_study
+    from unimix.study.evaluation import evaluate_run_of_study
     from unimix.train import train
 
     if cfg.threads is not None and cfg.device != "cuda":
