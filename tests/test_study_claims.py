@@ -206,7 +206,12 @@ def test_a_quick_smoke_run_says_so_and_never_blocks_the_full_study(tmp_path):
     run_study(tiny(out, 2, quick=True), log=lambda _: None)
     report = (out / "report.md").read_text()
     assert report.index("SMOKE RUN") < report.index("comparisons were tested")
+    assert "2 epochs on 8×8 images, 2 replicates" in report  # what was trained, not a fixed text
     assert "Best method" not in report
+    # theory beside practice is a description: the locality index, no correlation over 1 method
+    theory = report[report.index("## Theory next to practice") :]
+    assert "locality index" in theory and "Spearman" not in report
+    assert "recipe locality" in theory
     run_study(tiny(out, 2), log=lambda _: None)  # the full study replaces the smoke run
     assert "SMOKE RUN" not in (out / "report.md").read_text()
 

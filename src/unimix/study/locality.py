@@ -206,7 +206,9 @@ def predict_rows(
         diff = slopes[LOCAL_TASK] - slopes[LONG_TASK]
         rows.append(
             _summary_row(
-                "interaction", "slope_local_minus_pair", diff,
+                "interaction",
+                "slope_local_minus_pair",
+                diff,
                 f"slope({LOCAL_TASK}) - slope({LONG_TASK}) of e on the index: confirmatory",
             )  # fmt: skip
         )
@@ -285,9 +287,7 @@ def locality_slopes(
         if len({x for x, _ in pts}) < 2:
             continue
         per_rep.setdefault(task, {})[rep] = _ols_slope([x for x, _ in pts], [y for _, y in pts])
-    per_task = {
-        t: paired_difference(list(v.values()), [0.0] * len(v)) for t, v in per_rep.items()
-    }
+    per_task = {t: paired_difference(list(v.values()), [0.0] * len(v)) for t, v in per_rep.items()}
     inter = None
     if local in per_rep and long in per_rep:
         reps = sorted(set(per_rep[local]) & set(per_rep[long]))
@@ -298,9 +298,7 @@ def locality_slopes(
     return Slopes(per_task, per_rep, inter)
 
 
-def locality_claim_lines(
-    slopes: Slopes, predicted_sign: str, alpha: float = 0.05
-) -> list[Any]:
+def locality_claim_lines(slopes: Slopes, predicted_sign: str, alpha: float = 0.05) -> list[Any]:
     """Claim lines for ``claims.csv``: the interaction (claim ``locality_interaction``, to be put
     in the confirmatory family) with the predicted side, and one exploratory line per task's
     slope (``locality_slope``, predicted side: positive). ``mean_diff`` is in points of top-1
@@ -314,15 +312,22 @@ def locality_claim_lines(
     if slopes.interaction is not None:
         lines.append(
             ClaimLine(
-                "locality_interaction", "interaction", "gain_slope", LOCAL_TASK, LONG_TASK,
-                slopes.interaction, UNRESOLVED, better=better,
+                "locality_interaction",
+                "interaction",
+                "gain_slope",
+                LOCAL_TASK,
+                LONG_TASK,
+                slopes.interaction,
+                UNRESOLVED,
+                better=better,
                 note="slope of the gain over no mixing on the locality index, local − long-range",
             )  # fmt: skip
         )
     for task, paired in slopes.per_task.items():
         lines.append(
-            ClaimLine("locality_slope", task, "gain_slope", task, "", paired, UNRESOLVED,
-                      better="high")  # fmt: skip
+            ClaimLine(
+                "locality_slope", task, "gain_slope", task, "", paired, UNRESOLVED, better="high"
+            )  # fmt: skip
         )
     return lines
 
@@ -392,7 +397,9 @@ def add_locality_verdict(
     if not text:
         writer.writeheader()
     for ln in lines:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in ln.row().items()})
+        writer.writerow(
+            {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in ln.row().items()}
+        )
     from unimix.train.fileio import atomic_write_text
 
     atomic_write_text(claims, text + buf.getvalue())
@@ -411,7 +418,7 @@ def _verdict_section(lines: Sequence[Any], sign: str, digest: str) -> str:
         "## The prediction and its verdict",
         "",
         f"Written before the first run: `predictions.csv`, SHA-256 `{digest}` (also in "
-        "`config.yaml`). The theory (docs/theory.md, \"Which tasks want local masks\") predicts "
+        '`config.yaml`). The theory (docs/theory.md, "Which tasks want local masks") predicts '
         f"the task × locality interaction — slope of the gain over no mixing (points of top-1 "
         f"error) on the locality index, {LOCAL_TASK} minus {LONG_TASK} — to be {sign}.",
         "",

@@ -1,6 +1,12 @@
 """Theory next to practice: the regularisation strengths :mod:`unimix.theory` computes for each
 mixing method of a study, beside the gain over no mixing that the study measured.
 
+This is a description, not a test: a default study has four methods per regime, too few for any
+correlation to be significant (an exact two-sided Spearman p-value cannot fall below 0.083 with
+n = 4). Whether the theory predicts the gain is what ``unimix study --recipe locality`` tests
+(:mod:`unimix.study.locality`: ten mask settings on tasks whose cue is known, a prediction
+written before the runs, the task × locality interaction as a confirmatory claim).
+
 Computation (it loads the trained no-mixing model and runs :func:`unimix.theory.
 loss_decomposition`), done by the runner; the report only renders the result.
 """
@@ -13,18 +19,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unimix.study.claims import baseline_variant, paired_line
-from unimix.study.stats import spearman
 
 __all__ = ["TheoryNextToPractice", "theory_vs_practice"]
 
 
 @dataclass
 class TheoryNextToPractice:
-    """Per regime and mixing method: theory's strengths beside the measured gain (``table``),
-    Spearman's ρ per measure (``rhos``) and why anything was not computed (``errors``)."""
+    """Per regime and mixing method: theory's strengths beside the measured gain (``table``) and
+    why anything was not computed (``errors``)."""
 
     table: list[dict[str, Any]]
-    rhos: dict[str, dict[str, tuple[float, float, float]]]
     errors: list[str] = field(default_factory=list)
 
 
@@ -35,14 +39,15 @@ def theory_vs_practice(
     :mod:`unimix.theory` beside the measured gain over no mixing (paired mean of none − method
     test error):
 
-    - ``far``: the distance profile's long-range coefficient, the pair-weighted mean of
-      ``A(p, q) = E[(1 − M_p)(1 − M_q)]`` over pixel pairs at least a quarter of the image side
-      apart (how strongly the method ties distant pixels' gradients; Mixup's is the largest);
+    - ``locality``: :func:`unimix.theory.locality_index` of the method's mask at the data's image
+      size (1 for Mixup, lower as the regulariser concentrates on nearby pixel pairs; border
+      clipping does not move it) and ``clipping``, what border clipping adds
+      (:func:`unimix.theory.border_clipping`);
     - ``second``: the second-order term of :func:`unimix.theory.loss_decomposition`
       (½ E[δᵀ∇²ℓ δ]) on the regime's trained no-mixing model (seed 0) and 64 validation images.
 
-    Returns the rows and, per measure, Spearman's ρ per regime and pooled (``"all"``) with its
-    95 % interval, and the reasons for anything not computed.
+    Returns the rows and the reasons for anything not computed. No correlation is drawn from
+    them (see the module docstring).
     """
     from unimix.train import load_run
 
@@ -69,7 +74,7 @@ def theory_vs_practice(
             entry["gain_low"] = line.paired.ci_low if line else math.nan
             entry["gain_high"] = line.paired.ci_high if line else math.nan
             table.append(entry)
-    return TheoryNextToPractice(table, _theory_correlations(table), errors)
+    return TheoryNextToPractice(table, errors)
 
 
 def _strengths(
@@ -81,13 +86,13 @@ def _strengths(
     data: Any,
     errors: list[str],
 ) -> dict[str, float]:
-    """``far``, ``second`` and ``second_se`` of one summary entry (NaN where not computed; the
+    """``locality``, ``clipping``, ``second`` and ``second_se`` of one summary entry (NaN where not computed; the
     reason goes to ``errors``)."""
     method, variant = entry["method"], entry["variant"]
     params = {k: v for k, v in config.method_params.items() if k in _params(method)}
     alpha = config.alpha.get(method, 1.0) if isinstance(config.alpha, dict) else config.alpha
     where = f"{regime}/{variant}"
-    out = {"far": _long_range(method, image_size, alpha, params, where, errors)}
+    out = _locality(method, image_size, alpha, params, where, errors)
     out["second"] = out["second_se"] = math.nan
     if data is not None:
         out["second"], out["second_se"] = _second_order(
@@ -96,34 +101,27 @@ def _strengths(
     return out
 
 
-def _long_range(
+def _locality(
     method: str,
     image_size: tuple[int, int],
     alpha: Any,
     params: dict[str, Any],
     where: str,
     errors: list[str],
-) -> float:
-    """The long-range coefficient of ``method``'s distance profile (512 masks), or NaN."""
-    import torch
-
-    from unimix.theory import distance_profile
+) -> dict[str, float]:
+    """The locality index of ``method``'s mask and what border clipping adds (NaNs on failure)."""
+    from unimix.theory import border_clipping, locality_index
 
     height, width = image_size
     try:
-        prof = distance_profile(
-            method,
-            height,
-            width,
-            alpha,
-            samples=512,
-            generator=torch.Generator().manual_seed(0),
-            **params,
-        )
-        return _far(prof, min(height, width) / 4)
+        scalar_alpha = float(alpha)
+        return {
+            "locality": locality_index(method, height, width, scalar_alpha, **params),
+            "clipping": border_clipping(method, height, width, scalar_alpha, **params),
+        }
     except (TypeError, ValueError, RuntimeError) as err:
-        errors.append(f"profile {where}: {err}")
-        return math.nan
+        errors.append(f"locality index {where}: {err}")
+        return {"locality": math.nan, "clipping": math.nan}
 
 
 def _second_order(
@@ -159,41 +157,6 @@ def _second_order(
     except (TypeError, ValueError, RuntimeError) as err:
         errors.append(f"second-order term {where}: {err}")
         return math.nan, math.nan
-
-
-def _theory_correlations(
-    table: Sequence[dict[str, Any]],
-) -> dict[str, dict[str, tuple[float, float, float]]]:
-    """Per measure, Spearman's ρ of strength against gain per regime, and pooled (``"all"``)
-    for the long-range coefficient, which is the same in every regime."""
-    rhos: dict[str, dict[str, tuple[float, float, float]]] = {}
-    for measure in ("far", "second"):
-        groups: dict[str, list[dict[str, Any]]] = {}
-        for t in table:
-            if not (math.isnan(t[measure]) or math.isnan(t["gain"])):
-                groups.setdefault(t["regime"], []).append(t)
-        result = {
-            reg: spearman([t[measure] for t in ts], [t["gain"] for t in ts])
-            for reg, ts in groups.items()
-        }
-        if len(groups) > 1 and measure == "far":  # the same masks in every regime
-            pooled = [t for ts in groups.values() for t in ts]
-            result["all"] = spearman([t[measure] for t in pooled], [t["gain"] for t in pooled])
-        if result:
-            rhos[measure] = result
-    return rhos
-
-
-def _far(profile: Any, distance: float) -> float:
-    """Pair-weighted mean of ``a(Δ)`` over offsets with ``|Δ| ≥ distance``."""
-    import torch
-
-    h, w = profile.height, profile.width
-    dy = torch.arange(-(h - 1), h, dtype=torch.float64)[:, None]
-    dx = torch.arange(-(w - 1), w, dtype=torch.float64)[None, :]
-    far = (dy**2 + dx**2).sqrt() >= distance
-    pairs = profile.pairs.to(torch.float64) * far
-    return float((profile.offsets.to(torch.float64) * pairs).sum() / pairs.sum())
 
 
 def _params(method: str) -> set[str]:

@@ -669,7 +669,8 @@ def _run_study(
     left = [r for r in runs if not r.done()]
     regimes = sorted({r.regime for r in runs}, key=[r.regime for r in runs].index)
     log(
-        f"study: {len(regimes)} regime(s) ({', '.join(regimes)}) × {len(cfg.methods)} methods × "
+        f"study: {len(regimes)} regime(s) ({', '.join(regimes)}) × "
+        f"{len({r.variant for r in runs})} method settings × "
         f"{len({r.replicate for r in runs})} replicates = {len(runs)} runs "
         f"({len(runs) - len(left)} already done) → {cfg.out}"
     )
