@@ -185,3 +185,48 @@ def test_claim_lines_put_the_interaction_in_the_confirmatory_family() -> None:
     lines = locality_claim_lines(locality_slopes(rows, index), "-")
     correct(lines, ["locality_interaction"])
     assert [ln.verdict for ln in lines if ln.claim == "locality_interaction"] == ["reversed"]
+
+
+def test_the_study_planned_runs_map_onto_the_dial_and_the_verdict_leads_the_report(
+    tmp_path,
+) -> None:
+    """From the locality recipe's own run plan (its regimes, method names and setting strings):
+    a planted positive interaction comes out `holds` in the confirmatory family, and the
+    prediction with its verdict is the first section of the report document."""
+    from unimix.study import StudyConfig, plan_runs
+    from unimix.study.document import Document, Heading, to_markdown
+    from unimix.study.locality import locality_verdict, predict_rows, write_predictions
+    from unimix.study.runner import load_study_section
+
+    runs = plan_runs(StudyConfig(out=tmp_path, recipe="locality", seeds=6))
+    assert {r.regime for r in runs} == {"local", "pair", "global"}
+    digest = write_predictions(predict_rows(), tmp_path / "predictions.csv")
+    index = {s.name: locality_index(s.method, **s.kwargs) for s in DIAL}
+    tasks = dict(load_study_section("locality")["locality"])
+    slope = {"local": 4.0, "pair": -4.0, "global": 0.0}
+    rng = random.Random(0)
+    rows, names = [], set()
+    for r in runs:
+        base = 10.0 + r.replicate  # shared by every setting of a replicate and regime
+        if r.method == "none":
+            error = base
+        else:
+            from unimix.study.locality import rows_from_results
+
+            mapped = rows_from_results(
+                [{"regime": r.regime, "method": r.method, "setting": r.setting,
+                  "replicate": r.replicate, "top1_error": 0.0}], tasks)  # fmt: skip
+            assert len(mapped) == 1, f"{r.variant} maps onto no dial setting"
+            names.add(mapped[0]["setting"])
+            error = base - slope[r.regime] * index[mapped[0]["setting"]] + rng.gauss(0, 0.3)
+        rows.append({"regime": r.regime, "method": r.method, "setting": r.setting,
+                     "replicate": r.replicate, "top1_error": error})  # fmt: skip
+    assert names == set(index)  # every dial setting was planned and is recognised
+    blocks, lines = locality_verdict(tmp_path, rows, tasks, digest)
+    inter = [ln for ln in lines if ln.claim == "locality_interaction"]
+    assert len(inter) == 1 and inter[0].family == "confirmatory" and inter[0].verdict == "holds"
+    assert inter[0].paired.n == 6
+    assert isinstance(blocks[0], Heading) and blocks[0].text == "The prediction and its verdict"
+    text = to_markdown(Document("report", list(blocks)))
+    assert digest in text and "holds" in text and "minimum detectable interaction" in text
+    assert (tmp_path / "figures" / "locality_tasks.png").is_file()

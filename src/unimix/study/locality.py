@@ -54,6 +54,7 @@ __all__ = [
     "dial_indices",
     "file_sha256",
     "locality_slopes",
+    "locality_verdict",
     "predict_rows",
     "write_predictions",
 ]
@@ -369,13 +370,14 @@ def dial_methods(dial: Sequence[DialSetting] = DIAL) -> list[str]:
     return ["none", *dict.fromkeys(s.method for s in dial)]
 
 
-def add_locality_verdict(
+def locality_verdict(
     out: Path, results: Sequence[dict[str, Any]], task_of_regime: dict[str, str], digest: str
-) -> Slopes:
-    """After a dial study: the slopes and the interaction from ``results.csv`` rows, their lines
-    appended to ``claims.csv`` (the interaction alone in its confirmatory family, the per-task
-    slopes exploratory, each family adjusted on its own), and the prediction with its verdict
-    as the first section of ``report.md``."""
+) -> tuple[list[Any], list[Any]]:
+    """After a dial study: the prediction and its verdict as the report's first section
+    (document blocks, with the picture of the tasks' samples) and the claim lines for
+    ``claims.csv`` — the interaction alone in its confirmatory family, the per-task slopes
+    exploratory, each family adjusted on its own. The prediction is read back from
+    ``predictions.csv`` (written before the first run)."""
     from unimix.study.claims import correct
 
     pred = {}
@@ -388,69 +390,60 @@ def add_locality_verdict(
     slopes = locality_slopes(rows_from_results(results, task_of_regime), index)
     lines = locality_claim_lines(slopes, sign)
     correct(lines, ["locality_interaction"])
-    claims = Path(out) / "claims.csv"
-    text = claims.read_text() if claims.is_file() else ""
-    buf = io.StringIO()
-    from unimix.study.types import CLAIM_COLUMNS
-
-    writer = csv.DictWriter(buf, fieldnames=list(CLAIM_COLUMNS), lineterminator="\n")
-    if not text:
-        writer.writeheader()
-    for ln in lines:
-        writer.writerow(
-            {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in ln.row().items()}
-        )
-    from unimix.train.fileio import atomic_write_text
-
-    atomic_write_text(claims, text + buf.getvalue())
-    report = Path(out) / "report.md"
-    if report.is_file():
-        body = report.read_text()
-        head, _, rest = body.partition("\n")
-        section = _verdict_section(lines, sign, digest) + _samples_figure(Path(out))
-        atomic_write_text(report, head + "\n\n" + section + rest)
-    return slopes
+    return _verdict_blocks(lines, sign, digest) + _samples_figure(Path(out)), lines
 
 
-def _verdict_section(lines: Sequence[Any], sign: str, digest: str) -> str:
+def _verdict_blocks(lines: Sequence[Any], sign: str, digest: str) -> list[Any]:
+    from unimix.study.document import Bullets, Heading, Paragraph
+
     inter = [ln for ln in lines if ln.claim == "locality_interaction"]
-    words = [
-        "## The prediction and its verdict",
-        "",
-        f"Written before the first run: `predictions.csv`, SHA-256 `{digest}` (also in "
-        '`config.yaml`). The theory (docs/theory.md, "Which tasks want local masks") predicts '
-        f"the task × locality interaction — slope of the gain over no mixing (points of top-1 "
-        f"error) on the locality index, {LOCAL_TASK} minus {LONG_TASK} — to be {sign}.",
-        "",
+    blocks: list[Any] = [
+        Heading("The prediction and its verdict"),
+        Paragraph(
+            f"Written before the first run: `predictions.csv`, SHA-256 `{digest}` (also in "
+            '`config.yaml`). The theory (docs/theory.md, "Which tasks want local masks") '
+            f"predicts the task × locality interaction — slope of the gain over no mixing "
+            f"(points of top-1 error) on the locality index, {LOCAL_TASK} minus {LONG_TASK} — "
+            f"to be {sign}."
+        ),
     ]
+    items: list[tuple[str, list[str]]] = []
     if inter:
         ln = inter[0]
         low, high = ln.ci
-        mde = _mde(ln.paired)
-        words.append(
-            f"- **interaction: {ln.paired.mean:+.2f} points per unit of index, 95 % interval "
-            f"[{low:+.2f}, {high:+.2f}], {ln.paired.n} replicates → {ln.verdict}** "
-            f"(confirmatory; minimum detectable interaction at 80 % power: {mde:.2f})"
+        items.append(
+            (
+                f"**interaction: {ln.paired.mean:+.2f} points per unit of index, 95 % interval "
+                f"[{low:+.2f}, {high:+.2f}], {ln.paired.n} replicates → {ln.verdict}** "
+                f"(confirmatory; minimum detectable interaction at 80 % power: "
+                f"{_mde(ln.paired):.2f})",
+                [],
+            )
         )
     else:
-        words.append("- interaction: not computed (a task or its no-mixing runs are missing)")
+        items.append(("interaction: not computed (a task or its no-mixing runs are missing)", []))
     for ln in lines:
         if ln.claim == "locality_slope":
             low, high = ln.ci
-            words.append(
-                f"- slope on {ln.regime}: {ln.paired.mean:+.2f} [{low:+.2f}, {high:+.2f}] "
-                f"(exploratory, {ln.verdict} for a positive slope)"
+            items.append(
+                (
+                    f"slope on {ln.regime}: {ln.paired.mean:+.2f} [{low:+.2f}, {high:+.2f}] "
+                    f"(exploratory, {ln.verdict} for a positive slope)",
+                    [],
+                )
             )
-    return "\n".join(words) + "\n\n"
+    blocks.append(Bullets(items))
+    return blocks
 
 
-def _samples_figure(out: Path) -> str:
+def _samples_figure(out: Path) -> list[Any]:
     """``figures/locality_tasks.png``: 12 training images of each task (split seed 0), one row a
-    task (local, long-range, global); the Markdown that shows it."""
+    task (local, long-range, global), as a report figure."""
     import torch
     from torchvision.utils import save_image
 
     from unimix.data import build_dataset
+    from unimix.study.document import Figure
 
     pictures = []
     for task in TASKS:
@@ -459,11 +452,13 @@ def _samples_figure(out: Path) -> str:
     (out / "figures").mkdir(parents=True, exist_ok=True)
     save_image(torch.cat(pictures), out / "figures" / "locality_tasks.png", nrow=12, padding=2,
                pad_value=0.5)  # fmt: skip
-    return (
-        "![Samples of the three tasks: digits_local, digits_pair, digits]"
-        "(figures/locality_tasks.png)\n\nRows: digits_local (a local cue), digits_pair (one "
-        "digit in two far halves: a long-range cue), digits (global).\n\n"
-    )
+    return [
+        Figure(
+            "figures/locality_tasks.png",
+            "Samples of the three tasks. Rows: digits_local (a local cue), digits_pair (one "
+            "digit in two far halves: a long-range cue), digits (global).",
+        )
+    ]
 
 
 def _mde(paired: Paired) -> float:

@@ -266,8 +266,13 @@ def build_document(
     figures: Sequence[Figure] = (),
     theory: Any = None,
     summary: Sequence[dict[str, Any]] | None = None,
+    lead: Sequence[Any] = (),
+    lead_lines: Sequence[ClaimLine] = (),
 ) -> tuple[Document, list[ClaimLine]]:
-    """The report as a document, and every claim line (for ``claims.csv``)."""
+    """The report as a document, and every claim line (for ``claims.csv``).
+
+    ``lead`` is a first section that a recipe's study adds (the locality study's prediction and
+    verdict), ``lead_lines`` its claim lines, corrected in their own families by the caller."""
     summary = summary if summary is not None else summarize(rows, cfg.methods)
     base_settings = {r.variant: r.base_setting for r in runs}
     grid_lines = setting_lines(rows, summary)
@@ -287,7 +292,7 @@ def build_document(
         extra_lines=extra,
         cost_threshold_pct=getattr(cfg, "cost_threshold_pct", OVERHEAD_LIMIT_PCT),
     )
-    lines = [ln for c in claims for ln in c.lines] + extra
+    lines = [ln for c in claims for ln in c.lines] + extra + list(lead_lines)
     best = confidence_set_of_best(summary, rows)
     metrics = shown_metrics(_num_classes(runs))
     sizes = {r["regime"]: (int(r["train_size"]), int(r["test_size"])) for r in rows}
@@ -301,6 +306,7 @@ def build_document(
     doc = Document("unimix study: mixed sample data augmentation compared")
     if getattr(cfg, "quick", False):
         doc.blocks.append(Paragraph(_smoke_banner(runs, seeds)))
+    doc.blocks += list(lead)
     doc.blocks.append(_testing_sentence(lines, sequential))
     if not getattr(cfg, "quick", False):
         doc.blocks += _best_block(best, sizes)
@@ -585,11 +591,14 @@ def write_report(
     same_start: dict[str, Any] | None = None,
     retried: dict[str, int] | None = None,
     theory: Any = None,
+    lead: Sequence[Any] = (),
+    lead_lines: Sequence[ClaimLine] = (),
 ) -> Path:
     """Write summary.csv, claims.csv, report.md, report.html and the figures; return report.md.
 
     ``theory`` is :func:`unimix.study.practice.theory_vs_practice`'s result (computed by the
-    runner), or ``None`` for no such section."""
+    runner), or ``None`` for no such section; ``lead`` and ``lead_lines`` as in
+    :func:`build_document`."""
     out = Path(cfg.out)
     summary = summarize(rows, cfg.methods)
     cols = ["regime", "variant", "n_seeds"] + [
@@ -616,6 +625,8 @@ def write_report(
         figures=figures,
         theory=theory,
         summary=summary,
+        lead=lead,
+        lead_lines=lead_lines,
     )
     write_claims(lines, out / "claims.csv")
     md_path = out / "report.md"

@@ -703,13 +703,21 @@ def _run_study(
     from unimix.study.practice import theory_vs_practice
 
     theory = theory_vs_practice(cfg, runs, rows, summarize(rows, cfg.methods))
-    report = write_report(
-        cfg, runs, rows, same_start=same_start, retried=retries(runs), theory=theory
-    )
+    lead: tuple[list[Any], list[Any]] = ([], [])
     if locality:
-        from unimix.study.locality import add_locality_verdict
+        from unimix.study.locality import locality_verdict
 
-        add_locality_verdict(cfg.out, rows, dict(locality), record["predictions_sha256"])
+        lead = locality_verdict(cfg.out, rows, dict(locality), record["predictions_sha256"])
+    report = write_report(
+        cfg,
+        runs,
+        rows,
+        same_start=same_start,
+        retried=retries(runs),
+        theory=theory,
+        lead=lead[0],
+        lead_lines=lead[1],
+    )
     took = time.perf_counter() - start
     versus = f" (estimated {_hms(estimate)})" if estimate is not None else ""
     log(f"study: finished in {_hms(took)}{versus}; report: {report}")
