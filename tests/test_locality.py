@@ -229,4 +229,5 @@ def test_the_study_planned_runs_map_onto_the_dial_and_the_verdict_leads_the_repo
     assert isinstance(blocks[0], Heading) and blocks[0].text == "The prediction and its verdict"
     text = to_markdown(Document("report", list(blocks)))
     assert digest in text and "holds" in text and "minimum detectable interaction" in text
+    assert "across the dial" in text
     assert (tmp_path / "figures" / "locality_tasks.png").is_file()

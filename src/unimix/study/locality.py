@@ -390,10 +390,15 @@ def locality_verdict(
     slopes = locality_slopes(rows_from_results(results, task_of_regime), index)
     lines = locality_claim_lines(slopes, sign)
     correct(lines, ["locality_interaction"])
-    return _verdict_blocks(lines, sign, digest) + _samples_figure(Path(out)), lines
+    span = (min(index.values()), max(index.values())) if index else (math.nan, math.nan)
+    return _verdict_blocks(lines, sign, digest, span) + _samples_figure(Path(out)), lines
 
 
-def _verdict_blocks(lines: Sequence[Any], sign: str, digest: str) -> list[Any]:
+def _verdict_blocks(
+    lines: Sequence[Any], sign: str, digest: str, span: tuple[float, float]
+) -> list[Any]:
+    """The report's first section. ``span`` is the dial's lowest and highest index: a slope
+    times the span is the difference in gain, in points, between the dial's two ends."""
     from unimix.study.document import Bullets, Heading, Paragraph
 
     inter = [ln for ln in lines if ln.claim == "locality_interaction"]
@@ -417,7 +422,15 @@ def _verdict_blocks(lines: Sequence[Any], sign: str, digest: str) -> list[Any]:
                 f"[{low:+.2f}, {high:+.2f}], {ln.paired.n} replicates → {ln.verdict}** "
                 f"(confirmatory; minimum detectable interaction at 80 % power: "
                 f"{_mde(ln.paired):.2f})",
-                [],
+                [
+                    f"across the dial (index {span[0]:.2f} to {span[1]:.2f}, × "
+                    f"{span[1] - span[0]:.2f}): {ln.paired.mean * (span[1] - span[0]):+.2f} "
+                    f"points of top-1 error, 95 % interval [{low * (span[1] - span[0]):+.2f}, "
+                    f"{high * (span[1] - span[0]):+.2f}], minimum detectable "
+                    f"{_mde(ln.paired) * (span[1] - span[0]):.2f} — the difference between the "
+                    f"two tasks of how much more Mixup's end of the dial gains than the most "
+                    f"local setting's"
+                ],
             )
         )
     else:
