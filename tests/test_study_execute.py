@@ -201,3 +201,60 @@ def test_ctrl_c_stops_every_worker_and_the_same_command_continues(tmp_path, refe
     got = {(r["method"], r["replicate"]): r["top1_error"] for r in results(out)}
     want = {(r["method"], r["replicate"]): r["top1_error"] for r in reference}
     assert got == want
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (Linux /proc)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                kids = {int(k) for k in (task / "children").read_text().split()}
+            except OSError:
+                continue
+            todo += list(kids - found)
+            found |= kids
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_study_killed_alone_leaves_no_worker_training(tmp_path, sig):
+    """SIGTERM or SIGKILL to the study process only (a scheduler's limit, `kill PID`), not to its
+    process group: no worker trains on as an orphan. (Before: SIGTERM left both workers running
+    their runs to the end, with PPID 1.)"""
+    import subprocess
+    import sys
+
+    out = tmp_path / "study"
+    cmd = [
+        sys.executable, "-m", "unimix", "study", "--out", str(out), "--methods", "none,mixup",
+        "--seeds", "2", "--regimes", "low", "--workers", "2", "--no-progress", "--pgd-steps", "1",
+        *(a for kv in TINY for a in ("--set", kv)), "--set", "epochs=400",
+    ]  # fmt: skip
+    log = open(tmp_path / "study.log", "wb")  # not a pipe: orphans would hold it open
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((out / "runs").glob("*/*/checkpoint.pt")):
+        time.sleep(0.05)
+    workers = _descendants(proc.pid)
+    assert workers, "the study started no worker"
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    log.close()
+    assert proc.returncode in (-sig, 128 + sig), proc.returncode
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.1)
+    left = {p: Path(f"/proc/{p}/cmdline").read_bytes()[:90] for p in workers if _alive(p)}
+    assert not left, f"processes outlived the study: {left}"

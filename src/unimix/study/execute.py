@@ -31,8 +31,8 @@ import multiprocessing
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
-from contextlib import redirect_stderr, redirect_stdout
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -211,13 +211,49 @@ def _check_attempts(run: StudyRun, cfg: StudyConfig) -> None:
 _EVENTS: Any = None  # the worker's end of the event queue (set by _init_worker)
 
 
-def _init_worker(events: Any, gpus: Any, threads: int | None) -> None:
+def _init_worker(events: Any, gpus: Any, threads: int | None, parent: int) -> None:
     global _EVENTS
     _EVENTS = events
+    _exit_with_parent(parent)
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
     if threads is not None:
         torch.set_num_threads(threads)
+
+
+def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """Ends this worker when the study process that started it is gone (killed with SIGKILL,
+    or any end that ran no clean-up): a worker never trains on as an orphan. A killed run
+    resumes from its checkpoint the next time the study runs."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="unimix-exit-with-parent", daemon=True).start()
+
+
+@contextmanager
+def _terminate_becomes_exit() -> Iterator[None]:
+    """SIGTERM (a scheduler's time limit, ``kill``) ends the study like Ctrl-C: the workers are
+    stopped and finished runs kept, instead of the process vanishing with its workers orphaned."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_in_worker(run: StudyRun, cfg: StudyConfig) -> str:
@@ -238,8 +274,22 @@ def _execute_local(
     report: Report,
     after_run: Callable[[StudyRun], None] | None,
 ) -> None:
+    with _terminate_becomes_exit():
+        _run_pool(cfg, left, workers, report, after_run)
+
+
+def _run_pool(
+    cfg: StudyConfig,
+    left: Sequence[StudyRun],
+    workers: int,
+    report: Report,
+    after_run: Callable[[StudyRun], None] | None,
+) -> None:
+    from multiprocessing.managers import SyncManager
+
     ctx = multiprocessing.get_context("spawn")
-    manager = ctx.Manager()
+    manager = SyncManager(ctx=ctx)
+    manager.start(_exit_with_parent, (os.getpid(),))  # no orphaned manager either
     events = manager.Queue()
     pending = list(left)
     try:
@@ -253,9 +303,9 @@ def _execute_local(
                 max_workers=min(workers, len(pending)),
                 mp_context=ctx,
                 initializer=_init_worker,
-                initargs=(events, gpus, cfg.threads if cfg.device != "cuda" else None),
+                initargs=(events, gpus, cfg.threads if cfg.device != "cuda" else None, os.getpid()),
             )
-            broken = False
+            broken = stopping = False
             try:
                 futures = {pool.submit(_run_in_worker, r, cfg): r for r in pending}
                 not_done = set(futures)
@@ -273,8 +323,11 @@ def _execute_local(
                         if after_run is not None:
                             after_run(run)
                     _drain(events, report)
+            except BaseException:
+                stopping = True  # interrupted: do not wait for the running runs to finish
+                raise
             finally:
-                pool.shutdown(wait=not broken, cancel_futures=True)
+                pool.shutdown(wait=not (broken or stopping), cancel_futures=True)
             _drain(events, report)
             if broken:  # a worker died: start the unfinished runs again (they resume)
                 for run in pending:

@@ -687,7 +687,7 @@ def _run_study(
     progress = StudyProgress(runs, left, cfg, log)
     try:
         execute_runs(cfg, left, workers=workers, report=progress.event, after_run=after_run)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (execute's handler)
         progress.close()
         again = "finished runs are kept"
         if cfg.executor == "slurm":
