@@ -231,3 +231,36 @@ def test_the_study_planned_runs_map_onto_the_dial_and_the_verdict_leads_the_repo
     assert digest in text and "holds" in text and "minimum detectable interaction" in text
     assert "across the dial" in text
     assert (tmp_path / "figures" / "locality_tasks.png").is_file()
+
+
+@pytest.mark.slow
+def test_predict_ranks_the_dial_for_a_dataset_and_says_how_far_to_trust_it(tmp_path, capsys):
+    """`unimix predict --dataset digits`: a brief baseline, every dial setting ranked by its
+    second-order term with its locality index at the data's size, and the locality study's
+    record printed beside it; `--model-run` on that baseline gives the same ranking."""
+    import csv
+
+    from unimix.cli import main
+    from unimix.study.advise import STUDY_RECORD, trust_statement
+
+    out = tmp_path / "p"
+    assert main(["predict", "--dataset", "digits", "--epochs", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert trust_statement(STUDY_RECORD) in printed
+    with open(out / "ranking.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["rank"]) for r in rows] == list(range(1, len(DIAL) + 1))
+    assert {r["setting"] for r in rows} == {s.name for s in DIAL}
+    second = [float(r["second_order"]) for r in rows]
+    assert second == sorted(second, reverse=True) and all(math.isfinite(v) for v in second)
+    size = build_dataset("digits").image_size
+    for r in rows:
+        s = next(s for s in DIAL if s.name == r["setting"])
+        assert float(r["locality_index"]) == pytest.approx(
+            locality_index(s.method, *size, **s.kwargs), rel=1e-5
+        )
+    again = tmp_path / "q"
+    assert main(["predict", "--dataset", "digits", "--model-run", str(out / "baseline"),
+                 "--out", str(again)]) == 0  # fmt: skip
+    assert (again / "ranking.csv").read_text() == (out / "ranking.csv").read_text()
+    assert not (again / "baseline").exists()  # the given run was used, nothing trained
