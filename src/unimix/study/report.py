@@ -229,18 +229,20 @@ def _best_block(best: Sequence[dict[str, Any]], sizes: dict[str, tuple[int, int]
                 worse or "–",
             ]
         )
-    return [
-        Heading("Best method and setting per regime"),
-        Table(
-            header,
-            body,
-            note="The best variant is chosen on mean validation error, so the test set plays no "
-            "part in the choice. The confidence set is a multiple comparison with that best: "
-            "each other variant is tested one-sidedly for a higher paired test error than the "
-            "best, Holm-adjusted over the comparisons; those not shown worse at α = 5 % cannot "
-            "be told from the best and stay in the set.",
-        ),
-    ]
+    note = (
+        "The best variant is chosen on mean validation error, so the test set plays no "
+        "part in the choice. The confidence set is a multiple comparison with that best: "
+        "each other variant is tested one-sidedly for a higher paired test error than the "
+        "best, Holm-adjusted over the comparisons; those not shown worse at α = 5 % cannot "
+        "be told from the best and stay in the set."
+    )
+    unchosen = [r for r in sizes if r not in {e["regime"] for e in best}]
+    if unchosen:
+        note += (
+            f" No best is named for {', '.join(unchosen)}: without a validation split there "
+            "is nothing to choose on but the test set, and the study does not choose there."
+        )
+    return [Heading("Best method and setting per regime"), Table(header, body, note=note)]
 
 
 def _smoke_banner(runs: Sequence[Any], seeds: int) -> str:

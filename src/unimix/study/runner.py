@@ -702,9 +702,11 @@ def _run_study(
     from unimix.study.claims import summarize
     from unimix.study.practice import theory_vs_practice
 
-    theory = theory_vs_practice(cfg, runs, rows, summarize(rows, cfg.methods))
+    theory = None
     lead: tuple[list[Any], list[Any]] = ([], [])
-    if locality:
+    if not locality:
+        theory = theory_vs_practice(cfg, runs, rows, summarize(rows, cfg.methods))
+    else:  # the dial's settings and their index are the lead section's subject
         from unimix.study.locality import locality_verdict
 
         lead = locality_verdict(cfg.out, rows, dict(locality), record["predictions_sha256"])
