@@ -264,3 +264,26 @@ def test_predict_ranks_the_dial_for_a_dataset_and_says_how_far_to_trust_it(tmp_p
                  "--out", str(again)]) == 0  # fmt: skip
     assert (again / "ranking.csv").read_text() == (out / "ranking.csv").read_text()
     assert not (again / "baseline").exists()  # the given run was used, nothing trained
+
+
+def test_the_recorded_study_is_what_the_readme_quotes() -> None:
+    """`unimix predict`'s trust statement and README's "Does the theory predict?" report the
+    same measured interaction, and the record is a complete verdict."""
+    from pathlib import Path
+
+    from unimix.study.advise import STUDY_RECORD, trust_statement
+
+    assert STUDY_RECORD is not None
+    assert STUDY_RECORD["verdict"] in ("holds", "reversed", "unresolved")
+    assert STUDY_RECORD["ci_low"] <= STUDY_RECORD["mean"] <= STUDY_RECORD["ci_high"]
+    # a verdict agrees with its interval (two-sided 95 %, predicted sign +)
+    low, high = STUDY_RECORD["ci_low"], STUDY_RECORD["ci_high"]
+    expected = "holds" if low > 0 else "reversed" if high < 0 else "unresolved"
+    assert STUDY_RECORD["verdict"] == expected
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Does the theory predict?") :]
+    section = section[: section.index("\n## ", 5)]
+    quoted = f"{STUDY_RECORD['mean']:+.2f} points"
+    interval = f"[{low:+.2f}, {high:+.2f}]"
+    assert quoted in section and interval in section
+    assert quoted in trust_statement(STUDY_RECORD) and interval in trust_statement(STUDY_RECORD)
