@@ -15,8 +15,11 @@ Example: ``unimix profile --methods mixup,cutmix,hmix,gmix --size 32 --out profi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -193,9 +196,19 @@ def _estimate(
     return profile, heatmap, exact
 
 
+@contextlib.contextmanager
+def _csv_file(path: Path) -> Iterator[io.StringIO]:
+    """A text buffer for a CSV file, written to ``path`` atomically when the block ends."""
+    from unimix.train.fileio import atomic_write_text
+
+    buf = io.StringIO(newline="")
+    yield buf
+    atomic_write_text(path, buf.getvalue())
+
+
 def _write_profile_csv(path: Path, profiles: dict[str, Any], exact: dict[str, Any]) -> None:
     """``method, radius, A, stderr, closed_form_torus`` per method and radius."""
-    with open(path, "w", newline="") as fh:
+    with _csv_file(path) as fh:
         writer = csv.writer(fh)
         writer.writerow(["method", "radius", "A", "stderr", "closed_form_torus"])
         for label, prof in profiles.items():
@@ -216,7 +229,7 @@ def _write_heatmap_csv(
     path: Path, heatmaps: dict[str, Any], centre: tuple[int, int], height: int, width: int
 ) -> None:
     """``method, i, j, A, stderr``: the centre pixel's row of ``A`` per method."""
-    with open(path, "w", newline="") as fh:
+    with _csv_file(path) as fh:
         writer = csv.writer(fh)
         writer.writerow(["method", "i", "j", "A", "stderr"])
         for label, coef in heatmaps.items():
