@@ -28,10 +28,6 @@ from unimix.commands import _args
 HELP = "plot each method's pixel-level regularisation A(p,q) against distance, with heat maps and a CSV"
 
 
-#: The largest side of a profile's masks (thousands of float masks are drawn at once).
-MAX_SIDE = 1024
-
-
 def _size(text: str) -> tuple[int, int]:
     parts = text.lower().replace("×", "x").split("x")
     try:
@@ -42,10 +38,10 @@ def _size(text: str) -> tuple[int, int]:
         ) from None
     if len(values) == 1:
         values = values * 2
-    if len(values) != 2 or min(values) < 2 or max(values) > MAX_SIDE:
+    if len(values) != 2 or min(values) < 2:
         raise argparse.ArgumentTypeError(
-            f"bad size {text!r}: give N or HxW with sides from 2 to {MAX_SIDE} (profiles are "
-            "averaged over many masks of that size; larger ones would not fit in memory)"
+            f"bad size {text!r}: give N or HxW with sides of at least 2 pixels (a profile "
+            "needs a distance between two pixels); whether it fits in memory is checked next"
         )
     return values[0], values[1]
 
@@ -141,9 +137,28 @@ def run(args: argparse.Namespace) -> int:
             "differ from them, most at large distances",
             file=sys.stderr,
         )
+    device = "cpu" if device == "auto" else device
+    _check_memory(args.size, device)
     with removed_on_failure(out, keep=()):
         out.mkdir(parents=True, exist_ok=True)
-        return _profile(args, out, "cpu" if device == "auto" else device)
+        return _profile(args, out, device)
+
+
+def _check_memory(size: tuple[int, int], device: str) -> None:
+    """Refuse a size whose masks cannot fit in the device's memory, before any allocation."""
+    from unimix.errors import UsageError
+    from unimix.train.memory import check_fits, profile_bytes
+
+    height, width = size
+    try:
+        check_fits(
+            profile_bytes(height, width),
+            device,
+            f"--size {height}x{width} (one mask's correlations and the offset grid)",
+            "--size",
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def _estimate(
