@@ -244,6 +244,15 @@ def plan_runs(cfg: StudyConfig) -> list[StudyRun]:
             raise ValueError(
                 f"recipe {cfg.recipe!r} sweeps its own dial of mask settings; drop --grid"
             )
+    locality = section.get("locality")
+    if locality is not None and not (
+        isinstance(locality, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in locality.items())
+    ):
+        raise ValueError(
+            f"study.locality must map regime names to task names, e.g. {{local: digits_local}}, "
+            f"got {locality!r}"
+        )
     for key in cfg.grid:
         if not any(_method_takes(m, key) for m in cfg.methods):
             raise ValueError(
