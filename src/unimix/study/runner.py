@@ -42,7 +42,12 @@ from typing import Any
 
 import torch
 
-from unimix.study.studydir import STUDY_LOCK, claim_study_directory, clear_study
+from unimix.study.studydir import (
+    STUDY_LOCK,
+    check_study_directory,
+    claim_study_directory,
+    clear_study,
+)
 from unimix.study.types import (
     MIXING_KEYS,
     PAPER_METHODS,
@@ -678,6 +683,7 @@ def run_study(
     from unimix.errors import removed_on_failure
 
     runs = plan_runs(cfg)  # every run's configuration, resolved and validated
+    check_study_directory(cfg.out)  # a folder unimix did not mark is refused before the checks
     checked = check_study(cfg, runs)  # data, models, memory, workers: before anything is written
     threads = torch.get_num_threads()
     if cfg.threads is not None and cfg.device != "cuda":
