@@ -51,7 +51,7 @@ class Module:
     select: str | None = None
 
 
-# The fast tests of each core module: the module's own test file and the gap tests of issue 13.
+# The fast tests of each core module: the module's own test files (and those of its callers).
 MODULES: dict[str, Module] = {
     "masks": Module("src/unimix/masks.py", ("tests/test_masks.py", "tests/test_gaps_masks.py")),
     "mix": Module(
@@ -66,6 +66,27 @@ MODULES: dict[str, Module] = {
             "tests/test_label_weight.py",  # issue 12
             "tests/test_engine_reliability.py",  # issue 11
         ),
+    ),
+    "plan": Module(
+        "src/unimix/plan.py",  # MixPlan's validation, Measured, unit_masks
+        ("tests/test_plan.py", "tests/test_golden_plans.py", "tests/test_mix.py"),
+    ),
+    "blend": Module(
+        "src/unimix/blend.py",  # the mixing kernels: paste, select, lerp, exact blend
+        ("tests/test_mix.py", "tests/test_plan.py", "tests/test_gaps_mix.py"),
+    ),
+    "targets": Module(
+        "src/unimix/targets.py",  # one-hot, smoothing, label mixing, soft-target loss
+        (
+            "tests/test_mix.py",
+            "tests/test_label_weight.py",
+            "tests/test_compat.py",
+            "tests/test_integrations_torchvision.py",
+        ),
+    ),
+    "collate": Module(
+        "src/unimix/collate.py",  # MixCollate: collate-time mixing, per-worker streams
+        ("tests/test_collate.py", "tests/test_gaps_compat.py", "tests/test_integrations_hf.py"),
     ),
     "compat": Module(
         "src/unimix/timm_mixup.py",  # TimmMixup and mixup_target; unimix.compat re-exports them
