@@ -156,7 +156,14 @@ def _prepare(name: str, module: Module, root: Path, tests: Path, work: Path) -> 
     work.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     shutil.copytree(root / "src", work / "src", ignore=ignore)
+    for doc in ("README.md", "docs"):  # tests that read the documents they keep true
+        if (root / doc).is_dir():
+            shutil.copytree(root / doc, work / doc, ignore=ignore)
+        elif (root / doc).exists():
+            shutil.copy2(root / doc, work / doc)
     (work / "tests").mkdir()
+    if (tests / "golden").is_dir():  # the golden files of tests/test_golden_plans.py
+        shutil.copytree(tests / "golden", work / "tests" / "golden")
     conftest = tests / "conftest.py"
     if conftest.exists():
         shutil.copy2(conftest, work / "tests" / "conftest.py")
