@@ -184,6 +184,7 @@ def _prepare(name: str, module: Module, root: Path, tests: Path, work: Path) -> 
         "only_mutate": [module.path],
         "pytest_add_cli_args": args,
         "pytest_add_cli_args_test_selection": used,
+        "also_copy": ["README.md", "docs"],  # into mutmut's own copy, for the tests that read them
         "use_git_change_detection": False,
         "track_dependencies": False,
         "timeout_multiplier": 5.0,

@@ -20,13 +20,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import unimix  # noqa: F401  (registers every method)
-from unimix import masks
+from unimix import masks, registry
 from unimix.mix import Mixer
 
 CPU = torch.device("cpu")
 
 # Every registered sampler with its defaults, and the box methods' other settings.
-SAMPLERS = [(name, {}) for name in masks.available()] + [
+SAMPLERS = [(name, {}) for name in registry.available("mask")] + [
     ("cutmix", {"boundary": "wrap"}),
     ("hmix", {"r": 0.25}),
     ("hmix", {"r": 0.75}),
@@ -264,7 +264,7 @@ FLAGS = {  # (constant, binary) as MaskSample documents them
 }
 
 
-@pytest.mark.parametrize("name", masks.available())
+@pytest.mark.parametrize("name", registry.available("mask"))
 def test_mask_flags_describe_the_masks(name):
     """``constant``: every mask constant over the image; ``binary``: every value 0 or 1 — the
     engine takes its fast paths on these flags, so they must be true when set, and the core
@@ -297,13 +297,13 @@ def test_samplers_take_a_list_of_lambdas_and_name_bad_shapes():
 
 def test_registry_names_and_errors():
     assert masks.get("hmix").name == "hmix" and masks.HMix.name == "hmix"
-    with pytest.raises(ValueError, match="resizemix"):  # a mixing method, but no mask sampler
-        masks.get("resizemix")
-    with pytest.raises(TypeError, match="sampler instance"):
+    with pytest.raises(ValueError, match="unknown mask method 'resizemix'"):  # an image method
+        registry.get("resizemix", "mask")
+    with pytest.raises(TypeError, match="method instance"):
         masks.get(masks.get("cutmix"), boundary="wrap")
     with pytest.raises(ValueError, match="already registered"):
 
-        @masks.register("cutmix")
+        @registry.register("cutmix")
         class Impostor(masks.MaskSampler):
             pass
 

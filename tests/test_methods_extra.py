@@ -14,7 +14,7 @@ from torch import nn
 
 import unimix
 import unimix.methods  # noqa: F401  (registers the methods)
-from unimix import masks
+from unimix import masks, registry
 from unimix.methods import ManifoldMixup, requires_model
 from unimix.methods.fmix import low_frequency_noise
 from unimix.methods.manifold import eligible_layers
@@ -32,7 +32,6 @@ from unimix.methods.saliencymix import (
     saliency_peaks,
     spectral_residual_saliency,
 )
-from unimix.mix import available_methods
 
 SAMPLERS = ["fmix", "smoothmix", "gridmix"]
 IMAGE_METHODS = ["resizemix", "saliencymix"]
@@ -44,8 +43,8 @@ def gen(seed: int = 0) -> torch.Generator:
 
 
 def test_every_method_is_registered_by_name():
-    assert set(SAMPLERS) <= set(masks.available())
-    assert set(SAMPLERS + IMAGE_METHODS + ["puzzlemix", "manifold"]) <= set(available_methods())
+    assert set(SAMPLERS) <= set(registry.available("mask"))
+    assert set(SAMPLERS + IMAGE_METHODS + ["puzzlemix", "manifold"]) <= set(registry.available())
     assert requires_model("puzzlemix") and requires_model("manifold")
     assert not any(requires_model(n) for n in SAMPLERS + IMAGE_METHODS)
 

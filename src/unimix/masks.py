@@ -34,6 +34,7 @@ from torch import Tensor
 
 from unimix import registry
 from unimix.checks import check_alpha, check_choice, check_unit
+from unimix.registry import get  # documented as masks.get: the registry's one lookup
 
 __all__ = [
     "MaskSample",
@@ -44,9 +45,7 @@ __all__ = [
     "CutMixMinMax",
     "HMix",
     "GMix",
-    "register",
     "get",
-    "available",
     "sample_lambda",
     "sample_lambda_one",
     "sample_boxes",
@@ -275,36 +274,11 @@ class MaskSampler:
         return f"{type(self).__name__}({params})"
 
 
-def register(name: str) -> Callable[[type[MaskSampler]], type[MaskSampler]]:
-    """Class decorator: register a :class:`MaskSampler` under ``name`` in :mod:`unimix.registry`
-    (so ``get``, ``Mixer``, the theory and the CLI find it). Names are unique across all kinds."""
-    return registry.register(name, kind="mask")
-
-
-def available() -> list[str]:
-    """Names of the registered mask samplers."""
-    return registry.available("mask")
-
-
-def get(name: str | MaskSampler, **params: object) -> MaskSampler:
-    """Look a sampler up by name and build it with ``params`` (e.g. ``get("hmix", r=0.5)``)."""
-    if isinstance(name, MaskSampler):
-        if params:
-            raise TypeError("parameters cannot be given with a sampler instance")
-        return name
-    if not isinstance(name, str) or name not in registry.available("mask"):
-        raise ValueError(f"unknown mask method {name!r}; known methods: {', '.join(available())}")
-    try:
-        return registry.get(name, "mask", **params)
-    except TypeError as err:
-        raise TypeError(f"bad parameters for mask method {name!r}: {err}") from None
-
-
 def _constant_masks(value: Tensor, height: int, width: int, device: torch.device) -> Tensor:
     return value.to(device).view(-1, 1, 1, 1).expand(-1, 1, height, width)
 
 
-@register("none")
+@registry.register("none")
 class NoMix(MaskSampler):
     """No mixing: ``M ≡ 1`` (the baseline every MSDA method is compared with)."""
 
@@ -314,7 +288,7 @@ class NoMix(MaskSampler):
         return MaskSample(masks, ones.to(device), constant=True, binary=True)
 
 
-@register("mixup")
+@registry.register("mixup")
 class Mixup(MaskSampler):
     """Mixup (Zhang et al., ICLR 2018): ``M ≡ λ``, the same weight at every pixel."""
 
@@ -422,7 +396,7 @@ def _one_box_sample(
     )
 
 
-@register("cutmix")
+@registry.register("cutmix")
 class CutMix(MaskSampler):
     """CutMix (Yun et al., ICCV 2019): ``M = 0`` in a box of side ratio ``√(1−λ)``, 1 outside.
 
@@ -457,7 +431,7 @@ class CutMix(MaskSampler):
         return _one_box_sample(y0, y1, x0, x1, 1.0, eff, height, width, device, binary=True)
 
 
-@register("cutmix_minmax")
+@registry.register("cutmix_minmax")
 class CutMixMinMax(MaskSampler):
     """CutMix with box sides drawn uniformly in ``[min, max]`` of each side, independently of λ
     (the "Darknet" variant behind timm's ``cutmix_minmax``); the box lies inside the image.
@@ -494,7 +468,7 @@ class CutMixMinMax(MaskSampler):
         )
 
 
-@register("hmix")
+@registry.register("hmix")
 class HMix(MaskSampler):
     """HMix (Park et al., NeurIPS 2022): a CutMix box, Mixup outside it.
 
@@ -533,7 +507,7 @@ class HMix(MaskSampler):
         )
 
 
-@register("gmix")
+@registry.register("gmix")
 class GMix(MaskSampler):
     """GMix, Gaussian Mixup (Park et al., NeurIPS 2022): a smooth Gaussian patch.
 

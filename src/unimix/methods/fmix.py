@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from unimix.masks import MaskSample, MaskSampler, register
+from unimix.masks import MaskSample, MaskSampler
+from unimix.registry import register
 
 __all__ = ["FMix", "low_frequency_noise"]
 

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from unimix.methods._common import as_float, check_pair, random_device
-from unimix.mix import MixMethod, register_method
+from unimix.mixmethod import MixMethod
+from unimix.registry import register
 
 __all__ = ["ResizeMix", "ResizeMixResult", "resize_mix", "paste_resized"]
 
@@ -118,7 +119,7 @@ def resize_mix(
     return ResizeMixResult(mixed, lam_eff, boxes)
 
 
-@register_method("resizemix")
+@register("resizemix")
 class ResizeMix(MixMethod):
     """ResizeMix (Qin et al. 2020): the partner resized into a box, labels by area.
 

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from unimix.methods._common import as_float, check_pair
-from unimix.mix import MixMethod, register_method
+from unimix.mixmethod import MixMethod
+from unimix.registry import register
 
 __all__ = [
     "SaliencyMix",
@@ -199,7 +200,7 @@ def saliency_mix(
     return SaliencyMixResult(mixed, lam_eff, boxes, torch.stack((py, px), dim=1))
 
 
-@register_method("saliencymix")
+@register("saliencymix")
 class SaliencyMix(MixMethod):
     """SaliencyMix (Uddin et al., ICLR 2021): CutMix with the box on the partner's most salient pixel.
 

@@ -10,7 +10,8 @@ from typing import Literal
 
 import torch
 
-from unimix.masks import MaskSample, MaskSampler, register
+from unimix.masks import MaskSample, MaskSampler
+from unimix.registry import register
 
 __all__ = ["SmoothMix"]
 

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from unimix import masks as _masks
+from unimix import registry
 from unimix.checks import check_alpha, check_unit
 
 Weighting = Literal["mask", "label"]
@@ -59,16 +60,16 @@ def resolve_sampler(method: MethodLike, **params: Any) -> Callable[..., Any]:
         TypeError: for image-dependent methods and for callables without the sampler signature.
         ValueError: for unknown names.
     """
-    from unimix.mix import MixMethod, available_methods
+    from unimix.mixmethod import MixMethod
 
     if isinstance(method, str):
-        if method not in _masks.available() and method in available_methods():
+        if method in registry.available("image"):
             raise TypeError(
                 f"{method!r} is not a mask sampler (it looks at the images or mixes inside the "
-                "model), so it has no mask distribution of its own and no pixel-level "
-                f"coefficients A(p, q); the theory covers mask samplers: {', '.join(_masks.available())}"
+                "model), so it has no mask distribution of its own and no pixel-level coefficients "
+                f"A(p, q); the theory covers mask samplers: {', '.join(registry.available('mask'))}"
             )
-        return _masks.get(method, **params)
+        return registry.get(method, "mask", **params)
     if params:
         raise TypeError(
             f"parameters {sorted(params)} can only be given with a method name; "
