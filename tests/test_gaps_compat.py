@@ -91,7 +91,7 @@ def test_multi_label_targets_are_mixed_as_timm_does():
     lam = mixed[2, 0, 0, 0].item() / 2  # row 2 = λ·2 + (1 − λ)·0 (partner: row 0)
     expect = mixup_target(dense, 4, lam, 0.2, multi_label=True)
     torch.testing.assert_close(targets, expect, atol=1e-5, rtol=0)
-    with pytest.raises(ValueError, match="multi_label"):
+    with pytest.raises(ValueError, match=r"target tensor should be of shape \[B, num_classes=4\]"):
         fn(x, torch.zeros(3, 5))  # dense targets of the wrong width
 
 

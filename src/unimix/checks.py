@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = [
     "check_unit",
@@ -29,6 +32,10 @@ __all__ = [
     "check_probability_weights",
     "check_bool",
     "check_mixer",
+    "check_tensor",
+    "check_label_shape",
+    "check_same_batch",
+    "check_class_indices",
 ]
 
 T = TypeVar("T")
@@ -127,3 +134,67 @@ def check_mixer(**mixer_args: Any) -> None:
     from unimix.mix import Mixer  # the one import upwards: the rule is "Mixer can be built"
 
     Mixer(**mixer_args)
+
+
+# ---- labels: the rules of every labels → targets path (unimix.targets) ------------------------
+
+
+def check_tensor(name: str, value: Any) -> Tensor:
+    """``value`` if it is a ``torch.Tensor`` (a ``TypeError`` naming ``name`` otherwise)."""
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def check_label_shape(name: str, labels: Tensor, num_classes: int | None) -> Tensor:
+    """``labels`` if it is ``[B]`` class indices or ``[B, num_classes]`` targets.
+
+    The message keeps torchvision's phrase ("labels tensor should be of shape") so handlers of
+    ``v2.MixUp``/``v2.CutMix`` errors keep matching it.
+    """
+    if labels.dim() not in (1, 2):
+        raise ValueError(
+            f"{name} tensor should be of shape [B] (class indices) or [B, K] (targets), got "
+            f"shape {tuple(labels.shape)}; pass one label or one row of targets per image"
+        )
+    if labels.dim() == 2 and num_classes is not None and labels.shape[1] != num_classes:
+        raise ValueError(
+            f"{name} tensor should be of shape [B, num_classes={num_classes}] for targets, got "
+            f"shape {tuple(labels.shape)}; pass num_classes={labels.shape[1]} or fix the targets"
+        )
+    return labels
+
+
+def check_same_batch(images_name: str, images_rows: int, labels_name: str, labels_rows: int) -> int:
+    """``images_rows`` if ``labels_rows`` equals it: one label (or row of targets) per image."""
+    if images_rows != labels_rows:
+        raise ValueError(
+            f"the batch size of {images_name} ({images_rows}) does not match the batch size of "
+            f"the {labels_name} ({labels_rows}); pass as many rows of {labels_name} as images"
+        )
+    return images_rows
+
+
+def check_class_indices(name: str, labels: Tensor, num_classes: int | None) -> int:
+    """``num_classes`` if ``labels`` are integer class indices in ``[0, num_classes)``."""
+    if labels.is_floating_point() or labels.is_complex() or str(labels.dtype) == "torch.bool":
+        raise TypeError(
+            f"{name} of shape [B] must be integer class indices, got {labels.dtype}; "
+            "pass soft targets as [B, K]"
+        )
+    if num_classes is None:
+        raise ValueError(
+            f"num_classes is required when {name} are class indices; pass num_classes=K"
+        )
+    import torch
+
+    if torch.compiler.is_compiling() or not labels.numel():  # no host sync inside a graph
+        return num_classes
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise ValueError(
+            f"{name} must lie in [0, num_classes={num_classes}), got range "
+            f"[{int(labels.min())}, {int(labels.max())}]; check num_classes"
+        )
+    return num_classes
