@@ -288,7 +288,7 @@ def test_bad_input_errors_name_the_argument():
         Mixer("mixup", num_classes=4)(x, y[:3])
     with pytest.raises(ValueError, match=r"num_classes=3\)"):
         Mixer("mixup", num_classes=3)(x, y)
-    with pytest.raises(ValueError, match="num_classes is required"):
+    with pytest.raises(ValueError, match="num_classes must be passed"):
         Mixer("mixup")(x, y)
     with pytest.raises(ValueError, match="even batch"):
         Mixer("mixup", mode="pair", num_classes=4)(x[:3], y[:3])

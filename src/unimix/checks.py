@@ -151,18 +151,22 @@ def check_tensor(name: str, value: Any) -> Tensor:
 def check_label_shape(name: str, labels: Tensor, num_classes: int | None) -> Tensor:
     """``labels`` if it is ``[B]`` class indices or ``[B, num_classes]`` targets.
 
-    The message keeps torchvision's phrase ("labels tensor should be of shape") so handlers of
-    ``v2.MixUp``/``v2.CutMix`` errors keep matching it.
+    The messages keep torchvision's phrases (``v2.MixUp``/``v2.CutMix``, old and new wording), so
+    ported tests and handlers of its errors keep matching them.
     """
     if labels.dim() not in (1, 2):
         raise ValueError(
-            f"{name} tensor should be of shape [B] (class indices) or [B, K] (targets), got "
-            f"shape {tuple(labels.shape)}; pass one label or one row of targets per image"
+            f"{name} should be index based with shape (batch_size,) or probability based with "
+            f"shape (batch_size, num_classes), but got a tensor of shape {tuple(labels.shape)}: "
+            f"the {name} tensor should be of shape [B] (class indices) or [B, K] (targets); pass "
+            "one label or one row of targets per image"
         )
     if labels.dim() == 2 and num_classes is not None and labels.shape[1] != num_classes:
         raise ValueError(
-            f"{name} tensor should be of shape [B, num_classes={num_classes}] for targets, got "
-            f"shape {tuple(labels.shape)}; pass num_classes={labels.shape[1]} or fix the targets"
+            f"When passing 2D {name}, the number of elements in last dimension must match "
+            f"num_classes: {labels.shape[1]} != {num_classes} (the {name} tensor should be of "
+            f"shape [B, num_classes={num_classes}]); pass num_classes={labels.shape[1]} or fix "
+            "the targets"
         )
     return labels
 
@@ -171,7 +175,7 @@ def check_same_batch(images_name: str, images_rows: int, labels_name: str, label
     """``images_rows`` if ``labels_rows`` equals it: one label (or row of targets) per image."""
     if images_rows != labels_rows:
         raise ValueError(
-            f"the batch size of {images_name} ({images_rows}) does not match the batch size of "
+            f"The batch size of {images_name} ({images_rows}) does not match the batch size of "
             f"the {labels_name} ({labels_rows}); pass as many rows of {labels_name} as images"
         )
     return images_rows
@@ -186,7 +190,8 @@ def check_class_indices(name: str, labels: Tensor, num_classes: int | None) -> i
         )
     if num_classes is None:
         raise ValueError(
-            f"num_classes is required when {name} are class indices; pass num_classes=K"
+            f"num_classes must be passed if the {name} are index-based (class indices [B]); "
+            "pass num_classes=K"
         )
     import torch
 
