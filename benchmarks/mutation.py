@@ -53,7 +53,7 @@ class Module:
 
 # The fast tests of each core module: the module's own test files (and those of its callers).
 MODULES: dict[str, Module] = {
-    "masks": Module("src/unimix/masks.py", ("tests/test_masks.py", "tests/test_gaps_masks.py")),
+    "masks": Module("src/unimix/masks.py", ("tests/test_masks.py",)),
     "mix": Module(
         "src/unimix/mix.py",
         (
@@ -61,8 +61,7 @@ MODULES: dict[str, Module] = {
             "tests/test_methods_extra.py",  # image-dependent methods: the engine's other branch
             "tests/test_custom_method.py",
             "tests/test_collate.py",
-            "tests/test_gaps_masks.py",
-            "tests/test_gaps_mix.py",
+            "tests/test_masks.py",
             "tests/test_label_weight.py",  # issue 12
             "tests/test_engine_reliability.py",  # issue 11
         ),
@@ -73,7 +72,7 @@ MODULES: dict[str, Module] = {
     ),
     "blend": Module(
         "src/unimix/blend.py",  # the mixing kernels: paste, select, lerp, exact blend
-        ("tests/test_mix.py", "tests/test_plan.py", "tests/test_gaps_mix.py"),
+        ("tests/test_mix.py", "tests/test_plan.py", "tests/test_engine_reliability.py"),
     ),
     "targets": Module(
         "src/unimix/targets.py",  # one-hot, smoothing, label mixing, soft-target loss
@@ -86,15 +85,15 @@ MODULES: dict[str, Module] = {
     ),
     "collate": Module(
         "src/unimix/collate.py",  # MixCollate: collate-time mixing, per-worker streams
-        ("tests/test_collate.py", "tests/test_gaps_compat.py", "tests/test_integrations_hf.py"),
+        ("tests/test_collate.py", "tests/test_compat.py", "tests/test_integrations_hf.py"),
     ),
     "compat": Module(
         "src/unimix/timm_mixup.py",  # TimmMixup and mixup_target; unimix.compat re-exports them
-        ("tests/test_compat.py", "tests/test_collate.py", "tests/test_gaps_compat.py"),
+        ("tests/test_compat.py", "tests/test_collate.py"),
     ),
     "attacks": Module(
         "src/unimix/evaluate/attacks.py",
-        ("tests/test_evaluate.py", "tests/test_gaps_attacks.py"),
+        ("tests/test_evaluate.py", "tests/test_attacks.py"),
         select="attack or pgd or fgsm or eps or perturbation or margin or frozen",
     ),
     "checkpoint": Module(
@@ -102,7 +101,7 @@ MODULES: dict[str, Module] = {
         (
             "tests/test_train.py",
             "tests/test_train_reliability.py",  # checksummed checkpoints (issue 11)
-            "tests/test_gaps_checkpoint.py",
+            "tests/test_checkpoint.py",
         ),
         select="resume or checkpoint or rng or finished",
     ),

@@ -78,33 +78,6 @@ def test_sampler_shape_range_mean_and_reproducibility(name, variant, h, w, lam, 
     assert torch.equal(out.masks, again.masks) and torch.equal(out.lam, again.lam)
 
 
-@settings(max_examples=40, deadline=None)
-@given(
-    name=st.sampled_from(SAMPLERS),
-    mode=st.sampled_from(MODES),
-    h=sizes,
-    w=sizes,
-    half=st.integers(1, 4),
-    seed=st.integers(0, 2**31),
-)
-def test_sampler_in_mixer_label_is_mean_of_applied_mask(name, mode, h, w, half, seed):
-    b, k = 2 * half, 5
-    x = torch.rand(b, 2, h, w, generator=gen(seed))
-    y = torch.randint(0, k, (b,), generator=gen(seed + 1))
-    mixer = unimix.Mixer(name, mode=mode, num_classes=k, partner="random", generator=gen(seed))
-    out, targets, info = mixer(x, y, return_info=True)
-    m = info.masks.expand(b, 1, h, w)
-    torch.testing.assert_close(info.lam_effective, m.mean(dim=(1, 2, 3)), atol=1e-6, rtol=0)
-    torch.testing.assert_close(out, m * x + (1 - m) * x[info.partner], atol=1e-6, rtol=0)
-    onehot = F.one_hot(y, k).float()
-    lam = info.lam_effective[:, None]
-    torch.testing.assert_close(targets, lam * onehot + (1 - lam) * onehot[info.partner])
-    again = unimix.Mixer(name, mode=mode, num_classes=k, partner="random", generator=gen(seed))(
-        x, y
-    )
-    assert torch.equal(again[0], out)
-
-
 # ---- FMix -----------------------------------------------------------------------------------------
 def test_fmix_mask_is_the_top_of_the_low_frequency_field():
     lam = torch.tensor([0.2, 0.5, 0.77])
