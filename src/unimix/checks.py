@@ -32,6 +32,7 @@ __all__ = [
     "check_probability_weights",
     "check_bool",
     "check_mixer",
+    "check_interval",
     "check_tensor",
     "check_label_shape",
     "check_same_batch",
@@ -45,12 +46,13 @@ def _is_number(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float))
 
 
-def check_unit(name: str, value: float) -> float:
-    """``value`` as a float in ``[0, 1]`` (probabilities, ratios, label smoothing)."""
+def check_unit(name: str, value: float, *, high: float = 1.0) -> float:
+    """``value`` as a float in ``[0, high]`` (probabilities, ratios, label smoothing; ``high``
+    below 1 for a narrower range such as FMix's ``max_soft`` ≤ 0.5)."""
     if not _is_number(value):
-        raise TypeError(f"{name} must be a number in [0, 1], got {type(value).__name__}")
-    if not (0.0 <= float(value) <= 1.0):  # also rejects NaN
-        raise ValueError(f"{name} must lie in [0, 1], got {value}")
+        raise TypeError(f"{name} must be a number in [0, {high:g}], got {type(value).__name__}")
+    if not (0.0 <= float(value) <= high):  # also rejects NaN
+        raise ValueError(f"{name} must lie in [0, {high:g}], got {value}")
     return float(value)
 
 
@@ -124,6 +126,29 @@ def check_probability_weights(name: str, weights: Mapping[Any, float]) -> dict[A
     if not out or sum(out.values()) <= 0:
         raise ValueError(f"{name} must have weights ≥ 0 with a positive sum, got {dict(weights)}")
     return out
+
+
+def check_interval(
+    name: str, value: Any, low: float, high: float = math.inf, *, open_low: bool = False
+) -> tuple[float, float]:
+    """``value`` as a pair ``(min, max)`` of floats with ``low ≤ min ≤ max ≤ high`` (``low < min``
+    with ``open_low``): ranges such as CutMix-minmax's side ratios or ResizeMix's scale."""
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a pair of numbers (min, max), got {value!r}") from None
+    if len(items) != 2:
+        raise ValueError(f"{name} must be a pair (min, max), got {len(items)} values: {value!r}")
+    if any(isinstance(v, (bool, str)) or not hasattr(v, "__float__") for v in items):
+        raise TypeError(f"{name} must be a pair of numbers (min, max), got {value!r}")
+    lo, hi = float(items[0]), float(items[1])
+    low_ok = low < lo if open_low else low <= lo
+    if not (low_ok and lo <= hi <= high):  # also rejects NaN
+        bound = f"{low} {'<' if open_low else '<='} min <= max" + (
+            f" <= {high}" if high != math.inf else ""
+        )
+        raise ValueError(f"{name} must be a pair (min, max) with {bound}, got {value!r}")
+    return lo, hi
 
 
 def check_mixer(**mixer_args: Any) -> None:

@@ -33,7 +33,13 @@ import torch
 from torch import Tensor
 
 from unimix import registry
-from unimix.checks import check_alpha, check_choice, check_unit
+from unimix.checks import (
+    check_alpha,
+    check_choice,
+    check_interval,
+    check_positive_int,
+    check_unit,
+)
 from unimix.registry import get  # documented as masks.get: the registry's one lookup
 
 __all__ = [
@@ -212,9 +218,8 @@ class MaskSampler:
         generator: torch.Generator | None = None,
     ) -> MaskSample:
         lam = self._check_lam(lam)
-        for arg, value in (("height", height), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{arg} must be a positive int, got {value!r}")
+        check_positive_int("height", height)
+        check_positive_int("width", width)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         device = torch.device(device) if device is not None else lam.device
@@ -443,9 +448,7 @@ class CutMixMinMax(MaskSampler):
     ignores_lam = True
 
     def __init__(self, minmax: tuple[float, float] = (0.2, 0.8)) -> None:
-        if len(minmax) != 2 or not 0.0 <= float(minmax[0]) <= float(minmax[1]) <= 1.0:
-            raise ValueError(f"minmax must be (min, max) with 0 <= min <= max <= 1, got {minmax!r}")
-        self.minmax = (float(minmax[0]), float(minmax[1]))
+        self.minmax = check_interval("minmax", minmax, 0.0, 1.0)
 
     def sample(self, lam, height, width, device, generator):
         n, lo, hi = lam.shape[0], *self.minmax

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from unimix.checks import (
     check_choice,
+    check_interval,
     check_positive,
     check_positive_int,
     check_same_batch,
@@ -140,8 +141,7 @@ class TimmMixup:
         check_positive("cutmix_alpha", cutmix_alpha, allow_zero=True)
         check_choice("cutmix_mode", cutmix_mode, tuple(_CUT_METHODS))
         if cutmix_minmax is not None:
-            if len(cutmix_minmax) != 2:
-                raise ValueError(f"cutmix_minmax must be (min, max), got {cutmix_minmax!r}")
+            check_interval("cutmix_minmax", cutmix_minmax, 0.0, 1.0)
             if cutmix_mode != "bbox":
                 raise ValueError("cutmix_minmax draws plain CutMix boxes: use cutmix_mode='bbox'")
             cutmix_alpha = 1.0  # as timm: minmax turns CutMix on; its boxes ignore λ

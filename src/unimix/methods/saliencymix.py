@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from unimix.checks import check_choice
 from unimix.methods._common import as_float, check_pair
 from unimix.mixmethod import MixMethod
 from unimix.registry import register
@@ -217,10 +218,7 @@ class SaliencyMix(MixMethod):
     """
 
     def __init__(self, detector: Detector = "fine_grained") -> None:
-        if detector not in ("fine_grained", "spectral_residual"):
-            raise ValueError(
-                f"detector must be 'fine_grained' or 'spectral_residual', got {detector!r}"
-            )
+        check_choice("detector", detector, ("fine_grained", "spectral_residual"))
         self.detector = detector
 
     def mix(
