@@ -4,7 +4,7 @@ A *method* is anything that describes a mask distribution given ``λ``: a regist
 :mod:`unimix.masks` (with its parameters), a :class:`~unimix.masks.MaskSampler`, or any callable
 with the sampler signature ``(lam [N], height, width, *, device=None, generator=None)`` returning a
 :class:`~unimix.masks.MaskSample` or a ``[N, 1, H, W]`` / ``[N, H, W]`` tensor of masks in
-``[0, 1]``. Methods that must look at the images (saliency-based mixes, :class:`unimix.mix.MixMethod`)
+``[0, 1]``. Methods that must look at the images (saliency-based mixes, :class:`unimix.mixmethod.MixMethod`)
 have no mask distribution independent of the data, so the theory does not apply to them.
 """
 
@@ -60,8 +60,6 @@ def resolve_sampler(method: MethodLike, **params: Any) -> Callable[..., Any]:
         TypeError: for image-dependent methods and for callables without the sampler signature.
         ValueError: for unknown names.
     """
-    from unimix.mixmethod import MixMethod
-
     if isinstance(method, str):
         if method in registry.available("image"):
             raise TypeError(
@@ -77,7 +75,8 @@ def resolve_sampler(method: MethodLike, **params: Any) -> Callable[..., Any]:
         )
     if isinstance(method, _masks.MaskSampler):
         return method
-    if isinstance(method, MixMethod) or getattr(method, "needs_images", False):
+    image_kind = getattr(method, "kind", None) == "image"  # the registry's kind of a method
+    if image_kind or getattr(method, "needs_images", False):
         raise TypeError(
             f"{method!r} mixes by looking at the images, so it has no mask distribution of its own "
             "and no pixel-level coefficients A(p, q); the theory covers mask samplers "
