@@ -228,4 +228,3 @@ def check_mixer(**mixer_args: Any) -> None:
     from unimix.mix import Mixer  # the one import upwards: the rule is "Mixer can be built"
 
     Mixer(**mixer_args)
-
