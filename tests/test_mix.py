@@ -253,6 +253,9 @@ def test_soft_target_cross_entropy_is_torchs_cross_entropy_with_each_reduction()
         expect = F.cross_entropy(logits, targets, reduction=reduction)
         torch.testing.assert_close(soft_target_cross_entropy(logits, targets, reduction), expect)
         torch.testing.assert_close(SoftTargetCrossEntropy(reduction)(logits, targets), expect)
+    torch.testing.assert_close(  # the default reduction is the mean
+        SoftTargetCrossEntropy()(logits, targets), F.cross_entropy(logits, targets)
+    )
     with pytest.raises(ValueError, match="same shape"):
         soft_target_cross_entropy(logits, targets[:, :3])
     with pytest.raises(ValueError, match="reduction must be one of"):
