@@ -111,7 +111,15 @@ def test_mutation_script_table_and_arguments(capsys):
         spec.loader.exec_module(module)
         root = script.parents[1]
         assert set(module.MODULES) == {
-            "masks", "mix", "plan", "blend", "targets", "collate", "compat", "attacks", "checkpoint"
+            "masks",
+            "mix",
+            "plan",
+            "blend",
+            "targets",
+            "collate",
+            "compat",
+            "attacks",
+            "checkpoint",
         }
         for entry in module.MODULES.values():
             assert (root / entry.path).is_file(), entry.path

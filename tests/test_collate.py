@@ -66,7 +66,10 @@ def test_repr_names_the_mixer_and_the_collate_function():
             return "Collator()"
 
     mixer = Mixer("mixup", num_classes=K)
-    assert repr(MixCollate(mixer, collate_fn=my_collate)) == f"MixCollate({mixer!r}, collate_fn='my_collate')"
+    assert (
+        repr(MixCollate(mixer, collate_fn=my_collate))
+        == f"MixCollate({mixer!r}, collate_fn='my_collate')"
+    )
     assert repr(MixCollate(mixer, collate_fn=Collator())).endswith("collate_fn=Collator())")
 
 

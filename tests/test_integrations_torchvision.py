@@ -250,7 +250,11 @@ def _tv_labels(size: int = _TV_BATCH) -> torch.Tensor:
 
 # (case, inputs, torchvision's phrases, what our message must also name: the argument or the fix).
 # Phrases of two wordings: the older TestCutMixMixUp's, and that of torchvision 0.29.
-SHAPE = ("labels tensor should be of shape", "labels should be index based", "but got a tensor of shape")
+SHAPE = (
+    "labels tensor should be of shape",
+    "labels should be index based",
+    "but got a tensor of shape",
+)
 TORCHVISION_PHRASES = [
     ("a mask", lambda: (tv_tensors.Mask(torch.rand(12, 12)),), ("does not support PIL images, ",),
      "image/video"),

@@ -27,7 +27,9 @@ def _images(batch, channels, h, w, dtype, seed=0):
 
 method_choices = st.one_of(
     st.sampled_from(MASKS),
-    st.lists(st.sampled_from([m for m in MASKS if m != "none"]), min_size=2, max_size=4, unique=True),
+    st.lists(
+        st.sampled_from([m for m in MASKS if m != "none"]), min_size=2, max_size=4, unique=True
+    ),
 )
 
 
