@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = [
     "check_unit",
@@ -28,6 +31,11 @@ __all__ = [
     "check_choice",
     "check_probability_weights",
     "check_bool",
+    "check_interval",
+    "check_tensor",
+    "check_label_shape",
+    "check_same_batch",
+    "check_class_indices",
     "check_mixer",
 ]
 
@@ -38,12 +46,13 @@ def _is_number(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float))
 
 
-def check_unit(name: str, value: float) -> float:
-    """``value`` as a float in ``[0, 1]`` (probabilities, ratios, label smoothing)."""
+def check_unit(name: str, value: float, *, high: float = 1.0) -> float:
+    """``value`` as a float in ``[0, high]`` (probabilities, ratios, label smoothing; ``high``
+    below 1 for a narrower range such as FMix's ``max_soft`` ≤ 0.5)."""
     if not _is_number(value):
-        raise TypeError(f"{name} must be a number in [0, 1], got {type(value).__name__}")
-    if not (0.0 <= float(value) <= 1.0):  # also rejects NaN
-        raise ValueError(f"{name} must lie in [0, 1], got {value}")
+        raise TypeError(f"{name} must be a number in [0, {high:g}], got {type(value).__name__}")
+    if not (0.0 <= float(value) <= high):  # also rejects NaN
+        raise ValueError(f"{name} must lie in [0, {high:g}], got {value}")
     return float(value)
 
 
@@ -117,6 +126,98 @@ def check_probability_weights(name: str, weights: Mapping[Any, float]) -> dict[A
     if not out or sum(out.values()) <= 0:
         raise ValueError(f"{name} must have weights ≥ 0 with a positive sum, got {dict(weights)}")
     return out
+
+
+def check_interval(
+    name: str, value: Any, low: float, high: float = math.inf, *, open_low: bool = False
+) -> tuple[float, float]:
+    """``value`` as a pair ``(min, max)`` of floats with ``low ≤ min ≤ max ≤ high`` (``low < min``
+    with ``open_low``): ranges such as CutMix-minmax's side ratios or ResizeMix's scale."""
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a pair of numbers (min, max), got {value!r}") from None
+    if len(items) != 2:
+        raise ValueError(f"{name} must be a pair (min, max), got {len(items)} values: {value!r}")
+    if any(isinstance(v, (bool, str)) or not hasattr(v, "__float__") for v in items):
+        raise TypeError(f"{name} must be a pair of numbers (min, max), got {value!r}")
+    lo, hi = float(items[0]), float(items[1])
+    low_ok = low < lo if open_low else low <= lo
+    if not (low_ok and lo <= hi <= high):  # also rejects NaN
+        bound = f"{low} {'<' if open_low else '<='} min <= max" + (
+            f" <= {high}" if high != math.inf else ""
+        )
+        raise ValueError(f"{name} must be a pair (min, max) with {bound}, got {value!r}")
+    return lo, hi
+
+
+# ---- labels: the rules of every labels → targets path (unimix.targets) ------------------------
+
+
+def check_tensor(name: str, value: Any) -> Tensor:
+    """``value`` if it is a ``torch.Tensor`` (a ``TypeError`` naming ``name`` otherwise)."""
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def check_label_shape(name: str, labels: Tensor, num_classes: int | None) -> Tensor:
+    """``labels`` if it is ``[B]`` class indices or ``[B, num_classes]`` targets.
+
+    The messages keep torchvision's phrases (``v2.MixUp``/``v2.CutMix``, old and new wording), so
+    ported tests and handlers of its errors keep matching them.
+    """
+    if labels.dim() not in (1, 2):
+        raise ValueError(
+            f"{name} should be index based with shape (batch_size,) or probability based with "
+            f"shape (batch_size, num_classes), but got a tensor of shape {tuple(labels.shape)}: "
+            f"the {name} tensor should be of shape [B] (class indices) or [B, K] (targets); pass "
+            "one label or one row of targets per image"
+        )
+    if labels.dim() == 2 and num_classes is not None and labels.shape[1] != num_classes:
+        raise ValueError(
+            f"When passing 2D {name}, the number of elements in last dimension must match "
+            f"num_classes: {labels.shape[1]} != {num_classes} (the {name} tensor should be of "
+            f"shape [B, num_classes={num_classes}]); pass num_classes={labels.shape[1]} or fix "
+            "the targets"
+        )
+    return labels
+
+
+def check_same_batch(images_name: str, images_rows: int, labels_name: str, labels_rows: int) -> int:
+    """``images_rows`` if ``labels_rows`` equals it: one label (or row of targets) per image."""
+    if images_rows != labels_rows:
+        raise ValueError(
+            f"The batch size of {images_name} ({images_rows}) does not match the batch size of "
+            f"the {labels_name} ({labels_rows}); pass as many rows of {labels_name} as images"
+        )
+    return images_rows
+
+
+def check_class_indices(name: str, labels: Tensor, num_classes: int | None) -> int:
+    """``num_classes`` if ``labels`` are integer class indices in ``[0, num_classes)``."""
+    if labels.is_floating_point() or labels.is_complex() or str(labels.dtype) == "torch.bool":
+        raise TypeError(
+            f"{name} of shape [B] must be integer class indices, got {labels.dtype}; "
+            "pass soft targets as [B, K]"
+        )
+    if num_classes is None:
+        raise ValueError(
+            f"num_classes must be passed if the {name} are index-based (class indices [B]); "
+            "pass num_classes=K"
+        )
+    import torch
+
+    if torch.compiler.is_compiling() or not labels.numel():  # no host sync inside a graph
+        return num_classes
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise ValueError(
+            f"{name} must lie in [0, num_classes={num_classes}), got range "
+            f"[{int(labels.min())}, {int(labels.max())}]; check num_classes"
+        )
+    return num_classes
 
 
 def check_mixer(**mixer_args: Any) -> None:

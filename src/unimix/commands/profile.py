@@ -47,25 +47,27 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _methods(text: str) -> list[str]:
-    from unimix import masks
+    from unimix import registry
 
     if text == "all":  # every image-independent method: the mask samplers but "none"
         from unimix.viz.gallery import gallery_methods
 
-        return [m for m in gallery_methods() if m in masks.available()]
+        return [m for m in gallery_methods() if m in registry.available("mask")]
     names = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [n for n in names if n not in masks.available()]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown mask methods {unknown or text!r}; known: {', '.join(masks.available())}"
-        )
+    if not names:
+        raise argparse.ArgumentTypeError(f"--methods names no mask method: {text!r}")
+    for name in names:
+        try:
+            registry.lookup(name, "mask")
+        except ValueError as err:  # the registry's one wording of an unknown name
+            raise argparse.ArgumentTypeError(str(err)) from None
     return names
 
 
 def _mask_methods_help() -> str:
-    from unimix import masks
+    from unimix import registry
 
-    return "mask methods: " + ", ".join(sorted(masks.available()))
+    return "mask methods: " + ", ".join(registry.available("mask"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,7 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--size", type=_size, default="32", help="image size N or HxW (default: 32)"
     )
     parser.add_argument(
-        "--out", type=_args.path, default=Path("profile"), help="output directory (default: profile)"
+        "--out",
+        type=_args.path,
+        default=Path("profile"),
+        help="output directory (default: profile)",
     )
     parser.add_argument("--alpha", type=float, default=1.0, help="α of λ ~ Beta(α, α) (default: 1)")
     parser.add_argument(

@@ -180,10 +180,8 @@ def _method_takes(method: str, key: str) -> bool:
 
 
 def _parameters(method: str) -> set[str]:
-    try:
-        from unimix.registry import parameters
-    except ImportError:  # pragma: no cover - older engine
-        from unimix.mix import method_parameters as parameters
+    from unimix.registry import parameters
+
     try:
         return set(parameters(method))
     except (KeyError, ValueError):

@@ -181,12 +181,10 @@ class StudyConfig:
             raise ValueError("methods must name at least one method, e.g. --methods none,mixup")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods lists a method twice: {self.methods}")
-        known = set(_available_methods())
+        from unimix.registry import lookup
+
         for name in self.methods:
-            if name not in known:
-                raise ValueError(
-                    f"unknown method {name!r} in methods; known methods: {', '.join(sorted(known))}"
-                )
+            lookup(name)  # the registry's one wording of an unknown name, listing the known ones
         if self.seeds is not None and (
             isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1
         ):
@@ -362,15 +360,6 @@ def _section_predicted(value: Any) -> dict[str, str]:
             f"{out['mixup_vs_cutmix']!r}"
         )
     return out
-
-
-def _available_methods() -> list[str]:
-    try:
-        from unimix.registry import available
-    except ImportError:  # pragma: no cover - older engine
-        from unimix.mix import available_methods as available
-    names = list(available())
-    return names if "none" in names else ["none", *names]
 
 
 @dataclass
