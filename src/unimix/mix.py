@@ -627,19 +627,23 @@ class Mixer:
     def _apply_traceable(
         self, x: Tensor, partner: Tensor, masks: Tensor, lam_eff: Tensor, inplace: bool
     ) -> tuple[Tensor, Measured]:
-        """``batch`` mode under ``torch.compile``: tensors only, no Python numbers (a new λ or box
-        is new data, not a new graph)."""
+        """Mask methods under ``torch.compile``, in every mode: tensors only, no Python numbers
+        and fixed shapes (a new λ, method or box is new data, not a new graph)."""
         wdtype = x.dtype if x.is_floating_point() else torch.float32
         weights = masks.to(device=x.device, dtype=wdtype)
-        if wdtype not in (torch.float32, torch.float64):
-            lam_eff = weights.float().mean().reshape(1)
         gathered = x.index_select(0, partner)
-        if x.is_floating_point():
-            mixed = torch.lerp(gathered, x, weights)
+        if x.is_floating_point():  # weights 1 and 0 copy their pixel: a NaN stays in its image
+            mixed = torch.where(
+                weights == 1,
+                x,
+                torch.where(weights == 0, gathered, torch.lerp(gathered, x, weights)),
+            )
         else:
             mixed = to_uint8(torch.lerp(gathered.float(), x.float(), weights))
         out = x.copy_(mixed) if inplace else mixed
         half = wdtype not in (torch.float32, torch.float64)
+        if half:
+            lam_eff = weights.float().mean(dim=(1, 2, 3))
         lam_rows = lam_eff.to(x.device).expand(x.shape[0])
         return out, Measured(lam_rows, weights if half else None)
 
@@ -840,7 +844,7 @@ class Mixer:
         if height == 0 or width == 0:
             raise ValueError(f"images has an empty image size {height}×{width}")
         _check_inplace(x, inplace)
-        if torch.compiler.is_compiling() and self.mode == "batch" and self._all_masks:
+        if torch.compiler.is_compiling() and self._all_masks:
             plan, masks, lam_eff, lam = _sample_outside_graph(self, batch, height, width, x.device)
             out, measured = self._apply_traceable(x, plan.partner, masks, lam_eff, inplace)
             weight = lam if plan.label_weight == "nominal" else measured.lam_effective
@@ -869,9 +873,9 @@ def _sample_outside_graph(
     """The draw of a compiled call, run eagerly: the plan, its mask ``[1, 1, H, W]``, λ̄ and the
     drawn λ (``[1]`` each) as tensors for the graph."""
     plan = mixer.sample(batch, height, width, device=device)
-    masks, lam_eff = _traceable_tensors(plan)
-    lam = torch.tensor([float(plan.unit_lam)], device=device)
-    return plan, masks.contiguous(), lam_eff, lam
+    masks = plan.masks
+    assert masks is not None
+    return plan, masks.contiguous(), plan.lam_effective, plan.lam
 
 
 def _traceable_tensors(plan: MixPlan) -> tuple[Tensor, Tensor]:
