@@ -28,23 +28,17 @@ import torch
 from torch import Tensor
 
 from unimix.masks import MaskSample
+from unimix.plan import MixPlan
 
 __all__ = ["single_sample", "mix_rows_uint8"]
 
 
-def single_sample(plan: object) -> MaskSample | None:
+def single_sample(plan: MixPlan) -> MaskSample | None:
     """The plan's one :class:`MaskSample` when it covers every unit of a ``pair``/``elem`` plan
     (one mask method, every unit mixed), else ``None`` (the caller falls back to the engine)."""
-    unit_method = getattr(plan, "unit_method", None)
-    if not isinstance(unit_method, Tensor) or getattr(plan, "mode", None) not in ("pair", "elem"):
+    if plan.mode not in ("pair", "elem"):
         return None
-    lam_eff = plan.unit_lam_effective  # type: ignore[attr-defined]
-    if not isinstance(lam_eff, Tensor) or bool(torch.isnan(lam_eff).any()):
-        return None  # an image-dependent method drew some unit
-    present = [s for s in plan.samples if s is not None]  # type: ignore[attr-defined]
-    if len(present) != 1 or present[0].lam.shape[0] != unit_method.shape[0]:
-        return None
-    return present[0]
+    return plan.covering_sample()
 
 
 def mix_rows_uint8(
