@@ -52,6 +52,7 @@ __all__ = [
     "check_method_params",
     "check_batch_size",
     "check_image_size",
+    "check_measured",
 ]
 
 T = TypeVar("T")
@@ -387,3 +388,14 @@ def check_image_size(batch: int, height: int, width: int) -> None:
         raise ValueError("images is an empty batch")
     if height == 0 or width == 0:
         raise ValueError(f"images has an empty image size {height}×{width}")
+
+
+def check_measured(measured: object) -> Any:
+    """``None`` or the :class:`~unimix.plan.Measured` record ``Mixer.apply`` returned."""
+    from unimix.plan import Measured  # plan → masks → checks: imported on use
+
+    if measured is not None and not isinstance(measured, Measured):
+        raise TypeError(
+            f"measured must be what Mixer.apply returned, got {type(measured).__name__}"
+        )
+    return measured

@@ -20,16 +20,27 @@ Under ``torch.compile`` :func:`traced_blend` is the kernel: tensors of fixed sha
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Literal
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from unimix.blend import blend, blend_exact, paste_box, select, to_uint8
+from unimix.mixmethod import MixMethod
 from unimix.plan import Measured, MixPlan, unit_masks
 
-__all__ = ["Kind", "mask_kind", "apply_masks", "traced_blend", "select_exactly", "apply_map"]
+__all__ = [
+    "Kind",
+    "mask_kind",
+    "apply_masks",
+    "traced_blend",
+    "select_exactly",
+    "apply_map",
+    "run_image_methods",
+    "copied_rows",
+    "dense_targets",
+]
 
 Kind = Literal["copy", "box", "constant", "select", "blend"]
 
@@ -57,7 +68,7 @@ def mask_kind(plan: MixPlan, x: Tensor, no_mix: Collection[int]) -> Kind:
         return "constant"
     covering = plan.covering_sample()
     if (
-        plan.n_units == 1
+        plan.mode == "batch"
         and covering is not None
         and covering.boxes is not None
         and covering.outside is not None
@@ -80,18 +91,22 @@ def apply_masks(
     kind: Kind,
     out: Tensor | None,
     workspace: Tensor | None,
+    images: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Mix ``x`` by the plan's masks with the kernel of ``kind`` into ``out`` (``x`` itself when
     in place, a new tensor when ``None``). Returns the mixed batch, ``λ̄`` per unit as applied
     (in the images' dtype) and the masks as applied ``[B or 1, 1, H, W]`` when half precision
-    changed them (else ``None``). Units of image-dependent methods get weight 1 here."""
+    changed them (else ``None``). Units of image-dependent methods (``images``: the plan has
+    some) get weight 1 here, their rows overwritten afterwards."""
     wdtype = x.dtype if x.is_floating_point() else torch.float32
     half = wdtype not in (torch.float32, torch.float64)
-    lam_u = plan.unit_lam_effective.nan_to_num(1.0)
+    lam_u = plan.unit_lam_effective  # copied below where the rows could alias the plan's
+    if images or plan.mode != "batch":
+        lam_u = lam_u.nan_to_num(1.0)
     partner = plan.partner
     if kind == "copy":
         return (x.clone() if out is None else out), lam_u, None
-    covering = plan.covering_sample()
+    covering = plan.covering_sample() if kind in ("box", "select") else None
     if kind == "box":
         assert covering is not None and covering.boxes is not None
         y0, y1, x0, x1 = covering.boxes[0].tolist()
@@ -100,9 +115,10 @@ def apply_masks(
     if kind == "constant":
         if half:
             lam_u = lam_u.to(wdtype).float()
-        w: Tensor | float = _rows(plan, lam_u.to(wdtype)).view(-1, 1, 1, 1)
-        if plan.n_units == 1 and x.is_floating_point() and x.device.type == "cpu":
-            w = float(lam_u[0])
+        if plan.mode == "batch" and x.is_floating_point() and x.device.type == "cpu":
+            w: Tensor | float = lam_u.item()
+        else:
+            w = _rows(plan, lam_u.to(wdtype)).view(-1, 1, 1, 1)
         return blend(x, partner, w, out, ws), lam_u, None
     if kind == "select":
         keep = covering.keep() if covering is not None else _masks(plan, torch.float32).bool()
@@ -165,3 +181,63 @@ def apply_map(maps: Tensor, plan: MixPlan, inplace: bool) -> tuple[Tensor, Measu
     keep = masks.bool().expand(plan.batch_size, 1, plan.height, plan.width)
     out = select(maps, plan.partner, keep, maps if inplace else None)
     return out, Measured(masks.mean(dim=(1, 2, 3)).expand(plan.batch_size))
+
+
+def run_image_methods(
+    methods: Sequence[object],
+    x: Tensor,
+    plan: MixPlan,
+    context: Mapping[str, Any],
+    generator_device: torch.device,
+) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """Rows mixed by image-dependent methods (:class:`~unimix.mixmethod.MixMethod`): ``(rows,
+    mixed rows, λ̄ of the rows)`` each. Method ``m`` draws from a generator seeded
+    ``plan.image_seed + m``, so one plan replays the same pixels. ``context`` holds ``model``
+    (and ``labels``); they read the original rows, so they run before any in-place mix."""
+    results = []
+    lam_rows, method_rows, applied_rows = plan.lam, plan.method, plan.applied
+    seed = plan.image_seed if plan.image_seed is not None else 0
+    for m, obj in enumerate(methods):
+        if not isinstance(obj, MixMethod):
+            continue
+        rows = ((method_rows == m) & applied_rows).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            continue
+        partner_rows = plan.partner[rows]
+        mixed, lam_m = obj.mix(
+            x.index_select(0, rows),
+            x.index_select(0, partner_rows),
+            lam_rows[rows],
+            generator=torch.Generator(generator_device).manual_seed(seed + m),
+            context={**context, "rows": rows, "partner_rows": partner_rows},
+        )
+        if not x.is_floating_point():
+            mixed = to_uint8(mixed.float())
+        results.append((rows, mixed.to(x.dtype), lam_m.to(x.device, torch.float32)))
+    return results
+
+
+def dense_targets(maps: Tensor, plan: MixPlan, num_classes: int) -> Tensor:
+    """Per-pixel soft targets ``[B, K, H, W]`` of checked class-id maps ``[B, H, W]``:
+    ``M ⊙ onehot(s) + (1 − M) ⊙ onehot(s[partner])``."""
+    masks = plan.masks
+    if masks is None:
+        raise ValueError(
+            "dense_targets needs the plan's masks; an image-dependent method mixed a row"
+        )
+    onehot = torch.nn.functional.one_hot(maps.long(), num_classes).permute(0, 3, 1, 2)
+    onehot = onehot.to(device=masks.device, dtype=torch.float32)
+    partner = plan.partner.to(masks.device)
+    return torch.lerp(onehot.index_select(0, partner), onehot, masks)
+
+
+def copied_rows(plan: MixPlan, no_mix: Collection[int], prob: float) -> Tensor | None:
+    """Rows left unmixed (``prob < 1``, or the methods ``no_mix``) in a mix, or ``None``: the
+    engine copies them over the kernel's output (a copy, never arithmetic: NaN stays put)."""
+    if prob == 1.0 and not no_mix:
+        return None
+    exact = ~plan.applied
+    for m in no_mix:
+        exact |= plan.method == m
+    rows = exact.nonzero().squeeze(1)
+    return rows if rows.numel() else None

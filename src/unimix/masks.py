@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, cast
 
 import numpy as np
 import torch
@@ -131,7 +131,7 @@ class MaskSample:
 
 
 def _check_boundary(boundary: str) -> Boundary:
-    return check_choice("boundary", boundary, ("clip", "wrap"))  # type: ignore[return-value]
+    return cast(Boundary, check_choice("boundary", boundary, ("clip", "wrap")))
 
 
 def _random_device(generator: torch.Generator | None) -> torch.device:
@@ -206,7 +206,7 @@ class MaskSampler:
         super().__init_subclass__(**kwargs)
         # samplers written before `sample` was public override `_sample`: keep them working
         if "_sample" in cls.__dict__ and "sample" not in cls.__dict__:
-            cls.sample = cls.__dict__["_sample"]  # type: ignore[method-assign]
+            type.__setattr__(cls, "sample", cls.__dict__["_sample"])  # a method, set late
 
     def __call__(
         self,

@@ -34,7 +34,6 @@ from torch import Tensor, nn
 
 from unimix import masks as _masks
 from unimix import registry
-from unimix.blend import to_uint8
 from unimix.checks import (
     check_alpha,
     check_alpha_names,
@@ -46,6 +45,7 @@ from unimix.checks import (
     check_images,
     check_inplace,
     check_label_maps,
+    check_measured,
     check_method_list,
     check_method_params,
     check_plan_fits,
@@ -54,9 +54,18 @@ from unimix.checks import (
     check_switch_prob,
     check_unit,
 )
-from unimix.kernels import apply_map, apply_masks, mask_kind, traced_blend
+from unimix.draw import draw_for_graph, draw_plan
+from unimix.kernels import (
+    apply_map,
+    apply_masks,
+    copied_rows,
+    dense_targets,
+    mask_kind,
+    run_image_methods,
+    traced_blend,
+)
 from unimix.mixmethod import MixMethod
-from unimix.plan import Applied, Measured, MixInfo, MixPlan, covering_sample
+from unimix.plan import Applied, Measured, MixInfo, MixPlan
 from unimix.targets import (
     SoftTargetCrossEntropy,
     mix_targets,
@@ -209,8 +218,6 @@ class Mixer:
         self._requires_model = any(registry.requires_model(m) for m in self.methods)
         self._all_masks = all(isinstance(m, _masks.MaskSampler) for m in self.methods)
         self._no_mix = tuple(i for i, m in enumerate(self.methods) if isinstance(m, _masks.NoMix))
-        self._cumulative = (self.weights / self.weights.sum()).cumsum(0).tolist()
-        self._flip_cache: dict[tuple[int, torch.device], Tensor] = {}
         self._draw_lock = threading.Lock()
         self._local = threading.local()  # per-thread workspace of in-place mixing
 
@@ -241,7 +248,6 @@ class Mixer:
     def __copy__(self) -> Mixer:
         new = Mixer.__new__(Mixer)
         new.__setstate__(self.__getstate__())
-        new._flip_cache = {}
         return new
 
     # ---- state -------------------------------------------------------------------------------
@@ -275,148 +281,12 @@ class Mixer:
         batch = check_batch_size(batch_size, self.mode)
         height = check_positive_int("height", height)
         width = check_positive_int("width", width)
-        device = torch.device(device) if device is not None else self._rand_device()
+        if device is None:
+            device = self.generator.device if self.generator is not None else "cpu"
+        device = torch.device(device)
         fixed = None if lam is None else check_unit("lam", lam)
-        n_units = {"batch": 1, "pair": batch // 2, "elem": batch}[self.mode]
         with self._draw_lock:
-            if self.mode == "batch" and self._all_masks:  # Python-number draws: the fast stream
-                partner, units, samples = self._draw_one(batch, height, width, device, fixed)
-            else:
-                partner = self._draw_partner(batch, device)
-                units, samples = self._draw_units(n_units, batch, height, width, device, fixed)
-            lam, method, applied = (t.to(device) for t in units)
-            seed = None
-            if not self._all_masks:  # the image methods' random choices are drawn here too
-                dev = self._rand_device()
-                seed = int(torch.randint(0, 2**62, (1,), generator=self.generator, device=dev))
-        return MixPlan._trusted(
-            batch_size=batch, height=height, width=width, mode=self.mode, partner=partner,
-            unit_of_row=self._unit_of_row(batch, partner), unit_lam=lam,
-            unit_lam_effective=self._unit_lam_effective(lam, method, applied, samples),
-            unit_method=method, unit_applied=applied, samples=tuple(samples),
-            method_names=tuple(self.method_names), label_weight=self.label_weight,
-            image_seed=seed,
-        )  # fmt: skip
-
-    def _rand_device(self) -> torch.device:
-        return self.generator.device if self.generator is not None else torch.device("cpu")
-
-    def _flip(self, batch: int, device: torch.device) -> Tensor:
-        key = (batch, device)
-        cached = self._flip_cache.get(key)
-        if cached is None:
-            cached = torch.arange(batch - 1, -1, -1, device=device)
-            self._flip_cache = {key: cached}
-        return cached
-
-    def _draw_partner(self, batch: int, device: torch.device) -> Tensor:
-        if self.partner == "flip" or batch == 1:
-            return self._flip(batch, device)
-        perm = torch.randperm(batch, generator=self.generator, device=self._rand_device())
-        if self.mode == "pair":  # a random pairing: consecutive entries of perm are partners
-            partner = torch.empty_like(perm)
-            partner[perm[0::2]] = perm[1::2]
-            partner[perm[1::2]] = perm[0::2]
-            perm = partner
-        return perm.to(device)
-
-    def _unit_of_row(self, batch: int, partner: Tensor) -> Tensor:
-        rows = torch.arange(batch, device=partner.device)
-        if self.mode != "pair":
-            return rows if self.mode == "elem" else torch.zeros_like(rows)
-        if self.partner == "flip":
-            return torch.minimum(rows, batch - 1 - rows)
-        # random pairing: a pair is numbered by its smaller row index among the pairs
-        return torch.unique(torch.minimum(rows, partner), return_inverse=True)[1]
-
-    def _draw_one(
-        self, batch: int, height: int, width: int, device: torch.device, fixed: float | None
-    ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor], list[_masks.MaskSample | None]]:
-        """``batch`` mode of mask methods: its one unit drawn as Python numbers (cheap), in the
-        order the golden streams pin (method before partner)."""
-        g = self.generator
-        applied, m = batch > 1, 0
-        if applied and (self.prob < 1.0 or len(self.methods) > 1):
-            u_apply, u_method = torch.rand(2, generator=g, device=self._rand_device()).tolist()
-            applied = u_apply < self.prob
-            m = next(
-                (i for i, c in enumerate(self._cumulative) if u_method < c), len(self.methods) - 1
-            )
-        partner = self._draw_partner(batch, device)
-        samples: list[_masks.MaskSample | None] = [None] * len(self.methods)
-        lam = torch.ones(1)
-        sampler = self.methods[m]
-        if applied and isinstance(sampler, _masks.MaskSampler):
-            lam_m = _masks.sample_lambda_one(self.alphas[m], g) if fixed is None else fixed
-            samples[m] = sample = sampler.sample_one(lam_m, height, width, device, g)
-            lam = sample.lam if sampler.ignores_lam else torch.tensor([lam_m])
-        units = (lam, torch.tensor([m]), torch.tensor([applied]))
-        return partner, units, samples
-
-    def _draw_units(
-        self, n: int, batch: int, height: int, width: int, device: torch.device, fixed: float | None
-    ) -> tuple[tuple[Tensor, Tensor, Tensor], list[_masks.MaskSample | None]]:
-        """λ, method index and applied flag per unit, and each mask method's samples (a batch of
-        one has no partner: left unmixed, nothing drawn)."""
-        g, dev = self.generator, self._rand_device()
-        if batch == 1:
-            units = (
-                torch.ones(1),
-                torch.zeros(1, dtype=torch.long),
-                torch.zeros(1, dtype=torch.bool),
-            )
-            return units, [None] * len(self.methods)
-        applied = torch.ones(n, dtype=torch.bool, device=dev)
-        if self.prob < 1.0:
-            applied = torch.rand(n, generator=g, device=dev) < self.prob
-        if len(self.methods) == 1:
-            method = torch.zeros(n, dtype=torch.long, device=dev)
-        else:
-            method = torch.multinomial(self.weights.to(dev), n, replacement=True, generator=g)
-        everyone = len(self.methods) == 1 and self.prob == 1.0  # no per-method selection
-        lam = torch.ones(n, device=dev)
-        samples: list[_masks.MaskSample | None] = []
-        for m, obj in enumerate(self.methods):
-            sel = None if everyone else (method == m) & applied
-            count = n if sel is None else int(sel.sum())
-            sample = None
-            if count:
-                lam_m = self._lambdas(m, count, dev, fixed)
-                if isinstance(obj, _masks.MaskSampler):
-                    sample = obj.sample(lam_m, height, width, device, g)
-                    lam_m = sample.lam.to(dev) if obj.ignores_lam else lam_m
-                if sel is None:
-                    lam = lam_m
-                else:
-                    lam[sel] = lam_m
-            samples.append(sample)
-        return (lam, method, applied), samples
-
-    def _lambdas(self, m: int, n: int, dev: torch.device, fixed: float | None) -> Tensor:
-        """``n`` λ of method ``m``: Beta(α_m, α_m) draws, or ``fixed`` for each."""
-        if fixed is not None:
-            return torch.full((n,), fixed, device=dev)
-        return _masks.sample_lambda(self.alphas[m], n, self.generator, dev)
-
-    def _unit_lam_effective(
-        self,
-        lam: Tensor,
-        method: Tensor,
-        applied: Tensor,
-        samples: Sequence[_masks.MaskSample | None],
-    ) -> Tensor:
-        """λ̄ per unit from the samples: 1 where not mixed, NaN where an image method mixes."""
-        covering = covering_sample(samples, lam.shape[0])
-        if covering is not None:
-            return covering.lam.to(lam.device)
-        lam_eff = torch.ones_like(lam)
-        for m, obj in enumerate(self.methods):
-            sample = samples[m]
-            if sample is not None:
-                lam_eff[(method == m) & applied] = sample.lam.to(lam.device)
-            elif isinstance(obj, MixMethod):
-                lam_eff[(method == m) & applied] = float("nan")
-        return lam_eff
+            return draw_plan(self, batch, height, width, device, fixed, self._all_masks)
 
     # ---- apply --------------------------------------------------------------------------------
     def apply(
@@ -462,12 +332,18 @@ class Mixer:
             masks = plan.masks
             assert masks is not None
             return traced_blend(x, plan.partner, masks, plan.lam_effective, inplace)
-        image_rows = self._run_image_methods(x, plan, model, labels)
+        image_rows = []
+        if not self._all_masks and plan.needs_images:  # they read the original rows: first
+            context: dict[str, Any] = {"model": model}
+            if labels is not None:
+                context["labels"] = labels
+            device = self.generator.device if self.generator is not None else torch.device("cpu")
+            image_rows = run_image_methods(self.methods, x, plan, context, device)
         kind = mask_kind(plan, x, self._no_mix)
-        copied = self._copied_rows(plan) if kind != "copy" else None
+        copied = copied_rows(plan, self._no_mix, self.prob) if kind != "copy" else None
         kept = x.index_select(0, copied) if copied is not None and inplace else None
         ws = self._workspace(x) if inplace or kind == "select" else None
-        out, lam_u, masks = apply_masks(x, plan, kind, x if inplace else None, ws)
+        out, lam_u, masks = apply_masks(x, plan, kind, x if inplace else None, ws, bool(image_rows))
         if copied is not None:  # unmixed rows are copies, never arithmetic (NaN stays put)
             out.index_copy_(0, copied, kept if kept is not None else x.index_select(0, copied))
         lam_rows = plan.spread(lam_u)
@@ -481,57 +357,10 @@ class Mixer:
     def _workspace(self, x: Tensor) -> Tensor:
         """This thread's reusable gather buffer for in-place mixing (no fresh allocation)."""
         ws = getattr(self._local, "workspace", None)
-        if (
-            ws is None
-            or ws.shape != x.shape
-            or ws.dtype != x.dtype
-            or ws.device != x.device
-            or ws.stride() != x.stride()
-        ):
+        like = (x.shape, x.dtype, x.device, x.stride())
+        if ws is None or (ws.shape, ws.dtype, ws.device, ws.stride()) != like:
             ws = self._local.workspace = torch.empty_like(x)
         return ws
-
-    def _copied_rows(self, plan: MixPlan) -> Tensor | None:
-        """Rows left unmixed (``prob < 1``, or the ``none`` method) in a mix, or ``None``."""
-        if self.prob == 1.0 and not self._no_mix:
-            return None
-        exact = ~plan.applied
-        for m in self._no_mix:
-            exact |= plan.method == m
-        rows = exact.nonzero().squeeze(1)
-        return rows if rows.numel() else None
-
-    def _run_image_methods(
-        self, x: Tensor, plan: MixPlan, model: nn.Module | None, labels: Tensor | None
-    ) -> list[tuple[Tensor, Tensor, Tensor]]:
-        """Rows mixed by image-dependent methods: ``(rows, mixed rows, λ̄ of the rows)`` each,
-        method ``m`` drawing from a generator seeded ``plan.image_seed + m`` (replayable)."""
-        if self._all_masks or not plan.needs_images:
-            return []
-        results = []
-        lam_rows, method_rows, applied_rows = plan.lam, plan.method, plan.applied
-        context: dict[str, Any] = {"model": model}
-        if labels is not None:
-            context["labels"] = labels
-        seed = plan.image_seed if plan.image_seed is not None else 0
-        for m, obj in enumerate(self.methods):
-            if not isinstance(obj, MixMethod):
-                continue
-            rows = ((method_rows == m) & applied_rows).nonzero().squeeze(1)
-            if rows.numel() == 0:
-                continue
-            partner_rows = plan.partner[rows]
-            mixed, lam_m = obj.mix(
-                x.index_select(0, rows),
-                x.index_select(0, partner_rows),
-                lam_rows[rows],
-                generator=torch.Generator(self._rand_device()).manual_seed(seed + m),
-                context={**context, "rows": rows, "partner_rows": partner_rows},
-            )
-            if not x.is_floating_point():
-                mixed = to_uint8(mixed.float())
-            results.append((rows, mixed.to(x.dtype), lam_m.to(x.device, torch.float32)))
-        return results
 
     def dense_targets(self, maps: Tensor, plan: MixPlan | MixInfo, num_classes: int) -> Tensor:
         """Per-pixel soft targets ``[B, K, H, W]`` for integer label maps ``[B, H, W]`` or
@@ -539,16 +368,7 @@ class Mixer:
         pixel's classes weighted by the mask of the plan (rows sum to 1 for every mask method)."""
         plan = _the_plan(plan)
         num_classes = check_positive_int("num_classes", num_classes)
-        maps = check_label_maps(maps, plan, num_classes)
-        masks = plan.masks
-        if masks is None:
-            raise ValueError(
-                "dense_targets needs the plan's masks; an image-dependent method mixed a row"
-            )
-        onehot = torch.nn.functional.one_hot(maps.long(), num_classes).permute(0, 3, 1, 2)
-        onehot = onehot.to(device=masks.device, dtype=torch.float32)
-        partner = plan.partner.to(masks.device)
-        return torch.lerp(onehot.index_select(0, partner), onehot, masks)
+        return dense_targets(check_label_maps(maps, plan, num_classes), plan, num_classes)
 
     # ---- targets ------------------------------------------------------------------------------
     def targets(
@@ -562,12 +382,7 @@ class Mixer:
         if isinstance(plan, MixInfo):
             plan, measured = plan.plan, plan.measured if measured is None else measured
         plan = _the_plan(plan)
-        if isinstance(measured, Applied):
-            measured = measured.measured
-        if measured is not None and not isinstance(measured, Measured):
-            raise TypeError(
-                f"measured must be what Mixer.apply returned, got {type(measured).__name__}"
-            )
+        measured = check_measured(measured.measured if isinstance(measured, Applied) else measured)
         device = plan.partner.device
         onehot = one_hot_targets(
             labels, self.num_classes, plan.batch_size, self.label_smoothing, device
@@ -576,20 +391,20 @@ class Mixer:
 
     def _label_weight(self, plan: MixPlan, measured: Measured | None) -> Tensor | float:
         """``[B]`` own-label weights; one number where one mask covers the batch (CPU)."""
-        if plan.label_weight == "nominal":
-            rows = plan.lam
-        elif measured is not None:
-            rows = measured.lam_effective
-        elif plan.needs_images:
-            raise ValueError(
-                "this plan uses an image-dependent method, whose λ̄ depends on the images: "
-                "pass what Mixer.apply(images, plan) returned: Mixer.targets(labels, plan, measured)"
-            )
+        if plan.label_weight == "nominal" or measured is None:
+            if plan.label_weight != "nominal" and not self._all_masks and plan.needs_images:
+                raise ValueError(
+                    "this plan uses an image-dependent method, whose λ̄ depends on the images: "
+                    "pass what Mixer.apply(images, plan) returned: "
+                    "Mixer.targets(labels, plan, measured)"
+                )
+            nominal = plan.label_weight == "nominal"
+            weights = plan.unit_lam if nominal else plan.unit_lam_effective  # per unit
         else:
-            rows = plan.lam_effective
-        if plan.mode == "batch" and self._all_masks and rows.device.type == "cpu":
-            return float(rows[0])  # one weight for the batch: a scalar label mix
-        return rows
+            weights = measured.lam_effective  # per row
+        if plan.mode == "batch" and self._all_masks and weights.device.type == "cpu":
+            return float(weights[0])  # one weight for the batch: a scalar label mix
+        return weights if weights.shape[0] == plan.batch_size else plan.spread(weights)
 
     # ---- the call -----------------------------------------------------------------------------
     def __call__(
@@ -611,7 +426,7 @@ class Mixer:
         check_image_size(batch, height, width)
         check_inplace(x, inplace)
         if torch.compiler.is_compiling() and self._all_masks:
-            plan, masks, lam_eff, lam = _sample_outside_graph(self, batch, height, width, x.device)
+            plan, masks, lam_eff, lam = draw_for_graph(self, batch, height, width, x.device)
             out, measured = traced_blend(x, plan.partner, masks, lam_eff, inplace)
             weight: Tensor | float = (
                 lam if plan.label_weight == "nominal" else measured.lam_effective
@@ -632,15 +447,3 @@ def _the_plan(plan: object) -> MixPlan:
     if not isinstance(plan, MixPlan):
         raise TypeError(f"plan must be a MixPlan from Mixer.sample, got {type(plan).__name__}")
     return plan
-
-
-@torch.compiler.disable
-def _sample_outside_graph(
-    mixer: Mixer, batch: int, height: int, width: int, device: torch.device
-) -> tuple[MixPlan, Tensor, Tensor, Tensor]:
-    """The draw of a compiled call, run eagerly: the plan, its masks ``[B or 1, 1, H, W]``, λ̄
-    and the drawn λ per row ``[B]``, as tensors of fixed shapes for the graph."""
-    plan = mixer.sample(batch, height, width, device=device)
-    masks = plan.masks
-    assert masks is not None
-    return plan, masks.contiguous(), plan.lam_effective, plan.lam

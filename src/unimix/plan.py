@@ -101,20 +101,17 @@ class MixPlan:
         mixed: its rows are the units), else ``None``."""
         return covering_sample(self.samples, self.n_units)
 
-    def _rows(self, values: Tensor) -> Tensor:
-        return self.spread(values.to(self.partner.device))
-
     @property
     def lam(self) -> Tensor:
         """``[B]`` λ drawn for each row (1 where the row is not mixed)."""
-        return self._rows(self.unit_lam)
+        return self.spread(self.unit_lam)
 
     @property
     def lam_effective(self) -> Tensor:
         """``[B]`` mean of each row's float32 mask as drawn (NaN for rows of image-dependent
         methods); the λ̄ actually applied (images' dtype) is in the :class:`Measured` that
         :meth:`Mixer.apply` returns."""
-        return self._rows(self.unit_lam_effective)
+        return self.spread(self.unit_lam_effective)
 
     @property
     def label_weights(self) -> Tensor:
@@ -124,12 +121,12 @@ class MixPlan:
     @property
     def method(self) -> Tensor:
         """``[B]`` index into :attr:`method_names` of the method of each row."""
-        return self._rows(self.unit_method)
+        return self.spread(self.unit_method)
 
     @property
     def applied(self) -> Tensor:
         """``[B]`` whether each row is mixed."""
-        return self._rows(self.unit_applied)
+        return self.spread(self.unit_applied)
 
     @property
     def masks(self) -> Tensor | None:
