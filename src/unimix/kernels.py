@@ -39,6 +39,7 @@ __all__ = [
     "apply_map",
     "run_image_methods",
     "copied_rows",
+    "as_applied",
     "dense_targets",
 ]
 
@@ -113,26 +114,31 @@ def apply_masks(
         return paste_box(x, partner, (y0, y1, x0, x1), out), lam_u, None
     ws = workspace if out is x else None
     if kind == "constant":
-        if half:
-            lam_u = lam_u.to(wdtype).float()
-        if plan.mode == "batch" and x.is_floating_point() and x.device.type == "cpu":
-            w: Tensor | float = lam_u.item()
-        else:
-            w = _rows(plan, lam_u.to(wdtype)).view(-1, 1, 1, 1)
-        return blend(x, partner, w, out, ws), lam_u, None
+        if plan.mode == "batch" and x.is_floating_point() and not half and x.device.type == "cpu":
+            return blend(x, partner, lam_u.item(), out, ws), lam_u, None
+        w_u, mean = as_applied(lam_u.view(-1, 1, 1, 1), wdtype)
+        return blend(x, partner, _rows(plan, w_u), out, ws), lam_u if mean is None else mean, None
     if kind == "select":
         keep = covering.keep() if covering is not None else _masks(plan, torch.float32).bool()
         return select(x, partner, _rows(plan, keep), out, workspace), lam_u, None
-    weights = _masks(plan, wdtype)
-    applied = None
-    if half:  # the label must weigh the mask actually applied: its values in the images' dtype
-        lam_u = weights.float().mean(dim=(1, 2, 3))
-        applied = _rows(plan, weights)
+    weights, mean = as_applied(_masks(plan, torch.float32), wdtype)
     w_rows = _rows(plan, weights)
+    applied = None if mean is None else w_rows
+    lam_u = lam_u if mean is None else mean
     binary = any(s is not None and s.binary for s in plan.samples)
     if binary and select_exactly(x):  # binary rows among blended ones stay exact copies
         return blend_exact(x, partner, w_rows, out), lam_u, applied
     return blend(x, partner, w_rows, out, ws), lam_u, applied
+
+
+def as_applied(weights: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+    """Mask weights ``[N, 1, h, w]`` as applied, in ``dtype`` (the images' dtype; float32 for
+    uint8), and, where that dtype rounds them (half precision), their means ``[N]``: the λ̄ the
+    labels must weigh. ``None`` otherwise (the float32 λ̄ of the plan stands)."""
+    applied = weights.to(dtype)
+    if dtype in (torch.float32, torch.float64):
+        return applied, None
+    return applied, applied.float().mean(dim=(1, 2, 3))
 
 
 def _masks(plan: MixPlan, dtype: torch.dtype) -> Tensor:
@@ -148,7 +154,7 @@ def traced_blend(
     ``lam_eff`` ``[B]`` drawn outside the graph; tensors only, fixed shapes (a new λ, method or
     box is new data, not a new graph). Weights 0 and 1 copy their pixel (a NaN stays put)."""
     wdtype = x.dtype if x.is_floating_point() else torch.float32
-    weights = masks.to(device=x.device, dtype=wdtype)
+    weights, mean = as_applied(masks.to(x.device), wdtype)
     gathered = x.index_select(0, partner)
     if x.is_floating_point():
         blended = torch.lerp(gathered, x, weights)
@@ -156,11 +162,8 @@ def traced_blend(
     else:
         mixed = to_uint8(torch.lerp(gathered.float(), x.float(), weights))
     out = x.copy_(mixed) if inplace else mixed
-    half = wdtype not in (torch.float32, torch.float64)
-    if half:
-        lam_eff = weights.float().mean(dim=(1, 2, 3))
-    lam_rows = lam_eff.to(x.device).expand(x.shape[0])
-    return out, Measured(lam_rows, weights if half else None)
+    lam_rows = (lam_eff if mean is None else mean).to(x.device).expand(x.shape[0])
+    return out, Measured(lam_rows, None if mean is None else weights)
 
 
 def apply_map(maps: Tensor, plan: MixPlan, inplace: bool) -> tuple[Tensor, Measured]:
