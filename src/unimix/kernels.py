@@ -73,7 +73,7 @@ def mask_kind(plan: MixPlan, x: Tensor, no_mix: Collection[int]) -> Kind:
         and covering is not None
         and covering.boxes is not None
         and covering.outside is not None
-        and float(covering.outside[0]) == 1.0
+        and covering.outside.item() == 1.0  # one unit: one value
     ):
         return "box"
     if all(s.binary for s in present) and select_exactly(x):
@@ -110,7 +110,7 @@ def apply_masks(
     covering = plan.covering_sample() if kind in ("box", "select") else None
     if kind == "box":
         assert covering is not None and covering.boxes is not None
-        y0, y1, x0, x1 = covering.boxes[0].tolist()
+        y0, y1, x0, x1 = covering.boxes.tolist()[0]
         return paste_box(x, partner, (y0, y1, x0, x1), out), lam_u, None
     ws = workspace if out is x else None
     if kind == "constant":

@@ -165,7 +165,7 @@ def unit_masks(
     """``[U, 1, H, W]`` masks of the plan's units (ones where not mixed), in ``dtype``. A unit of
     an image-dependent method has no mask: ``None`` then, or ones with ``ones_for_images`` (the
     engine blends those units with weight 1 and overwrites them). Made on each call."""
-    if plan.needs_images and not ones_for_images:
+    if not ones_for_images and plan.needs_images:
         return None
     covering = plan.covering_sample()
     if covering is not None:
