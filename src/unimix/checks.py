@@ -390,11 +390,9 @@ def check_image_size(batch: int, height: int, width: int) -> None:
         raise ValueError(f"images has an empty image size {height}×{width}")
 
 
-def check_measured(measured: object) -> Any:
-    """``None`` or the :class:`~unimix.plan.Measured` record ``Mixer.apply`` returned."""
-    from unimix.plan import Measured  # plan → masks → checks: imported on use
-
-    if measured is not None and not isinstance(measured, Measured):
+def check_measured(measured: T | None, record: type[T]) -> T | None:
+    """``None`` or the ``record`` (:class:`~unimix.plan.Measured`) that ``Mixer.apply`` returned."""
+    if measured is not None and not isinstance(measured, record):
         raise TypeError(
             f"measured must be what Mixer.apply returned, got {type(measured).__name__}"
         )

@@ -27,7 +27,7 @@ from unimix.plan import MixPlan, covering_sample
 if TYPE_CHECKING:
     from unimix.mix import Mixer
 
-__all__ = ["draw_plan", "draw_for_graph"]
+__all__ = ["draw_plan", "draw_for_graph", "graph_tensors"]
 
 Samples = list[_masks.MaskSample | None]
 
@@ -214,6 +214,12 @@ def draw_for_graph(
     masks ``[B or 1, 1, H, W]``, λ̄ and the drawn λ per row ``[B]`` — tensors of fixed shapes,
     so new draws are new data for the graph, not a new graph."""
     plan = mixer.sample(batch, height, width, device=device)
+    return (plan, *graph_tensors(plan))
+
+
+def graph_tensors(plan: MixPlan) -> tuple[Tensor, Tensor, Tensor]:
+    """A mask-only plan as the compiled kernel takes it: masks ``[B or 1, 1, H, W]``, λ̄ and λ
+    per row ``[B]``."""
     masks = plan.masks
     assert masks is not None
-    return plan, masks.contiguous(), plan.lam_effective, plan.lam
+    return masks.contiguous(), plan.lam_effective, plan.lam

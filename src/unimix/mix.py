@@ -54,7 +54,7 @@ from unimix.checks import (
     check_switch_prob,
     check_unit,
 )
-from unimix.draw import draw_for_graph, draw_plan
+from unimix.draw import draw_for_graph, draw_plan, graph_tensors
 from unimix.kernels import (
     apply_map,
     apply_masks,
@@ -329,9 +329,8 @@ class Mixer:
         """:meth:`apply` on checked arguments: image methods' rows first (they read the original
         pixels), then the kernel of the masks' kind, unmixed rows restored as exact copies."""
         if torch.compiler.is_compiling() and self._all_masks:
-            masks = plan.masks
-            assert masks is not None
-            return traced_blend(x, plan.partner, masks, plan.lam_effective, inplace)
+            masks, lam_eff, _ = graph_tensors(plan)
+            return traced_blend(x, plan.partner, masks, lam_eff, inplace)
         image_rows = []
         if not self._all_masks and plan.needs_images:  # they read the original rows: first
             context: dict[str, Any] = {"model": model}
@@ -382,7 +381,9 @@ class Mixer:
         if isinstance(plan, MixInfo):
             plan, measured = plan.plan, plan.measured if measured is None else measured
         plan = _the_plan(plan)
-        measured = check_measured(measured.measured if isinstance(measured, Applied) else measured)
+        measured = check_measured(
+            measured.measured if isinstance(measured, Applied) else measured, Measured
+        )
         device = plan.partner.device
         onehot = one_hot_targets(
             labels, self.num_classes, plan.batch_size, self.label_smoothing, device
