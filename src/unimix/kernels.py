@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 Kind = Literal["copy", "box", "constant", "select", "blend"]
+"""The kernel a plan's masks call for (see the module docstring)."""
 
 
 def select_exactly(x: Tensor) -> bool:
