@@ -26,7 +26,7 @@ No mode loops over the batch in Python, and no mode needs an even batch except `
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -80,9 +80,6 @@ __all__ = [
     "Measured",
     "Applied",
     "MixMethod",
-    "register_method",
-    "available_methods",
-    "method_parameters",
     "soft_target_cross_entropy",
     "SoftTargetCrossEntropy",
     "one_hot_targets",
@@ -94,30 +91,13 @@ LabelWeight = Literal["effective", "nominal"]
 Method = _masks.MaskSampler | MixMethod
 
 
-def register_method(name: str) -> Callable[[type[MixMethod]], type[MixMethod]]:
-    """Class decorator: register an image-dependent :class:`MixMethod` under ``name`` in
-    :mod:`unimix.registry` (names are unique across mask samplers and image methods)."""
-    return registry.register(name, kind="image")
-
-
-def available_methods() -> list[str]:
-    """Every method name :class:`Mixer` accepts: mask samplers and image-dependent methods."""
-    return registry.available()
-
-
-def method_parameters(name: object) -> set[str]:
-    """Names of the parameters that the method registered as ``name`` takes (e.g. ``{"r",
-    "boundary"}`` for HMix); empty for unknown names and instances."""
-    return registry.parameters(name)
-
-
 def _build_method(name: str | Method, params: Mapping[str, Any]) -> Method:
     if isinstance(name, (_masks.MaskSampler, MixMethod)):
         return name
     if not isinstance(name, str) or name not in registry.available():
         raise ValueError(
             f"unknown mixing method {name!r} in methods; known methods: "
-            f"{', '.join(available_methods())}"
+            f"{', '.join(registry.available())}"
         )
     return registry.get(name, **params)
 
@@ -130,7 +110,7 @@ def _parse_methods(methods: object, switch_prob: float | None) -> tuple[list[Any
         parsed = check_probability_weights("methods", methods)
         names, weights = list(parsed), list(parsed.values())
     else:
-        names = check_method_list(methods, available_methods())
+        names = check_method_list(methods, registry.available())
         weights = [1.0] * len(names)
     if switch_prob is not None:
         switch_prob = check_switch_prob(switch_prob, methods)
@@ -184,7 +164,7 @@ class Mixer:
         **method_params: Any,
     ) -> None:
         names, weights = _parse_methods(methods, switch_prob)
-        params = {str(n): method_parameters(n) for n in names}
+        params = {str(n): registry.parameters(n) for n in names}
         check_method_params(method_params, params)
         self.methods = [
             _build_method(n, {k: v for k, v in method_params.items() if k in params[str(n)]})

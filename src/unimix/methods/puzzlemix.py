@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from unimix.checks import check_choice, check_positive, check_positive_int
 from unimix.methods._common import (
     as_float,
     check_pair,
@@ -567,14 +568,12 @@ class PuzzleMix(MixMethod):
             raise ValueError(
                 f"block_num must be a positive int or a list of them, got {block_num!r}"
             )
-        if isinstance(n_labels, bool) or not isinstance(n_labels, int) or n_labels < 2:
-            raise ValueError(f"n_labels must be an int >= 2, got {n_labels!r}")
-        if t_solver not in ("exact", "greedy"):
-            raise ValueError(f"t_solver must be 'exact' or 'greedy', got {t_solver!r}")
+        if check_positive_int("n_labels", n_labels) < 2:
+            raise ValueError(f"n_labels must be an int >= 2 (a label per source), got {n_labels}")
+        check_choice("t_solver", t_solver, ("exact", "greedy"))
         _scipy()  # fail at construction, not at the first batch, when SciPy is missing
         for name, value in (("beta", beta), ("gamma", gamma), ("eta", eta), ("t_eps", t_eps)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+            check_positive(name, value, allow_zero=True)
         self.block_num = tuple(choices)
         self.beta, self.gamma, self.eta = float(beta), float(gamma), float(eta)
         self.neigh_size = int(neigh_size)
