@@ -204,7 +204,7 @@ def _runs(rows: list[int]) -> list[tuple[int, int]]:
 
 def _take(t: Tensor, index: list[int]) -> Tensor:
     """``t[index]``: a view when ``index`` is a run of consecutive rows, else a gathered copy."""
-    if index[-1] - index[0] == len(index) - 1 and index == list(range(index[0], index[-1] + 1)):
+    if index == list(range(index[0], index[0] + len(index))):
         return t[index[0] : index[-1] + 1]
     return t.index_select(0, torch.tensor(index, device=t.device))
 
@@ -261,7 +261,7 @@ class _Blend:
         """``out[block] =`` the pixels in the low bytes of ``rounded`` (see the module docstring)."""
         levels = rounded.view(torch.int32)
         n = len(block)
-        if block[-1] - block[0] == n - 1:
+        if block == list(range(block[0], block[0] + n)):
             self.out[block[0] : block[0] + n].copy_(levels)
             return
         if self.levels is None:
