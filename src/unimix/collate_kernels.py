@@ -144,14 +144,15 @@ def _paste_boxes(
     shared: dict[tuple[int, ...], list[int]] = {}
     for k, box in boxes:
         shared.setdefault(box, []).append(k)
+    out_rows = out.unbind(0)
     for (y0, y1, x0, x1), rows in shared.items():
         crops = [samples[partners[k]][:, y0:y1, x0:x1] for k in rows]
-        step = rows[1] - rows[0] if len(rows) > 1 else 1
-        if all(b - a == step for a, b in zip(rows, rows[1:], strict=False)):
+        step = rows[1] - rows[0] if len(rows) > 1 else 0
+        if step > 0 and all(b - a == step for a, b in zip(rows, rows[1:], strict=False)):
             torch.stack(crops, out=out[rows[0] : rows[-1] + 1 : step, :, y0:y1, x0:x1])
         else:
             for k, crop in zip(rows, crops, strict=True):
-                out[k, :, y0:y1, x0:x1] = crop
+                out_rows[k][:, y0:y1, x0:x1].copy_(crop)
 
 
 def _row_work(

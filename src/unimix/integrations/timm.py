@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import default_collate
@@ -64,7 +65,10 @@ def _images_uint8(samples: list[Any]) -> tuple[list[Tensor], Tensor]:
             "FastCollateMixup collates (image, target) samples; got "
             f"{type(samples[0]).__name__ if samples else 'an empty batch'}"
         )
-    images = [torch.as_tensor(image) for image, _ in samples]
+    images = [
+        torch.from_numpy(image) if isinstance(image, np.ndarray) else torch.as_tensor(image)
+        for image, _ in samples
+    ]
     if images[0].dtype != torch.uint8 or images[0].dim() != 3:
         raise TypeError(
             "FastCollateMixup expects uint8 [C, H, W] images, as timm's transforms make with "
