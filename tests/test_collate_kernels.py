@@ -283,3 +283,11 @@ def test_kernels_equal_the_engine_for_any_plan(
     assert torch.equal(mix_uint8(samples, plan.partner, masks), want)
     assert torch.equal(mix_uint8(samples, plan.partner, masks, half_batch), want[:half_batch])
     assert torch.equal(torch.stack(samples), images)  # read, never written
+
+
+def test_float_samples_are_refused_by_name():
+    sample = MaskSample(torch.ones(2, 1, 1, 1), torch.ones(2), constant=True)
+    with pytest.raises(TypeError, match="uint8 samples, got torch.float32"):
+        mix_uint8(
+            [torch.zeros(3, 2, 2)] * 2, torch.tensor([1, 0]), RowMasks((sample,), [0, 0], [0, 1])
+        )

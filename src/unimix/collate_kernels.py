@@ -106,6 +106,11 @@ def mix_uint8(
     the module docstring says. ``rows`` (default: all) lets timm's ``mode="half"`` make only the
     half it returns. The samples are read, never written.
     """
+    if samples[0].dtype != torch.uint8:
+        raise TypeError(
+            f"mix_uint8 mixes uint8 samples, got {samples[0].dtype}; mix float batches with "
+            "Mixer.apply"
+        )
     rows = len(samples) if rows is None else rows
     out = torch.empty((rows, *samples[0].shape), dtype=torch.uint8, device=samples[0].device)
     partners = partner[:rows].tolist()
@@ -123,7 +128,9 @@ def mix_uint8(
         blend = _Blend(samples, out, partners)
         for j, group in groups.items():
             if j < 0:
-                scalars = torch.tensor([weight[k] for k in group], dtype=torch.float32)
+                scalars = torch.tensor(
+                    [weight[k] for k in group], dtype=torch.float32, device=out.device
+                )
                 weights, where = scalars.view(-1, 1, 1, 1), {k: i for i, k in enumerate(group)}
             else:
                 weights, where = masks.samples[j].masks, {k: masks.index[k] for k in group}
