@@ -7,6 +7,7 @@ methods, modes and partners; the kernels' rounding is checked on every pair of p
 from __future__ import annotations
 
 import hashlib
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 
 pytest.importorskip("timm")
 
-from unimix import Mixer  # noqa: E402
+from unimix import Mixer, collate_kernels  # noqa: E402
 from unimix.blend import to_uint8  # noqa: E402
 from unimix.collate_kernels import RowMasks, mix_uint8, row_masks  # noqa: E402
 from unimix.compat import FastCollateMixup, TimmMixup  # noqa: E402
@@ -259,12 +260,14 @@ def test_rounding_matches_the_engine_on_every_pixel_pair(w, v):
     height=st.integers(1, 30),
     width=st.integers(1, 30),
     seed=st.integers(0, 2**31 - 1),
+    block=st.sampled_from([None, 1, 2000]),
 )
 def test_kernels_equal_the_engine_for_any_plan(
-    methods, mode, partner, prob, half_batch, height, width, seed
+    methods, mode, partner, prob, half_batch, height, width, seed, block
 ):
     """Any plan of mask methods — random partners (not each other's), several methods, unmixed
-    rows — mixes to the engine's pixels, and ``rows`` makes only the first rows."""
+    rows — mixes to the engine's pixels, and ``rows`` makes only the first rows; with blocks of
+    many rows, of one row (as for 224×224 images) and in between."""
     mixer = Mixer(
         methods,
         mode=mode,
@@ -280,8 +283,10 @@ def test_kernels_equal_the_engine_for_any_plan(
     want = mixer.apply(images.clone(), plan).images
     masks = row_masks(plan)
     assert masks is not None
-    assert torch.equal(mix_uint8(samples, plan.partner, masks), want)
-    assert torch.equal(mix_uint8(samples, plan.partner, masks, half_batch), want[:half_batch])
+    size = collate_kernels.UINT8_BLOCK if block is None else block
+    with mock.patch.object(collate_kernels, "UINT8_BLOCK", size):
+        assert torch.equal(mix_uint8(samples, plan.partner, masks), want)
+        assert torch.equal(mix_uint8(samples, plan.partner, masks, half_batch), want[:half_batch])
     assert torch.equal(torch.stack(samples), images)  # read, never written
 
 
@@ -291,3 +296,22 @@ def test_float_samples_are_refused_by_name():
         mix_uint8(
             [torch.zeros(3, 2, 2)] * 2, torch.tensor([1, 0]), RowMasks((sample,), [0, 0], [0, 1])
         )
+
+
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem", "half"])
+@pytest.mark.parametrize("name", ["mixup", "hmix", "gmix", "switch"])
+def test_full_size_rows_equal_the_engine(mode, name):
+    """At 224×224 a block is one row (the path timm's loaders take)."""
+    samples = _samples(6, (3, 224, 224), seed=3)
+    kwargs = dict(**METHODS[name], num_classes=5)
+    collate = FastCollateMixup(**kwargs, mode=mode, generator=torch.Generator().manual_seed(7))
+    engine = TimmMixup(
+        **kwargs,
+        mode="elem" if mode == "half" else mode,
+        generator=torch.Generator().manual_seed(7),
+    )
+    images = torch.stack([torch.as_tensor(a) for a, _ in samples])
+    want_x, want_y = engine(images, torch.tensor([t for _, t in samples]))
+    got_x, got_y = collate(samples)
+    rows = 3 if mode == "half" else 6
+    assert torch.equal(got_x, want_x[:rows]) and torch.equal(got_y, want_y[:rows])

@@ -246,6 +246,9 @@ class _Blend:
             if partners[k] in todo and partners[k] > k and partners[partners[k]] == k
         ]
         singles = sorted(todo.difference(firsts, (partners[k] for k in firsts)))
+        if self.block == 1:  # one row per block: the same operations on views made once
+            self._rows(firsts, singles, weights, where)
+            return
         for start in range(0, len(firsts), self.block):
             block = firsts[start : start + self.block]
             n, mates = len(block), [partners[k] for k in block]
@@ -264,6 +267,28 @@ class _Blend:
             _stack_into(other, [self.samples[partners[k]] for k in block])
             other.lerp_(own, _take(weights, [where[k] for k in block]))
             self._write(block, other.add_(_ROUNDER))
+
+    def _rows(
+        self, firsts: list[int], singles: list[int], weights: Tensor, where: dict[int, int]
+    ) -> None:
+        samples, partners, rounder = self.samples, self.partners, _ROUNDER
+        out, w = self.out.unbind(0), weights.unbind(0)
+        own, other, spare = self.own[0], self.other[0], self.spare[0]
+        own_levels, other_levels = own.view(torch.int32), other.view(torch.int32)
+        spare_levels = spare.view(torch.int32)
+        for k in firsts:
+            p = partners[k]
+            own.copy_(samples[k])
+            other.copy_(samples[p])
+            torch.lerp(other, own, w[where[k]], out=spare).add_(rounder)
+            out[k].copy_(spare_levels)
+            own.lerp_(other, w[where[p]]).add_(rounder)
+            out[p].copy_(own_levels)
+        for k in singles:
+            own.copy_(samples[k])
+            other.copy_(samples[partners[k]])
+            other.lerp_(own, w[where[k]]).add_(rounder)
+            out[k].copy_(other_levels)
 
     def _write(self, block: list[int], rounded: Tensor) -> None:
         """``out[block] =`` the pixels in the low bytes of ``rounded`` (see the module docstring)."""
