@@ -135,7 +135,8 @@ def mix_uint8(
             else:
                 weights, where = masks.samples[j].masks, {k: masks.index[k] for k in group}
             blend(group, weights, where)
-    _paste_boxes(out, samples, partners, boxes)
+    copies = {k for k in range(rows) if kind[k] == _OWN}
+    _paste_boxes(out, samples, partners, boxes, copies)
     return out
 
 
@@ -144,15 +145,32 @@ def _paste_boxes(
     samples: Sequence[Tensor],
     partners: list[int],
     boxes: list[tuple[int, tuple[int, ...]]],
+    copies: set[int],
 ) -> None:
     """``out[k, :, box] = samples[partner[k]][:, box]`` for each ``(k, box)``: one copy for all
     rows that share a box and lie at equal steps (the whole batch in ``mode="batch"``, the two
-    rows of a pair), else one per row."""
+    rows of a pair), else one per row. Many rows sharing a box whose partners are among them
+    and still plain copies of their samples (``copies``; CutMix in ``mode="batch"``) take the
+    box from ``out`` itself, gathered before it is written, as the engine's ``paste_box``."""
     shared: dict[tuple[int, ...], list[int]] = {}
     for k, box in boxes:
         shared.setdefault(box, []).append(k)
     out_rows = out.unbind(0)
     for (y0, y1, x0, x1), rows in shared.items():
+        if (
+            len(rows) > 2
+            and copies.issuperset(rows)
+            and copies.issuperset(partners[k] for k in rows)
+            and set(rows).issuperset(partners[k] for k in rows)
+        ):
+            region = out[:, :, y0:y1, x0:x1]
+            mates = torch.tensor([partners[k] for k in rows], device=out.device)
+            gathered = region.index_select(0, mates)
+            if rows == list(range(out.shape[0])):
+                region.copy_(gathered)
+            else:
+                region.index_copy_(0, torch.tensor(rows, device=out.device), gathered)
+            continue
         crops = [samples[partners[k]][:, y0:y1, x0:x1] for k in rows]
         step = rows[1] - rows[0] if len(rows) > 1 else 0
         if step > 0 and all(b - a == step for a, b in zip(rows, rows[1:], strict=False)):
