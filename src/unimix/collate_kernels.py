@@ -76,6 +76,11 @@ def row_masks(plan: MixPlan) -> RowMasks | None:
         if sample is None:
             return RowMasks((), [-1] * batch, [0] * batch)
         return RowMasks((sample,), [0] * batch, [0] * batch)
+    present = [s for s in plan.samples if s is not None]
+    n_units = plan.unit_method.shape[0]
+    if len(present) == 1 and present[0].lam.shape[0] == n_units:  # it holds every unit's mask
+        units = list(range(n_units)) if plan.unit_of_row is None else plan.unit_of_row.tolist()
+        return RowMasks((present[0],), [0] * batch, units if len(units) == batch else [0] * batch)
     method = plan.unit_method.cpu()
     applied = torch.as_tensor(plan.unit_applied).cpu().expand_as(method)
     of_unit = torch.full_like(method, -1)
