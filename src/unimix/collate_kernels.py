@@ -46,6 +46,8 @@ __all__ = ["RowMasks", "row_masks", "mix_uint8"]
 
 #: ``1.5 · 2²³``: adding it rounds a float32 in [−½, 255½] to an integer in its low mantissa bits
 _ROUNDER = 12582912.0
+#: the same as a 0-dim tensor: ``add_`` with it skips wrapping a Python number on every call
+_ROUNDER_TENSOR = torch.tensor(_ROUNDER)
 
 _OWN, _PARTNER, _BLEND, _MASK = 0, 1, 2, 3
 
@@ -294,7 +296,7 @@ class _Blend:
     def _rows(
         self, firsts: list[int], singles: list[int], weights: Tensor, where: dict[int, int]
     ) -> None:
-        samples, partners, rounder = self.samples, self.partners, _ROUNDER
+        samples, partners, rounder = self.samples, self.partners, _ROUNDER_TENSOR
         out, w = self.out.unbind(0), weights.unbind(0)
         own, other, spare = self.own[0], self.other[0], self.spare[0]
         own_levels, other_levels = own.view(torch.int32), other.view(torch.int32)
