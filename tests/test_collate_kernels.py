@@ -315,3 +315,26 @@ def test_full_size_rows_equal_the_engine(mode, name):
     got_x, got_y = collate(samples)
     rows = 3 if mode == "half" else 6
     assert torch.equal(got_x, want_x[:rows]) and torch.equal(got_y, want_y[:rows])
+
+
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem", "half"])
+def test_channel_last_arrays_as_timm_makes_them(mode):
+    """timm's ``ToNumpy`` hands over ``np.rollaxis(HWC, 2)``: strided, not contiguous, arrays."""
+    rng = np.random.default_rng(5)
+    samples = [
+        (np.rollaxis(rng.integers(0, 256, (9, 11, 3), dtype=np.uint8), 2), i % 5) for i in range(6)
+    ]
+    assert not samples[0][0].flags["C_CONTIGUOUS"]
+    for name in ("mixup", "cutmix", "hmix", "gmix", "switch"):
+        kwargs = dict(**METHODS[name], num_classes=5)
+        collate = FastCollateMixup(**kwargs, mode=mode, generator=torch.Generator().manual_seed(2))
+        engine = TimmMixup(
+            **kwargs,
+            mode="elem" if mode == "half" else mode,
+            generator=torch.Generator().manual_seed(2),
+        )
+        images = torch.stack([torch.from_numpy(np.ascontiguousarray(a)) for a, _ in samples])
+        want_x, want_y = engine(images, torch.tensor([t for _, t in samples]))
+        got_x, got_y = collate(samples)
+        rows = 3 if mode == "half" else 6
+        assert torch.equal(got_x, want_x[:rows]) and torch.equal(got_y, want_y[:rows])
