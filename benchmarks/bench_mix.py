@@ -2,7 +2,7 @@
 
     python benchmarks/bench_mix.py [--quick] [--device cpu|cuda] [--out results.md] [--threads 1]
 
-For each method registered with :func:`unimix.mix.available_methods` (so methods added later are
+For each method registered with :func:`unimix.registry.available` (so methods added later are
 picked up), each mode (batch, pair, elem) and each batch ``H×W×B`` it times ``Mixer.__call__``
 mixing in place (``inplace=True``) and out of place, in milliseconds and as a ratio to
 ``images.clone()`` of the same batch — reading and writing it once, the floor of any out-of-place
@@ -36,7 +36,8 @@ import torch
 from torch import nn
 from torch.utils import benchmark
 
-from unimix.mix import Mixer, available_methods
+from unimix.mix import Mixer
+from unimix.registry import available
 
 # Modules whose import registers more methods; absent ones are ignored.
 METHOD_MODULES = ("unimix.masks", "unimix.mix", "unimix.methods")
@@ -227,7 +228,7 @@ def their_fns(method: str, mode: str, x: torch.Tensor, y: torch.Tensor, k: int) 
 def run(args: argparse.Namespace) -> list[Row]:
     _load_method_modules()
     bench = Bench(torch.device(args.device), args.threads, args.min_time, args.rounds)
-    methods = args.methods or available_methods()
+    methods = args.methods or available()
     rows: list[Row] = []
     for size in args.sizes:
         k = size.num_classes

@@ -51,9 +51,9 @@ class Module:
     select: str | None = None
 
 
-# The fast tests of each core module: the module's own test file and the gap tests of issue 13.
+# The fast tests of each core module: the module's own test files (and those of its callers).
 MODULES: dict[str, Module] = {
-    "masks": Module("src/unimix/masks.py", ("tests/test_masks.py", "tests/test_gaps_masks.py")),
+    "masks": Module("src/unimix/masks.py", ("tests/test_masks.py",)),
     "mix": Module(
         "src/unimix/mix.py",
         (
@@ -61,19 +61,39 @@ MODULES: dict[str, Module] = {
             "tests/test_methods_extra.py",  # image-dependent methods: the engine's other branch
             "tests/test_custom_method.py",
             "tests/test_collate.py",
-            "tests/test_gaps_masks.py",
-            "tests/test_gaps_mix.py",
+            "tests/test_masks.py",
             "tests/test_label_weight.py",  # issue 12
             "tests/test_engine_reliability.py",  # issue 11
         ),
     ),
+    "plan": Module(
+        "src/unimix/plan.py",  # MixPlan's validation, Measured, unit_masks
+        ("tests/test_plan.py", "tests/test_golden_plans.py", "tests/test_mix.py"),
+    ),
+    "blend": Module(
+        "src/unimix/blend.py",  # the mixing kernels: paste, select, lerp, exact blend
+        ("tests/test_mix.py", "tests/test_plan.py", "tests/test_engine_reliability.py"),
+    ),
+    "targets": Module(
+        "src/unimix/targets.py",  # one-hot, smoothing, label mixing, soft-target loss
+        (
+            "tests/test_mix.py",
+            "tests/test_label_weight.py",
+            "tests/test_compat.py",
+            "tests/test_integrations_torchvision.py",
+        ),
+    ),
+    "collate": Module(
+        "src/unimix/collate.py",  # MixCollate: collate-time mixing, per-worker streams
+        ("tests/test_collate.py", "tests/test_compat.py", "tests/test_integrations_hf.py"),
+    ),
     "compat": Module(
         "src/unimix/timm_mixup.py",  # TimmMixup and mixup_target; unimix.compat re-exports them
-        ("tests/test_compat.py", "tests/test_collate.py", "tests/test_gaps_compat.py"),
+        ("tests/test_compat.py", "tests/test_collate.py"),
     ),
     "attacks": Module(
         "src/unimix/evaluate/attacks.py",
-        ("tests/test_evaluate.py", "tests/test_gaps_attacks.py"),
+        ("tests/test_evaluate.py", "tests/test_attacks.py"),
         select="attack or pgd or fgsm or eps or perturbation or margin or frozen",
     ),
     "checkpoint": Module(
@@ -81,7 +101,7 @@ MODULES: dict[str, Module] = {
         (
             "tests/test_train.py",
             "tests/test_train_reliability.py",  # checksummed checkpoints (issue 11)
-            "tests/test_gaps_checkpoint.py",
+            "tests/test_checkpoint.py",
         ),
         select="resume or checkpoint or rng or finished",
     ),
@@ -135,7 +155,14 @@ def _prepare(name: str, module: Module, root: Path, tests: Path, work: Path) -> 
     work.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     shutil.copytree(root / "src", work / "src", ignore=ignore)
+    for doc in ("README.md", "docs"):  # tests that read the documents they keep true
+        if (root / doc).is_dir():
+            shutil.copytree(root / doc, work / doc, ignore=ignore)
+        elif (root / doc).exists():
+            shutil.copy2(root / doc, work / doc)
     (work / "tests").mkdir()
+    if (tests / "golden").is_dir():  # the golden files of tests/test_golden_plans.py
+        shutil.copytree(tests / "golden", work / "tests" / "golden")
     conftest = tests / "conftest.py"
     if conftest.exists():
         shutil.copy2(conftest, work / "tests" / "conftest.py")
@@ -156,6 +183,7 @@ def _prepare(name: str, module: Module, root: Path, tests: Path, work: Path) -> 
         "only_mutate": [module.path],
         "pytest_add_cli_args": args,
         "pytest_add_cli_args_test_selection": used,
+        "also_copy": ["README.md", "docs"],  # into mutmut's own copy, for the tests that read them
         "use_git_change_detection": False,
         "track_dependencies": False,
         "timeout_multiplier": 5.0,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from unimix.mix import available_methods
+from unimix.registry import available
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_mix.py"
 TINY = ["--quick", "--sizes", "8x8x4:5", "--min-time", "0.001"]
@@ -30,7 +30,7 @@ def test_reports_every_registered_method_and_mode(bench, tmp_path, capsys):
     assert out.read_text(encoding="utf-8").strip() == printed.strip()
     rows = [line.split(" | ") for line in printed.splitlines() if line.startswith("| ")][1:]
     seen = {(r[0].lstrip("| ").split(" [")[0], r[1], r[3]) for r in rows}
-    for method in available_methods():  # includes methods registered by importing the script
+    for method in available():  # includes methods registered by importing the script
         for mode in bench.MODES:
             assert (method, mode, "float32") in seen
     for method in bench.UINT8_METHODS:
@@ -110,7 +110,17 @@ def test_mutation_script_table_and_arguments(capsys):
     try:
         spec.loader.exec_module(module)
         root = script.parents[1]
-        assert set(module.MODULES) == {"masks", "mix", "compat", "attacks", "checkpoint"}
+        assert set(module.MODULES) == {
+            "masks",
+            "mix",
+            "plan",
+            "blend",
+            "targets",
+            "collate",
+            "compat",
+            "attacks",
+            "checkpoint",
+        }
         for entry in module.MODULES.values():
             assert (root / entry.path).is_file(), entry.path
             assert all((root / t).is_file() for t in entry.tests), entry.tests

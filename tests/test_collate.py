@@ -54,6 +54,25 @@ def test_timm_facade_as_collate():
     assert images.shape == (4, 3, 8, 8) and targets.shape == (4, K)
 
 
+def test_repr_names_the_mixer_and_the_collate_function():
+    def my_collate(batch):
+        return default_collate(batch)
+
+    class Collator:  # a callable without __name__ is shown by its repr
+        def __call__(self, batch):
+            return default_collate(batch)
+
+        def __repr__(self):
+            return "Collator()"
+
+    mixer = Mixer("mixup", num_classes=K)
+    assert (
+        repr(MixCollate(mixer, collate_fn=my_collate))
+        == f"MixCollate({mixer!r}, collate_fn='my_collate')"
+    )
+    assert repr(MixCollate(mixer, collate_fn=Collator())).endswith("collate_fn=Collator())")
+
+
 def test_collate_fn_must_return_images_and_labels():
     with pytest.raises(TypeError, match="images, labels"):
         MixCollate(Mixer(num_classes=K), collate_fn=lambda b: default_collate(b)[0])(samples(2))

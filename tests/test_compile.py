@@ -1,5 +1,5 @@
-"""torch.compile over a training step that calls the Mixer (batch mode): few graph breaks, no
-recompilation per λ, and the compiled mix is the eager one (issue 10, item 6).
+"""torch.compile over a training step that calls the Mixer (every mode): few graph breaks, no
+recompilation per λ, and the compiled mix is the eager one (issue 10, item 6; issue 22, item 6).
 
 Dynamo's graph breaks and recompilations do not depend on the backend, so the tests trace with
 ``backend="eager"`` (fast); ``benchmarks/bench_compile.py`` times the inductor backend.
@@ -90,3 +90,48 @@ def test_nominal_label_weight_compiles_without_recompiling():
     for _ in range(20):
         step(x, y)
     assert counters["frames"]["ok"] - first <= 1
+
+
+# ---- pair and elem mode (issue 22, item 6): the README's Mixer compiles too ----------------------
+README_METHODS = ["mixup", "cutmix", "hmix", "gmix"]
+
+
+@pytest.mark.parametrize("mode", ["pair", "elem"])
+def test_compiled_step_in_pair_and_elem_mode_breaks_at_most_twice_and_compiles_once(mode):
+    x, y = torch.rand(8, 3, 12, 10), torch.arange(8) % 5
+    mixer = Mixer(README_METHODS, mode=mode, num_classes=5,
+                  generator=torch.Generator().manual_seed(0))  # fmt: skip
+    explained = torch._dynamo.explain(_step_fn(mixer))(x, y)
+    assert explained.graph_break_count <= 2
+    torch._dynamo.reset()
+    counters.clear()
+    step = torch.compile(_step_fn(mixer), backend="eager")
+    step(x, y)
+    compiled_after_first = counters["frames"]["ok"]
+    weights = set()
+    for _ in range(49):  # fresh λ, methods, boxes and centres every call
+        _, _, targets = step(x, y)
+        weights.add(tuple(round(float(v), 6) for v in targets[:, 0]))
+    assert len(weights) > 10, "the draws must change from call to call"
+    assert counters["frames"]["ok"] - compiled_after_first <= 1
+
+
+@pytest.mark.parametrize("mode", ["pair", "elem"])
+@pytest.mark.parametrize("prob", [1.0, 0.6])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.uint8])
+def test_compiled_pair_and_elem_mix_equals_the_eager_mix(mode, prob, dtype):
+    x = torch.rand(6, 3, 12, 10)
+    x = (x * 255).round().to(torch.uint8) if dtype == torch.uint8 else x.to(dtype)
+    y = torch.randint(0, 5, (6,))
+
+    def make():
+        return Mixer(README_METHODS, mode=mode, prob=prob, num_classes=5,
+                     generator=torch.Generator().manual_seed(3))  # fmt: skip
+
+    eager, traced = make(), make()
+    compiled = torch.compile(lambda a, b: traced(a, b), backend="eager")
+    for _ in range(4):
+        out_e, t_e = eager(x, y)
+        out_c, t_c = compiled(x, y)
+        assert torch.equal(out_c, out_e)
+        torch.testing.assert_close(t_c, t_e, atol=1e-6, rtol=0)

@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 
 import unimix
-from unimix import masks, mix, registry
+from unimix import masks, registry
 
 
-@pytest.fixture(params=["registry", "pre-0.2 names"])
+@pytest.fixture(params=["sample", "_sample override"])
 def custom_methods(request):
-    if request.param == "registry":
+    if request.param == "sample":
         # ---- the docs/methods.md example, exactly ------------------------------------------------
         import torch
 
@@ -34,14 +34,14 @@ def custom_methods(request):
 
         # mixer = unimix.Mixer({"stripes": 0.5, "mirrormix": 0.5}, num_classes=10)
         # ---- end of the example ---------------------------------------------------------------
-    else:  # the decorators and override point of unimix 0.1 keep working
+    else:  # the private override point of MaskSampler (input checks done by the base class)
         import torch
 
         from unimix import registry
-        from unimix.masks import MaskSample, MaskSampler, register
-        from unimix.mix import MixMethod, register_method
+        from unimix.masks import MaskSample, MaskSampler
+        from unimix.mixmethod import MixMethod
 
-        @register("stripes")
+        @registry.register("stripes")
         class Stripes(MaskSampler):
             def _sample(self, lam, height, width, device, generator):
                 cols = torch.arange(width, device=device)
@@ -49,7 +49,7 @@ def custom_methods(request):
                 masks = keep[:, None, None, :].expand(-1, 1, height, width).float()
                 return MaskSample(masks, masks.mean(dim=(1, 2, 3)))
 
-        @register_method("mirrormix")
+        @registry.register("mirrormix")
         class MirrorMix(MixMethod):
             def mix(self, images, partners, lam, *, generator, context):
                 w = lam.view(-1, 1, 1, 1)
@@ -71,15 +71,15 @@ def test_registry_rejects_clashes_across_kinds(custom_methods):
                 raise AssertionError
 
     with pytest.raises(TypeError, match="expected a image method"):
-        mix.register_method("stripes2")(custom_methods[0])
+        registry.register("stripes2", kind="image")(custom_methods[0])
     assert registry.kind("stripes") == "mask" and registry.kind("mirrormix") == "image"
-    assert "mirrormix" not in masks.available()
-    with pytest.raises(ValueError, match="unknown mask method"):
-        masks.get("mirrormix")
+    assert "mirrormix" not in registry.available("mask")
+    with pytest.raises(ValueError, match="unknown mask method 'mirrormix'"):
+        registry.get("mirrormix", "mask")
 
 
 def test_custom_mask_sampler_is_a_method_like_the_others(custom_methods):
-    assert "stripes" in masks.available() and "stripes" in mix.available_methods()
+    assert "stripes" in registry.available("mask") and "stripes" in registry.available()
     x = torch.rand(8, 3, 6, 10, generator=torch.Generator().manual_seed(0))
     y = torch.arange(8)
     for mode in ("batch", "pair", "elem"):
@@ -116,7 +116,7 @@ def test_custom_image_method_mixes_through_the_mixer(custom_methods):
 
 
 def test_the_registry_refuses_a_second_class_of_the_same_qualname_under_a_taken_name():
-    from unimix import masks, registry
+    from unimix import registry
 
     def make():
         class Same(masks.MaskSampler):

@@ -53,6 +53,7 @@ def test_nan_in_one_image_never_reaches_pixels_that_do_not_read_it(mode):
     """Binary masks and unmixed rows copy pixels: a NaN stays in the pixels that come from its
     image, in every mode (blended pixels follow IEEE arithmetic, see docs/architecture.md)."""
     for method, prob in (("cutmix", 1.0), ("mixup", 0.5), ("cutmix", 0.5), ("gridmix", 1.0)):
+        pasted = 0
         for seed in range(8):
             x = torch.rand(8, 2, 10, 12, generator=torch.Generator().manual_seed(seed))
             x[3] = float("nan")
@@ -68,6 +69,8 @@ def test_nan_in_one_image_never_reaches_pixels_that_do_not_read_it(mode):
                 )
                 assert torch.isnan(out[reads_nan]).all()
                 assert not torch.isnan(out[~reads_nan]).any(), (method, prob, mode, seed)
+                pasted += int(reads_nan[torch.arange(8) != 3].sum())
+        assert pasted > 0, method  # NaN was pasted into other rows: the test saw a paste
 
 
 def test_zero_sized_images_and_batches_are_clear_errors():
@@ -134,6 +137,8 @@ def test_a_plan_applies_the_same_way_to_images_and_their_segmentation_maps():
         mixed_x, _ = mixer.apply(x, plan)
         mixed_seg, _ = mixer.apply(seg, plan)
         from_own = plan.masks.bool().expand(6, 1, 9, 11)
+        assert (~from_own).any() and from_own.any(), method  # both sources are read
+        assert not torch.equal(mixed_seg, seg), method
         assert torch.equal(mixed_seg, torch.where(from_own, seg, seg[plan.partner]))
         assert torch.equal(mixed_x, torch.where(from_own, x, x[plan.partner]))
 
@@ -185,17 +190,22 @@ def test_plan_records_its_mode_and_sizes(mode):
         assert plan.method_names == tuple([methods] if isinstance(methods, str) else methods)
 
 
-def test_a_copied_mixer_draws_on_its_own_generator():
+def test_a_copied_mixer_given_a_generator_draws_from_it_alone():
+    """``copy.copy`` of a Mixer shares its settings; given its own generator (as MixCollate does
+    per worker) the copy draws from that generator only: the original's stream is untouched."""
     import copy
 
     mixer = Mixer("cutmix", mode="elem", generator=torch.Generator().manual_seed(0))
+    reference = Mixer("cutmix", mode="elem", generator=torch.Generator().manual_seed(0))
     twin = copy.copy(mixer)
     twin.generator = torch.Generator().manual_seed(0)
-    a, b = mixer.sample(8, 10, 10), twin.sample(8, 10, 10)
-    assert torch.equal(a.masks, b.masks)  # same seed, same draws
-    assert torch.equal(mixer.sample(8, 10, 10).lam, twin.sample(8, 10, 10).lam)
-    twin.generator.manual_seed(1)
-    assert not torch.equal(mixer.sample(8, 10, 10).masks, twin.sample(8, 10, 10).masks)
+    for _ in range(3):  # the twin draws: the original's generator must not move
+        twin.sample(8, 10, 10)
+    assert torch.equal(mixer.generator.get_state(), reference.generator.get_state())
+    a, b = mixer.sample(8, 10, 10), reference.sample(8, 10, 10)
+    assert torch.equal(a.masks, b.masks) and torch.equal(a.lam, b.lam)
+    twin.generator.manual_seed(0)
+    assert torch.equal(twin.sample(8, 10, 10).masks, b.masks)  # same seed, same draws
 
 
 def test_image_methods_receive_the_batch_rows_they_mix():

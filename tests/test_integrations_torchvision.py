@@ -233,3 +233,95 @@ def test_several_images_and_a_video_of_a_sample_are_mixed_with_one_plan():
             out_video[:, t], torch.where(from_partner[:, None], video[flip, t], video[:, t])
         )
     torch.testing.assert_close(targets.sum(1), torch.ones(4))
+
+
+# ---- torchvision's TestCutMixMixUp.test_error, ported: its phrases, our argument and fix ----------
+
+_TV_BATCH = 9
+
+
+def _tv_images() -> torch.Tensor:
+    return torch.rand(_TV_BATCH, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+
+
+def _tv_labels(size: int = _TV_BATCH) -> torch.Tensor:
+    return torch.randint(0, 10, (size,), generator=torch.Generator().manual_seed(1))
+
+
+# (case, inputs, torchvision's phrases, what our message must also name: the argument or the fix).
+# Phrases of two wordings: the older TestCutMixMixUp's, and that of torchvision 0.29.
+SHAPE = (
+    "labels tensor should be of shape",
+    "labels should be index based",
+    "but got a tensor of shape",
+)
+TORCHVISION_PHRASES = [
+    ("a mask", lambda: (tv_tensors.Mask(torch.rand(12, 12)),), ("does not support PIL images, ",),
+     "image/video"),
+    ("boxes", lambda: (tv_tensors.BoundingBoxes(torch.rand(2, 4), format="XYXY", canvas_size=12),),
+     ("does not support PIL images, ",), "image/video"),
+    ("no labels key", lambda: ({"img": _tv_images(), "Nothing_else": 3},),
+     ("Could not infer where the labels are",), "labels_getter=callable"),
+    ("images only", lambda: (_tv_images(),), SHAPE, "pass one label"),
+    ("labels not a tensor", lambda: (_tv_images(), "not_a_tensor"),
+     ("When using the default labels_getter",), "labels_getter=callable"),
+    ("labels of the wrong width", lambda: (_tv_images(), torch.randint(0, 2, size=(_TV_BATCH, 3))),
+     ("labels tensor should be of shape", "When passing 2D labels"), "num_classes=3"),
+    ("labels of three dims", lambda: (_tv_images(), torch.randint(0, 2, size=(2, 3, 4))), SHAPE,
+     "pass one label"),
+    ("images of six dims", lambda: (_tv_images()[None, None], _tv_labels()),
+     ("Expected a batched input with 4 dims",), "batch the samples"),
+    ("one label too many", lambda: (_tv_images(), _tv_labels(_TV_BATCH + 1)),
+     ("does not match the batch size of the labels",), "pass as many rows of labels"),
+    ("no num_classes", lambda: (_tv_images(), _tv_labels()), ("num_classes must be passed",),
+     "pass num_classes=K"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["mixup", "cutmix"])
+@pytest.mark.parametrize(
+    ("case", "make", "phrases", "fix"), TORCHVISION_PHRASES, ids=[c[0] for c in TORCHVISION_PHRASES]
+)
+def test_errors_keep_torchvisions_phrases_and_name_the_argument_and_fix(
+    method, case, make, phrases, fix
+):
+    """Ours holds every phrase of either torchvision wording; the installed torchvision raises
+    with one of them (so the phrases are really torchvision's)."""
+    num_classes = None if case == "no num_classes" else 10
+    theirs = (v2.MixUp if method == "mixup" else v2.CutMix)(alpha=0.5, num_classes=num_classes)
+    with pytest.raises(ValueError) as info:
+        theirs(*make())
+    assert any(p in str(info.value) for p in phrases), str(info.value)
+    ours = MixTransform(method, alpha=0.5, num_classes=num_classes)
+    with pytest.raises(ValueError) as info:
+        ours(*make())
+    message = str(info.value)
+    assert all(p in message for p in phrases) and fix in message, message
+
+
+def test_a_pil_image_is_refused_with_torchvisions_phrase():
+    pil = pytest.importorskip("PIL.Image")
+    image = pil.new("RGB", (12, 12))
+    with pytest.raises(ValueError, match="does not support PIL images, "):
+        v2.MixUp(num_classes=10)(image)
+    with pytest.raises(ValueError, match="does not support PIL images, "):
+        MixTransform("mixup", num_classes=10)(image)
+
+
+def test_twice_in_compose_mixes_the_targets_of_the_first_again():
+    """The older TestCutMixMixUp documents that ``Compose([mix, mix])`` fails (labels had to be
+    ``[B]``); MixTransform, like torchvision 0.29, takes probabilities ``[B, K]``, so the second
+    call mixes the first one's targets again (same partners: row ``k`` and ``B−1−k``)."""
+    images, labels = _tv_images(), torch.arange(_TV_BATCH)
+
+    def make():
+        return MixTransform("mixup", num_classes=10, generator=torch.Generator().manual_seed(0))
+
+    _, once = make()(images, labels)
+    _, twice = v2.Compose([make(), make()])(images, labels)
+    torch.testing.assert_close(twice.sum(dim=1), torch.ones(_TV_BATCH))
+    pair = torch.zeros(_TV_BATCH, 10, dtype=torch.bool)
+    pair[torch.arange(_TV_BATCH), labels] = True
+    pair[torch.arange(_TV_BATCH), labels.flip(0)] = True
+    assert (twice[~pair] == 0).all()  # still the two classes of the pair
+    assert not torch.allclose(once, twice)  # but weighed again

@@ -124,6 +124,13 @@ def _plan() -> MixPlan:
     "change, field",
     [
         ({"unit_lam": torch.full((4,), 5.0)}, "unit_lam"),
+        ({"unit_lam": torch.full((4,), 1.5)}, "unit_lam"),
+        ({"unit_lam": torch.full((4,), -0.25)}, "unit_lam"),
+        ({"unit_lam_effective": torch.full((4,), 1.5)}, "unit_lam_effective"),
+        ({"partner": torch.tensor([3.0, 2.0, 1.0, 0.0])}, "partner"),
+        ({"partner": torch.tensor([3, 2, 1])}, "partner"),
+        ({"unit_method": torch.tensor([0, 0, 0, -1])}, "unit_method"),
+        ({"method_names": ("cutmix", "mixup")}, "method_names"),
         ({"unit_lam": torch.full((4,), math.nan)}, "unit_lam"),
         ({"label_weight": "bogus"}, "label_weight"),
         ({"mode": "diagonal"}, "mode"),
@@ -141,6 +148,16 @@ def test_a_plan_with_a_field_out_of_range_is_refused_when_built_and_unpickled(ch
     bad = MixPlan.__new__(MixPlan)
     with pytest.raises(ValueError, match=field):
         bad.__setstate__(state)
+
+
+def test_an_image_method_plan_whose_lam_effective_is_not_measured_yet_is_valid():
+    """Rows of image methods have no λ̄ before apply (NaN): a plan holding them is valid, built
+    again or unpickled."""
+    plan = _mixer("resizemix", "elem").sample(4, 8, 8)
+    assert torch.isnan(torch.as_tensor(plan.unit_lam_effective)).any()
+    again = replace(plan)
+    assert torch.equal(again.partner, plan.partner)
+    assert torch.equal(pickle.loads(pickle.dumps(plan)).partner, plan.partner)
 
 
 def test_a_pickled_plan_round_trips():

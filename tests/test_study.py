@@ -148,7 +148,7 @@ def test_interrupted_study_resumes_to_the_same_results(tmp_path):
 
 
 def test_bad_study_arguments_are_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="unknown method 'cutout'"):
+    with pytest.raises(ValueError, match="unknown mixing method 'cutout'.*known methods"):
         StudyConfig(out=tmp_path, methods=["none", "cutout"])
     with pytest.raises(ValueError, match="seeds"):
         StudyConfig(out=tmp_path, seeds=0)

@@ -68,11 +68,11 @@ def _blend_uint8(x: Tensor, partner: Tensor, w: Tensor | float, out: Tensor | No
     target = torch.empty_like(x, memory_format=memory_format(x)) if out is None else out
     batch = x.shape[0]
     rows = max(1, UINT8_BLOCK // max(1, x[0].numel()))
+    w = w.float() if isinstance(w, Tensor) else w
     per_row = isinstance(w, Tensor) and w.dim() > 0 and w.shape[0] == batch and batch > 1
     for start in range(0, batch, rows):
         stop = min(start + rows, batch)
-        ws = w[start:stop] if per_row else w  # type: ignore[index]
-        ws = ws.float() if isinstance(ws, Tensor) else ws
+        ws = w[start:stop] if per_row and isinstance(w, Tensor) else w
         mixed = gathered[start:stop].float().lerp_(x[start:stop].float(), ws)
         target[start:stop] = to_uint8(mixed)
     return target

@@ -4,8 +4,9 @@ Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and `
 its top level imports only the core dependencies (torch, numpy), so ``unimix --help`` works on a
 core-only install. Only the command being run gets its arguments (and their imports).
 
-Errors: an expected error (:class:`unimix.errors.UsageError`, a missing extra, and the ValueError,
-TypeError, OSError, CheckpointError and YAML errors of bad inputs) is printed as one line
+Errors: an expected error (:class:`unimix.errors.UsageError`, a missing extra, the ValueError,
+TypeError, OSError, CheckpointError and YAML errors of bad inputs, and a write refused by a file
+size limit, a full disk or a quota) is printed as one line
 ``unimix CMD: error: MESSAGE`` on stderr with exit status 2; ``unimix --debug CMD …`` lets the
 traceback through instead. Ctrl-C exits with 130.
 """
@@ -18,7 +19,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from types import ModuleType
 
-from unimix.errors import UsageError, missing_extra, one_line
+from unimix.errors import UsageError, missing_extra, one_line, storage_message
 
 COMMANDS = ("study", "train", "evaluate", "profile", "gallery", "predict")
 
@@ -108,7 +109,14 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
 
 def error_message(err: BaseException, command: str | None) -> str | None:
-    """The one-line message of an expected error, or ``None`` for a bug (let it through)."""
+    """The one-line message of an expected error, or ``None`` for a bug (let it through).
+
+    A write refused for room (file size limit, full disk, quota) is expected whatever error a
+    library wraps it in: one line naming the file and the fix (:func:`unimix.errors.storage_message`).
+    """
+    storage = storage_message(err)
+    if storage is not None:
+        return one_line(storage)
     if isinstance(err, ImportError):
         missing = missing_extra(err, COMMAND_EXTRAS.get(command or ""))
         if missing is not None:

@@ -73,18 +73,11 @@ def row_masks(plan: MixPlan) -> RowMasks | None:
     if plan.needs_images:
         return None
     batch = plan.batch_size
-    if not isinstance(plan.unit_method, Tensor):  # "batch" mode: one unit
-        sample = plan.samples[plan.unit_method] if plan.unit_applied else None
-        if sample is None:
-            return RowMasks((), [-1] * batch, [0] * batch)
-        return RowMasks((sample,), [0] * batch, [0] * batch)
-    present = [s for s in plan.samples if s is not None]
-    n_units = plan.unit_method.shape[0]
-    if len(present) == 1 and present[0].lam.shape[0] == n_units:  # it holds every unit's mask
-        units = list(range(n_units)) if plan.unit_of_row is None else plan.unit_of_row.tolist()
-        return RowMasks((present[0],), [0] * batch, units if len(units) == batch else [0] * batch)
+    covering = plan.covering_sample()
+    if covering is not None:  # one method, every unit mixed: unit u's mask is its row u
+        return RowMasks((covering,), [0] * batch, plan.unit_of_row.tolist())
     method = plan.unit_method.cpu()
-    applied = torch.as_tensor(plan.unit_applied).cpu().expand_as(method)
+    applied = plan.unit_applied.cpu()
     of_unit = torch.full_like(method, -1)
     index_of_unit = torch.zeros_like(method)
     present = []
@@ -95,11 +88,8 @@ def row_masks(plan: MixPlan) -> RowMasks | None:
         of_unit[drew] = len(present)
         index_of_unit[drew] = torch.arange(int(drew.sum()))
         present.append(sample)
-    if plan.unit_of_row is not None:
-        unit = plan.unit_of_row.cpu()
-        of_unit, index_of_unit = of_unit[unit], index_of_unit[unit]
-    else:
-        of_unit, index_of_unit = of_unit.expand(batch), index_of_unit.expand(batch)
+    unit = plan.unit_of_row.cpu()
+    of_unit, index_of_unit = of_unit[unit], index_of_unit[unit]
     return RowMasks(tuple(present), of_unit.tolist(), index_of_unit.tolist())
 
 

@@ -11,6 +11,7 @@ Nothing here needs more than the core dependencies (torch, numpy).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -27,6 +28,8 @@ __all__ = [
     "missing_extra",
     "one_line",
     "removed_on_failure",
+    "storage_error",
+    "storage_message",
 ]
 
 
@@ -89,6 +92,56 @@ def missing_extra(err: BaseException, extra: str | None = None) -> MissingExtraE
             return None
         err = err.__cause__ or err.__context__  # an ImportError re-raised with a hint
     return None
+
+
+#: System errors of a write that room (or a higher limit) fixes, and the fix to name.
+STORAGE_ERRORS: dict[int, str] = {
+    code: fix
+    for code, fix in (
+        (
+            errno.EFBIG,
+            "the file size limit is reached (ulimit -f): raise it, e.g. ulimit -f unlimited",
+        ),
+        (errno.ENOSPC, "the disk is full: free space or choose an output folder on another disk"),
+        (
+            getattr(errno, "EDQUOT", None),
+            "the disk quota is exceeded: free space or write elsewhere",
+        ),
+    )
+    if code is not None
+}
+
+
+def storage_error(err: BaseException) -> OSError | None:
+    """The file-size-limit, disk-full or quota :class:`OSError` behind ``err`` (``err`` itself
+    or an error it was raised from, as torch wraps a refused write), else ``None``."""
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in STORAGE_ERRORS:
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def storage_message(err: BaseException) -> str | None:
+    """One line for a write refused for room (:func:`storage_error`): the file, the reason and
+    the fix; ``None`` for any other error.
+
+    unimix writes its files atomically (:mod:`unimix.train.fileio`), so a refused write leaves
+    the previous version of the file whole, and the same command can be run again.
+    """
+    cause = storage_error(err)
+    if cause is None:
+        return None
+    assert cause.errno is not None
+    what = f"cannot write {cause.filename}" if cause.filename else "cannot write a file"
+    reason = cause.strerror or os.strerror(cause.errno)
+    return (
+        f"{what}: {reason}; {STORAGE_ERRORS[cause.errno]}, then run the same command again "
+        "(files written before are kept whole)"
+    )
 
 
 def one_line(message: object) -> str:

@@ -26,14 +26,21 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, cast
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from unimix import registry
-from unimix.checks import check_alpha, check_choice, check_unit
+from unimix.checks import (
+    check_alpha,
+    check_choice,
+    check_interval,
+    check_positive_int,
+    check_unit,
+)
+from unimix.registry import get  # documented as masks.get: the registry's one lookup
 
 __all__ = [
     "MaskSample",
@@ -44,9 +51,7 @@ __all__ = [
     "CutMixMinMax",
     "HMix",
     "GMix",
-    "register",
     "get",
-    "available",
     "sample_lambda",
     "sample_lambda_one",
     "sample_boxes",
@@ -126,7 +131,7 @@ class MaskSample:
 
 
 def _check_boundary(boundary: str) -> Boundary:
-    return check_choice("boundary", boundary, ("clip", "wrap"))  # type: ignore[return-value]
+    return cast(Boundary, check_choice("boundary", boundary, ("clip", "wrap")))
 
 
 def _random_device(generator: torch.Generator | None) -> torch.device:
@@ -201,7 +206,7 @@ class MaskSampler:
         super().__init_subclass__(**kwargs)
         # samplers written before `sample` was public override `_sample`: keep them working
         if "_sample" in cls.__dict__ and "sample" not in cls.__dict__:
-            cls.sample = cls.__dict__["_sample"]  # type: ignore[method-assign]
+            type.__setattr__(cls, "sample", cls.__dict__["_sample"])  # a method, set late
 
     def __call__(
         self,
@@ -213,9 +218,8 @@ class MaskSampler:
         generator: torch.Generator | None = None,
     ) -> MaskSample:
         lam = self._check_lam(lam)
-        for arg, value in (("height", height), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{arg} must be a positive int, got {value!r}")
+        check_positive_int("height", height)
+        check_positive_int("width", width)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         device = torch.device(device) if device is not None else lam.device
@@ -275,36 +279,11 @@ class MaskSampler:
         return f"{type(self).__name__}({params})"
 
 
-def register(name: str) -> Callable[[type[MaskSampler]], type[MaskSampler]]:
-    """Class decorator: register a :class:`MaskSampler` under ``name`` in :mod:`unimix.registry`
-    (so ``get``, ``Mixer``, the theory and the CLI find it). Names are unique across all kinds."""
-    return registry.register(name, kind="mask")
-
-
-def available() -> list[str]:
-    """Names of the registered mask samplers."""
-    return registry.available("mask")
-
-
-def get(name: str | MaskSampler, **params: object) -> MaskSampler:
-    """Look a sampler up by name and build it with ``params`` (e.g. ``get("hmix", r=0.5)``)."""
-    if isinstance(name, MaskSampler):
-        if params:
-            raise TypeError("parameters cannot be given with a sampler instance")
-        return name
-    if not isinstance(name, str) or name not in registry.available("mask"):
-        raise ValueError(f"unknown mask method {name!r}; known methods: {', '.join(available())}")
-    try:
-        return registry.get(name, "mask", **params)
-    except TypeError as err:
-        raise TypeError(f"bad parameters for mask method {name!r}: {err}") from None
-
-
 def _constant_masks(value: Tensor, height: int, width: int, device: torch.device) -> Tensor:
     return value.to(device).view(-1, 1, 1, 1).expand(-1, 1, height, width)
 
 
-@register("none")
+@registry.register("none")
 class NoMix(MaskSampler):
     """No mixing: ``M ≡ 1`` (the baseline every MSDA method is compared with)."""
 
@@ -314,7 +293,7 @@ class NoMix(MaskSampler):
         return MaskSample(masks, ones.to(device), constant=True, binary=True)
 
 
-@register("mixup")
+@registry.register("mixup")
 class Mixup(MaskSampler):
     """Mixup (Zhang et al., ICLR 2018): ``M ≡ λ``, the same weight at every pixel."""
 
@@ -422,7 +401,7 @@ def _one_box_sample(
     )
 
 
-@register("cutmix")
+@registry.register("cutmix")
 class CutMix(MaskSampler):
     """CutMix (Yun et al., ICCV 2019): ``M = 0`` in a box of side ratio ``√(1−λ)``, 1 outside.
 
@@ -457,7 +436,7 @@ class CutMix(MaskSampler):
         return _one_box_sample(y0, y1, x0, x1, 1.0, eff, height, width, device, binary=True)
 
 
-@register("cutmix_minmax")
+@registry.register("cutmix_minmax")
 class CutMixMinMax(MaskSampler):
     """CutMix with box sides drawn uniformly in ``[min, max]`` of each side, independently of λ
     (the "Darknet" variant behind timm's ``cutmix_minmax``); the box lies inside the image.
@@ -469,9 +448,7 @@ class CutMixMinMax(MaskSampler):
     ignores_lam = True
 
     def __init__(self, minmax: tuple[float, float] = (0.2, 0.8)) -> None:
-        if len(minmax) != 2 or not 0.0 <= float(minmax[0]) <= float(minmax[1]) <= 1.0:
-            raise ValueError(f"minmax must be (min, max) with 0 <= min <= max <= 1, got {minmax!r}")
-        self.minmax = (float(minmax[0]), float(minmax[1]))
+        self.minmax = check_interval("minmax", minmax, 0.0, 1.0)
 
     def sample(self, lam, height, width, device, generator):
         n, lo, hi = lam.shape[0], *self.minmax
@@ -494,7 +471,7 @@ class CutMixMinMax(MaskSampler):
         )
 
 
-@register("hmix")
+@registry.register("hmix")
 class HMix(MaskSampler):
     """HMix (Park et al., NeurIPS 2022): a CutMix box, Mixup outside it.
 
@@ -533,7 +510,7 @@ class HMix(MaskSampler):
         )
 
 
-@register("gmix")
+@registry.register("gmix")
 class GMix(MaskSampler):
     """GMix, Gaussian Mixup (Park et al., NeurIPS 2022): a smooth Gaussian patch.
 

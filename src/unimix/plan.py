@@ -12,15 +12,16 @@ row (``"elem"``); ``unit_of_row[k]`` is the unit of row ``k``. The per-row views
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import torch
 from torch import Tensor
 
 from unimix.masks import MaskSample
 
-__all__ = ["MixPlan", "MixInfo", "Measured", "Applied"]
+__all__ = ["MixPlan", "MixInfo", "Measured", "Applied", "covering_sample", "unit_masks"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,12 +32,12 @@ class MixPlan:
         batch_size, height, width: the batch the plan is for.
         mode: ``"batch"``, ``"pair"`` or ``"elem"``.
         partner: ``[B]`` int64, the row each row is mixed with.
-        unit_of_row: ``[B]`` int64 unit of each row (``None`` in ``"batch"`` mode: one unit).
-        unit_lam: λ drawn per unit (``[U]``, or a number in ``"batch"`` mode); 1 where not mixed.
-        unit_lam_effective: mean of each unit's mask (``[U]`` or a number); NaN for units of an
-            image-dependent method until the plan is applied (their λ̄ depends on the images).
-        unit_method: index into ``method_names`` per unit (``[U]`` or an int).
-        unit_applied: whether each unit is mixed at all (``prob``; ``[U]`` or a bool).
+        unit_of_row: ``[B]`` int64 unit of each row (all 0 in ``"batch"`` mode: one unit).
+        unit_lam: ``[U]`` float32 λ drawn per unit; 1 where not mixed.
+        unit_lam_effective: ``[U]`` float32 mean of each unit's mask; NaN for units of an
+            image-dependent method (their λ̄ depends on the images: ``Mixer.apply`` measures it).
+        unit_method: ``[U]`` int64 index into ``method_names`` per unit.
+        unit_applied: ``[U]`` bool, whether each unit is mixed at all (``prob``).
         samples: per method, the :class:`~unimix.masks.MaskSample` of the units that drew it, in
             unit order (``None`` for image-dependent methods and methods no unit drew).
         method_names: the Mixer's method names.
@@ -55,11 +56,11 @@ class MixPlan:
     width: int
     mode: str
     partner: Tensor
-    unit_of_row: Tensor | None
-    unit_lam: Tensor | float
-    unit_lam_effective: Tensor | float
-    unit_method: Tensor | int
-    unit_applied: Tensor | bool
+    unit_of_row: Tensor
+    unit_lam: Tensor
+    unit_lam_effective: Tensor
+    unit_method: Tensor
+    unit_applied: Tensor
     samples: tuple[MaskSample | None, ...]
     method_names: tuple[str, ...]
     label_weight: str = "effective"
@@ -82,28 +83,35 @@ class MixPlan:
         return plan
 
     # ---- per-row views -------------------------------------------------------------------
-    def _rows(self, values: Tensor | float | int | bool, dtype: torch.dtype) -> Tensor:
-        device = self.partner.device
-        if not isinstance(values, Tensor):
-            return torch.full((self.batch_size,), values, dtype=dtype, device=device)
-        values = values.to(device)
-        if self.unit_of_row is None:
-            return values.expand(self.batch_size)
+    @property
+    def n_units(self) -> int:
+        """``U``: 1 in ``"batch"`` mode, ``B/2`` in ``"pair"``, ``B`` in ``"elem"``."""
+        return int(self.unit_method.shape[0])
+
+    def spread(self, per_unit: Tensor) -> Tensor:
+        """Per-unit values ``[U, …]`` spread to the rows ``[B, …]`` (a view where it can be)."""
         if self.mode == "elem":
-            return values
-        return values.index_select(0, self.unit_of_row)
+            return per_unit
+        if self.mode == "batch":
+            return per_unit.expand(self.batch_size, *per_unit.shape[1:])
+        return per_unit.index_select(0, self.unit_of_row.to(per_unit.device))
+
+    def covering_sample(self) -> MaskSample | None:
+        """The one :class:`MaskSample` that covers every unit (one mask method, every unit
+        mixed: its rows are the units), else ``None``."""
+        return covering_sample(self.samples, self.n_units)
 
     @property
     def lam(self) -> Tensor:
         """``[B]`` λ drawn for each row (1 where the row is not mixed)."""
-        return self._rows(self.unit_lam, torch.float32)
+        return self.spread(self.unit_lam)
 
     @property
     def lam_effective(self) -> Tensor:
         """``[B]`` mean of each row's float32 mask as drawn (NaN for rows of image-dependent
         methods); the λ̄ actually applied (images' dtype) is in the :class:`Measured` that
         :meth:`Mixer.apply` returns."""
-        return self._rows(self.unit_lam_effective, torch.float32)
+        return self.spread(self.unit_lam_effective)
 
     @property
     def label_weights(self) -> Tensor:
@@ -113,31 +121,26 @@ class MixPlan:
     @property
     def method(self) -> Tensor:
         """``[B]`` index into :attr:`method_names` of the method of each row."""
-        return self._rows(self.unit_method, torch.long)
+        return self.spread(self.unit_method)
 
     @property
     def applied(self) -> Tensor:
         """``[B]`` whether each row is mixed."""
-        return self._rows(self.unit_applied, torch.bool)
+        return self.spread(self.unit_applied)
 
     @property
     def masks(self) -> Tensor | None:
         """``[B or 1, 1, H, W]`` weight of each row's own image (``[1, …]`` in ``"batch"`` mode);
         ``None`` when an image-dependent method mixed a row (its mix is no mask blend)."""
         units = unit_masks(self, torch.float32)
-        if units is None:
-            return None
-        if self.unit_of_row is None or self.mode == "elem":
+        if units is None or self.mode == "batch":
             return units
-        return units.index_select(0, self.unit_of_row)
+        return self.spread(units)
 
     @property
     def needs_images(self) -> bool:
         """Whether some unit uses an image-dependent method (its λ̄ is known after ``apply``)."""
-        lam_eff = self.unit_lam_effective
-        if isinstance(lam_eff, Tensor):
-            return bool(torch.isnan(lam_eff).any())
-        return lam_eff != lam_eff
+        return bool(torch.isnan(self.unit_lam_effective).any())
 
     def __repr__(self) -> str:
         return (
@@ -147,29 +150,32 @@ class MixPlan:
         )
 
 
+def covering_sample(samples: Sequence[MaskSample | None], n_units: int) -> MaskSample | None:
+    """The one sample of ``samples`` whose masks are those of all ``n_units`` units, or ``None``
+    (several methods drew, or some unit is not mixed by a mask)."""
+    present = [s for s in samples if s is not None]
+    if len(present) == 1 and present[0].lam.shape[0] == n_units:
+        return present[0]
+    return None
+
+
 def unit_masks(
     plan: MixPlan, dtype: torch.dtype, *, ones_for_images: bool = False
 ) -> Tensor | None:
     """``[U, 1, H, W]`` masks of the plan's units (ones where not mixed), in ``dtype``. A unit of
     an image-dependent method has no mask: ``None`` then, or ones with ``ones_for_images`` (the
     engine blends those units with weight 1 and overwrites them). Made on each call."""
-    if plan.needs_images and not ones_for_images:
+    if not ones_for_images and plan.needs_images:
         return None
+    covering = plan.covering_sample()
+    if covering is not None:
+        return covering.masks.to(dtype)
     device = plan.partner.device
-    if not isinstance(plan.unit_method, Tensor):  # "batch" mode: a single unit
-        sample = plan.samples[plan.unit_method] if plan.unit_applied else None
-        if sample is None:
-            return torch.ones(1, 1, plan.height, plan.width, device=device, dtype=dtype)
-        return sample.masks.to(dtype)
-    present = [(m, s) for m, s in enumerate(plan.samples) if s is not None]
-    n_units = plan.unit_method.shape[0]
-    if len(present) == 1 and present[0][1].lam.shape[0] == n_units:
-        return present[0][1].masks.to(dtype)
-    out = torch.ones(n_units, 1, plan.height, plan.width, device=device, dtype=dtype)
-    applied = plan.unit_applied
-    for m, sample in present:
-        sel = ((plan.unit_method == m) & applied).nonzero().squeeze(1)
-        out[sel] = sample.masks.to(dtype)
+    out = torch.ones(plan.n_units, 1, plan.height, plan.width, device=device, dtype=dtype)
+    for m, sample in enumerate(plan.samples):
+        if sample is not None:
+            sel = ((plan.unit_method == m) & plan.unit_applied).nonzero().squeeze(1)
+            out[sel] = sample.masks.to(dtype)
     return out
 
 
@@ -191,7 +197,15 @@ class Applied(NamedTuple):
     measured: Measured
 
 
-def _fail(message: str) -> None:
+_UNIT_FIELDS = {
+    "unit_lam": torch.float32,
+    "unit_lam_effective": torch.float32,
+    "unit_method": torch.int64,
+    "unit_applied": torch.bool,
+}
+
+
+def _fail(message: str) -> NoReturn:
     raise ValueError(f"invalid MixPlan: {message}")
 
 
@@ -212,18 +226,24 @@ def _validate(plan: MixPlan) -> None:
         _fail(f"partner indices must lie in [0, {batch}), got {partner.tolist()}")
     if not isinstance(plan.method_names, tuple) or len(plan.samples) != len(plan.method_names):
         _fail("samples and method_names must be tuples of the same length")
-    for name, allow_nan in (("unit_lam", False), ("unit_lam_effective", True)):
+    units = {"batch": 1, "pair": batch // 2, "elem": batch}[plan.mode]
+    for name, dtype in _UNIT_FIELDS.items():
         value = getattr(plan, name)
-        t = value if isinstance(value, Tensor) else torch.tensor(float(value))
-        if t.device.type == "meta":
-            continue
-        nan = torch.isnan(t)
-        if (nan.any() and not allow_nan) or bool(((t < 0) | (t > 1)).any()):
-            _fail(f"{name} must lie in [0, 1], got {value!r}")
-    method = plan.unit_method
-    m = method if isinstance(method, Tensor) else torch.tensor(int(method))
-    if m.device.type != "meta" and bool(((m < 0) | (m >= len(plan.method_names))).any()):
-        _fail(f"unit_method must index method_names ({len(plan.method_names)}), got {method!r}")
+        if not isinstance(value, Tensor) or value.dtype != dtype or value.shape != (units,):
+            _fail(f"{name} must be a {dtype} tensor of shape [{units}], got {value!r}")
+    unit_of_row = plan.unit_of_row
+    if not isinstance(unit_of_row, Tensor) or unit_of_row.shape != (batch,):
+        _fail(f"unit_of_row must be an int64 tensor of shape [{batch}], got {unit_of_row!r}")
+    if partner.device.type == "meta":
+        return
+    for name, allow_nan in (("unit_lam", False), ("unit_lam_effective", True)):
+        t = getattr(plan, name)
+        if (torch.isnan(t).any() and not allow_nan) or bool(((t < 0) | (t > 1)).any()):
+            _fail(f"{name} must lie in [0, 1], got {t!r}")
+    for name, bound in (("unit_method", len(plan.method_names)), ("unit_of_row", units)):
+        t = getattr(plan, name)
+        if bool(((t < 0) | (t >= bound)).any()):
+            _fail(f"{name} must index [0, {bound}), got {t!r}")
     if plan.image_seed is not None and not isinstance(plan.image_seed, int):
         _fail(f"image_seed must be an int or None, got {plan.image_seed!r}")
 

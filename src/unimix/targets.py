@@ -11,6 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from unimix.checks import (
+    check_choice,
+    check_class_indices,
+    check_label_shape,
+    check_same_batch,
+    check_tensor,
+)
+
 __all__ = [
     "one_hot_targets",
     "mix_targets",
@@ -22,57 +30,49 @@ __all__ = [
 def one_hot_targets(
     labels: Tensor,
     num_classes: int | None,
-    batch_size: int,
+    batch_size: int | None,
     smoothing: float = 0.0,
     device: torch.device | None = None,
+    *,
+    multi_label: bool = False,
+    name: str = "labels",
 ) -> Tensor:
-    """Soft targets ``[B, K]`` from class indices ``[B]`` or one-hot/soft targets ``[B, K]``.
+    """Soft targets ``[B, K]`` from class indices ``[B]`` or one-hot/soft targets ``[B, K]``: the
+    one labels → targets path of the engine and of the timm, torchvision and HF adapters.
 
-    Label smoothing as timm defines it: ``y (1 − ε) + ε / K`` (for one-hot ``y``: the true class
-    gets ``1 − ε + ε/K``, every other ``ε/K``). Soft targets must be finite, ≥ 0 and sum to 1 per
-    row (a ``ValueError`` says which rows do not).
+    Label smoothing as timm defines it: the true class of an index label gets ``1 − ε + ε/K`` and
+    every other class ``ε/K`` (bit for bit timm's values); targets ``[B, K]`` become
+    ``y (1 − ε) + ε/K``. With ``multi_label=True`` the targets are ``[B, K]`` independent
+    probabilities (any sum) smoothed towards ½: ``y (1 − ε) + ε/2``. Soft targets otherwise must
+    be finite, ≥ 0 and sum to 1 per row (a ``ValueError`` says which rows do not).
+    ``batch_size`` (``None``: not checked) is the number of images the labels go with; ``name``
+    is the argument the messages name.
     """
-    if not isinstance(labels, Tensor):
-        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+    check_tensor(name, labels)
+    check_label_shape(name, labels, num_classes)
+    if batch_size is not None:
+        check_same_batch("images", batch_size, name, labels.shape[0])
     device = device or labels.device
-    if labels.shape[:1] != (batch_size,):
-        raise ValueError(
-            f"labels has batch size {labels.shape[0] if labels.dim() else 'none'} but images has "
-            f"{batch_size}; pass one label (or one row of targets) per image"
-        )
     if labels.dim() == 1:
-        targets = _indices_to_one_hot(labels, num_classes, device)
-    elif labels.dim() == 2:
-        if num_classes is not None and labels.shape[1] != num_classes:
-            raise ValueError(f"labels has {labels.shape[1]} columns but num_classes={num_classes}")
-        targets = labels.to(device=device, dtype=torch.float32)
-        _check_soft(targets)
-    else:
-        raise ValueError(
-            f"labels must be [B] class indices or [B, K] targets, got shape {tuple(labels.shape)}"
-        )
+        if multi_label:
+            raise ValueError(
+                f"multi_label=True expects dense {name} [B, num_classes], got class indices of "
+                f"shape {tuple(labels.shape)}; pass multi_label=False"
+            )
+        k = check_class_indices(name, labels, num_classes)
+        off = smoothing / k
+        targets = torch.full((labels.shape[0], k), off, device=device)
+        return targets.scatter_(1, labels.to(device).long().view(-1, 1), 1.0 - smoothing + off)
+    targets = labels.to(device=device, dtype=torch.float32)
+    if not multi_label:
+        _check_soft(targets, name)
     if smoothing:
-        targets = targets * (1.0 - smoothing) + smoothing / targets.shape[1]
+        floor = 0.5 if multi_label else 1.0 / targets.shape[1]
+        targets = targets * (1.0 - smoothing) + smoothing * floor
     return targets
 
 
-def _indices_to_one_hot(labels: Tensor, num_classes: int | None, device: torch.device) -> Tensor:
-    if labels.is_floating_point() or labels.dtype == torch.bool:
-        raise TypeError("class-index labels must be an integer tensor; soft targets must be [B, K]")
-    if num_classes is None:
-        raise ValueError(
-            "num_classes is required when labels are class indices; pass num_classes=K"
-        )
-    try:  # one_hot checks the range itself; re-raise its error as ours
-        return F.one_hot(labels.to(device).long(), num_classes).float()
-    except RuntimeError:
-        raise ValueError(
-            f"labels must lie in [0, num_classes={num_classes}), got range "
-            f"[{int(labels.min())}, {int(labels.max())}]; check num_classes"
-        ) from None
-
-
-def _check_soft(targets: Tensor) -> None:
+def _check_soft(targets: Tensor, name: str) -> None:
     """Soft targets are probability rows: finite, ≥ 0, summing to 1 (to float32 precision)."""
     if torch.compiler.is_compiling() or targets.numel() == 0:
         return
@@ -81,18 +81,27 @@ def _check_soft(targets: Tensor) -> None:
     if bool(bad.any()):
         rows = bad.nonzero().squeeze(1)[:5].tolist()
         raise ValueError(
-            f"soft-target labels must be finite, ≥ 0 and sum to 1 per row; rows {rows} do not "
-            "(pass class indices [B] or probability rows [B, K])"
+            f"soft-target {name} must be finite, ≥ 0 and sum to 1 per row; rows {rows} do not "
+            f"(pass class indices [B] or probability rows [B, K])"
         )
 
 
-def mix_targets(targets: Tensor, partner: Tensor, weight: Tensor | float) -> Tensor:
-    """``w ⊙ y + (1 − w) ⊙ y[partner]``: the own label weighted by ``weight`` (a number or
-    ``[B]``), the partner's by the rest."""
+def mix_targets(
+    targets: Tensor, partner: Tensor, weight: Tensor | float, *, dtype: torch.dtype | None = None
+) -> Tensor:
+    """``w ⊙ y + (1 − w) ⊙ y[partner]``: row ``k``'s own targets weighted by ``weight`` (a number
+    or ``[B]``), its partner's (``partner[k]``, the plan's, never assumed to be the flip) by the
+    rest, in timm's order of operations.
+
+    Without ``dtype`` a weight tensor is taken in the targets' dtype, and so is the result; with
+    ``dtype`` the weight keeps its own dtype (timm's arithmetic) and the result has ``dtype``.
+    """
+    y = targets if dtype is None else targets.to(dtype)
     if isinstance(weight, Tensor):
-        w = weight.to(device=targets.device, dtype=targets.dtype).reshape(-1, 1)
-        return targets.index_select(0, partner).mul_(1.0 - w).addcmul_(targets, w)
-    return targets.index_select(0, partner).mul_(1.0 - weight).add_(targets, alpha=weight)
+        weight = weight.to(y.device).reshape(-1, 1)
+        weight = weight.to(y.dtype) if dtype is None else weight
+    mixed = y * weight + y.index_select(0, partner.to(y.device)) * (1.0 - weight)
+    return mixed if dtype is None else mixed.to(dtype)
 
 
 def soft_target_cross_entropy(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
@@ -101,8 +110,7 @@ def soft_target_cross_entropy(logits: Tensor, targets: Tensor, reduction: str = 
         raise ValueError(
             f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} must have the same shape"
         )
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    check_choice("reduction", reduction, ("mean", "sum", "none"))
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # a softmax in half precision loses the small probabilities
     loss = -(targets.to(logits.dtype) * F.log_softmax(logits, dim=-1)).sum(dim=-1)
@@ -118,9 +126,7 @@ class SoftTargetCrossEntropy(nn.Module):
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
-        if reduction not in ("mean", "sum", "none"):
-            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-        self.reduction = reduction
+        self.reduction = check_choice("reduction", reduction, ("mean", "sum", "none"))
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         return soft_target_cross_entropy(logits, targets, self.reduction)

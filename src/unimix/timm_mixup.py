@@ -11,10 +11,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from unimix.checks import check_choice, check_positive, check_positive_int, check_unit
+from unimix.checks import (
+    check_choice,
+    check_interval,
+    check_positive,
+    check_positive_int,
+    check_same_batch,
+    check_tensor,
+    check_unit,
+)
 from unimix.mix import Mixer
+from unimix.targets import mix_targets, one_hot_targets
 
-__all__ = ["TimmMixup", "mixup_target"]
+__all__ = ["TimmMixup", "mixup_target", "timm_targets"]
 
 _CUT_METHODS = {"bbox": "cutmix", "hmix": "hmix", "gmix": "gmix"}
 
@@ -34,43 +43,33 @@ def mixup_target(
     row). For the same arguments the result is bit-for-bit ``timm.data.mixup_target``'s, on
     ``target``'s device.
     """
-    return mix_targets(smoothed_targets(target, num_classes, smoothing, multi_label), lam)
+    y = timm_targets(target, num_classes, smoothing, multi_label)
+    lam = lam.to(y.device) if isinstance(lam, Tensor) else lam
+    return mix_targets(y, _flip(y.shape[0], y.device), lam, dtype=_label_dtype(y, lam))
 
 
-def smoothed_targets(
-    target: Tensor, num_classes: int, smoothing: float, multi_label: bool
-) -> Tensor:
-    if not isinstance(target, Tensor):
-        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
-    if multi_label:
-        if target.dim() != 2 or target.shape[1] != num_classes:
-            raise ValueError(
-                f"multi_label=True expects dense targets [B, num_classes={num_classes}], "
-                f"got shape {tuple(target.shape)}"
-            )
-        return target.float() * (1.0 - smoothing) + 0.5 * smoothing
-    if target.dim() != 1 or target.is_floating_point():
+def timm_targets(target: Tensor, num_classes: int, smoothing: float, multi_label: bool) -> Tensor:
+    """timm's smoothed targets ``[B, K]`` from ``target`` (:func:`unimix.targets.one_hot_targets`
+    under timm's rule: class indices ``[B]``, or dense ``[B, K]`` only with ``multi_label``)."""
+    check_tensor("target", target)
+    if not multi_label and (target.dim() != 1 or target.is_floating_point()):
         raise ValueError(
             f"target must be [B] integer class indices, got {target.dtype} of shape "
             f"{tuple(target.shape)}; for dense [B, K] targets pass multi_label=True"
         )
-    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
-        raise ValueError(
-            f"target must lie in [0, num_classes={num_classes}), got range "
-            f"[{int(target.min())}, {int(target.max())}]; check num_classes"
-        )
-    off_value = smoothing / num_classes
-    on_value = 1.0 - smoothing + off_value
-    y1 = torch.full((target.shape[0], num_classes), off_value, device=target.device)
-    return y1.scatter_(1, target.long().view(-1, 1), on_value)
+    return one_hot_targets(
+        target, num_classes, None, smoothing, multi_label=multi_label, name="target"
+    )
 
 
-def mix_targets(y1: Tensor, lam: float | Tensor, partner: Tensor | None = None) -> Tensor:
-    """``λ y + (1 − λ) y[partner]`` (timm's order of operations; the flip when no partner)."""
-    if isinstance(lam, Tensor):
-        lam = lam.to(y1.device).reshape(-1, 1)
-    other = y1.flip(0) if partner is None else y1.index_select(0, partner.to(y1.device))
-    return y1 * lam + other * (1.0 - lam)
+def _flip(size: int, device: torch.device) -> Tensor:
+    """timm's partner of row ``k``: row ``B − 1 − k``."""
+    return torch.arange(size - 1, -1, -1, device=device)
+
+
+def _label_dtype(y: Tensor, lam: float | Tensor) -> torch.dtype:
+    """timm's targets' dtype: ``float32 × lam.dtype`` (a number leaves float32)."""
+    return torch.promote_types(y.dtype, lam.dtype) if isinstance(lam, Tensor) else y.dtype
 
 
 class TimmMixup:
@@ -142,8 +141,7 @@ class TimmMixup:
         check_positive("cutmix_alpha", cutmix_alpha, allow_zero=True)
         check_choice("cutmix_mode", cutmix_mode, tuple(_CUT_METHODS))
         if cutmix_minmax is not None:
-            if len(cutmix_minmax) != 2:
-                raise ValueError(f"cutmix_minmax must be (min, max), got {cutmix_minmax!r}")
+            check_interval("cutmix_minmax", cutmix_minmax, 0.0, 1.0)
             if cutmix_mode != "bbox":
                 raise ValueError("cutmix_minmax draws plain CutMix boxes: use cutmix_mode='bbox'")
             cutmix_alpha = 1.0  # as timm: minmax turns CutMix on; its boxes ignore λ
@@ -192,15 +190,12 @@ class TimmMixup:
 
     def __call__(self, x: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """Mix ``x`` in place; return ``(x, mixed targets)`` as ``timm.data.Mixup`` does."""
-        y1 = smoothed_targets(target, self.num_classes, self.label_smoothing, self.multi_label)
+        y1 = timm_targets(target, self.num_classes, self.label_smoothing, self.multi_label)
         if not isinstance(x, Tensor) or x.dim() != 4:
             raise ValueError(f"x must be a [B, C, H, W] tensor, got {getattr(x, 'shape', type(x))}")
-        if x.shape[0] != y1.shape[0]:
-            raise ValueError(
-                f"x has {x.shape[0]} rows but target has {y1.shape[0]}; pass one per image"
-            )
+        check_same_batch("x", x.shape[0], "target", y1.shape[0])
         if not self.mixup_enabled:
-            return x, mix_targets(y1, 1.0)
+            return x, y1
         plan = self.mixer.sample(x.shape[0], x.shape[2], x.shape[3], device=x.device)
         _, measured = self.mixer.apply(x, plan, inplace=True)
         lam: float | Tensor = plan.lam if plan.label_weight == "nominal" else measured.lam_effective
@@ -208,7 +203,7 @@ class TimmMixup:
             lam = float(lam[0])
         else:
             lam = lam.to(torch.promote_types(torch.float32, _float_or(x.dtype)))
-        return x, mix_targets(y1, lam, plan.partner)
+        return x, mix_targets(y1, plan.partner, lam, dtype=_label_dtype(y1, lam))
 
     def __repr__(self) -> str:
         return (

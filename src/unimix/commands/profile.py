@@ -15,18 +15,17 @@ Example: ``unimix profile --methods mixup,cutmix,hmix,gmix --size 32 --out profi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from unimix.commands import _args
 
 HELP = "plot each method's pixel-level regularisation A(p,q) against distance, with heat maps and a CSV"
-
-
-#: The largest side of a profile's masks (thousands of float masks are drawn at once).
-MAX_SIDE = 1024
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -39,34 +38,36 @@ def _size(text: str) -> tuple[int, int]:
         ) from None
     if len(values) == 1:
         values = values * 2
-    if len(values) != 2 or min(values) < 2 or max(values) > MAX_SIDE:
+    if len(values) != 2 or min(values) < 2:
         raise argparse.ArgumentTypeError(
-            f"bad size {text!r}: give N or HxW with sides from 2 to {MAX_SIDE} (profiles are "
-            "averaged over many masks of that size; larger ones would not fit in memory)"
+            f"bad size {text!r}: give N or HxW with sides of at least 2 pixels (a profile "
+            "needs a distance between two pixels); whether it fits in memory is checked next"
         )
     return values[0], values[1]
 
 
 def _methods(text: str) -> list[str]:
-    from unimix import masks
+    from unimix import registry
 
     if text == "all":  # every image-independent method: the mask samplers but "none"
         from unimix.viz.gallery import gallery_methods
 
-        return [m for m in gallery_methods() if m in masks.available()]
+        return [m for m in gallery_methods() if m in registry.available("mask")]
     names = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [n for n in names if n not in masks.available()]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown mask methods {unknown or text!r}; known: {', '.join(masks.available())}"
-        )
+    if not names:
+        raise argparse.ArgumentTypeError(f"--methods names no mask method: {text!r}")
+    for name in names:
+        try:
+            registry.lookup(name, "mask")
+        except ValueError as err:  # the registry's one wording of an unknown name
+            raise argparse.ArgumentTypeError(str(err)) from None
     return names
 
 
 def _mask_methods_help() -> str:
-    from unimix import masks
+    from unimix import registry
 
-    return "mask methods: " + ", ".join(sorted(masks.available()))
+    return "mask methods: " + ", ".join(registry.available("mask"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,7 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--size", type=_size, default="32", help="image size N or HxW (default: 32)"
     )
     parser.add_argument(
-        "--out", type=_args.path, default=Path("profile"), help="output directory (default: profile)"
+        "--out",
+        type=_args.path,
+        default=Path("profile"),
+        help="output directory (default: profile)",
     )
     parser.add_argument("--alpha", type=float, default=1.0, help="α of λ ~ Beta(α, α) (default: 1)")
     parser.add_argument(
@@ -138,9 +142,28 @@ def run(args: argparse.Namespace) -> int:
             "differ from them, most at large distances",
             file=sys.stderr,
         )
+    device = "cpu" if device == "auto" else device
+    _check_memory(args.size, device)
     with removed_on_failure(out, keep=()):
         out.mkdir(parents=True, exist_ok=True)
-        return _profile(args, out, "cpu" if device == "auto" else device)
+        return _profile(args, out, device)
+
+
+def _check_memory(size: tuple[int, int], device: str) -> None:
+    """Refuse a size whose masks cannot fit in the device's memory, before any allocation."""
+    from unimix.errors import UsageError
+    from unimix.train.memory import check_fits, profile_bytes
+
+    height, width = size
+    try:
+        check_fits(
+            profile_bytes(height, width),
+            device,
+            f"--size {height}x{width} (one mask's correlations and the offset grid)",
+            "--size",
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def _estimate(
@@ -193,9 +216,19 @@ def _estimate(
     return profile, heatmap, exact
 
 
+@contextlib.contextmanager
+def _csv_file(path: Path) -> Iterator[io.StringIO]:
+    """A text buffer for a CSV file, written to ``path`` atomically when the block ends."""
+    from unimix.train.fileio import atomic_write_text
+
+    buf = io.StringIO(newline="")
+    yield buf
+    atomic_write_text(path, buf.getvalue())
+
+
 def _write_profile_csv(path: Path, profiles: dict[str, Any], exact: dict[str, Any]) -> None:
     """``method, radius, A, stderr, closed_form_torus`` per method and radius."""
-    with open(path, "w", newline="") as fh:
+    with _csv_file(path) as fh:
         writer = csv.writer(fh)
         writer.writerow(["method", "radius", "A", "stderr", "closed_form_torus"])
         for label, prof in profiles.items():
@@ -216,7 +249,7 @@ def _write_heatmap_csv(
     path: Path, heatmaps: dict[str, Any], centre: tuple[int, int], height: int, width: int
 ) -> None:
     """``method, i, j, A, stderr``: the centre pixel's row of ``A`` per method."""
-    with open(path, "w", newline="") as fh:
+    with _csv_file(path) as fh:
         writer = csv.writer(fh)
         writer.writerow(["method", "i", "j", "A", "stderr"])
         for label, coef in heatmaps.items():

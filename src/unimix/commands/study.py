@@ -299,7 +299,7 @@ def _check_executor_installed(executor: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unimix.errors import check_device, check_output_dir, removed_on_failure
+    from unimix.errors import check_device, check_output_dir
     from unimix.study import StudyConfig, parse_grid, run_study
 
     recipe, why = (
@@ -367,6 +367,5 @@ def run(args: argparse.Namespace) -> int:
         from unimix.train import resolve_config
 
         check_data(resolve_config(recipe, overrides))
-    with removed_on_failure(cfg.out, keep=("checkpoint.pt",)):  # no half-made study folder
-        run_study(cfg)
+    run_study(cfg)  # checks every setting first; a failure before any run leaves nothing behind
     return 0

@@ -268,6 +268,9 @@ def run(args: argparse.Namespace) -> int:
         return _error("--out DIR is required (or --resume DIR)")
     _check_methods(cfg)
     check_device(cfg.device)
+    from unimix.train.memory import check_run_memory
+
+    check_run_memory(cfg)  # before the output folder: sizes that cannot fit are refused here
     out = check_output_dir(out, "--resume" if resume else "--out")
     if getattr(args, "check_data", False):
         check_data(cfg)

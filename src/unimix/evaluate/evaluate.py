@@ -101,9 +101,10 @@ class EvalResult:
     def to_json(self, path: str | None = None, *, indent: int = 2) -> str:
         """JSON text of :meth:`to_dict`; also written to ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=str)
-        if path is not None:
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(text + "\n")
+        if path is not None:  # atomically: a failed write keeps the previous file
+            from unimix.train.fileio import atomic_write_text
+
+            atomic_write_text(path, text + "\n")
         return text
 
     @classmethod

@@ -30,10 +30,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import default_collate
 
+from unimix.checks import check_choice, check_same_batch
 from unimix.collate import MixCollate
 from unimix.collate_kernels import mix_uint8, row_masks
 from unimix.integrations import require
-from unimix.timm_mixup import TimmMixup, mix_targets, mixup_target, smoothed_targets
+from unimix.targets import mix_targets
+from unimix.timm_mixup import TimmMixup, mixup_target, timm_targets
 
 _timm_mixup = require("timm.data.mixup", "vision")
 
@@ -118,8 +120,7 @@ class FastCollateMixup(_timm_mixup.FastCollateMixup):
         generator: torch.Generator | None = None,
     ) -> None:
         # timm's own __init__ is not called: the settings live in the TimmMixup below.
-        if mode not in ("batch", "pair", "elem", "half"):
-            raise ValueError(f"mode must be 'batch', 'pair', 'elem' or 'half', got {mode!r}")
+        check_choice("mode", mode, ("batch", "pair", "elem", "half"))
         self._mixup = TimmMixup(
             mixup_alpha, cutmix_alpha, cutmix_minmax, prob, switch_prob,
             "elem" if mode == "half" else mode, correct_lam, label_smoothing, num_classes,
@@ -189,9 +190,8 @@ class FastCollateMixup(_timm_mixup.FastCollateMixup):
         samples, labels = _images_uint8(batch)
         size = len(samples)
         _, height, width = samples[0].shape
-        y1 = smoothed_targets(labels, self.num_classes, self.label_smoothing, self.multi_label)
-        if y1.shape[0] != size:
-            raise ValueError(f"got {size} images but {y1.shape[0]} targets; pass one per image")
+        y1 = timm_targets(labels, self.num_classes, self.label_smoothing, self.multi_label)
+        check_same_batch("the images", size, "targets", y1.shape[0])
         plan = mixer.sample(size, height, width, device=samples[0].device)
         masks = row_masks(plan)
         if masks is None:
@@ -204,8 +204,8 @@ class FastCollateMixup(_timm_mixup.FastCollateMixup):
         if plan.label_weight == "nominal":
             lam = plan.lam
         if plan.mode == "batch":
-            return images, mix_targets(y1, float(lam[0]), plan.partner)
-        return images, mix_targets(y1, lam.to(torch.float32), plan.partner)
+            return images, mix_targets(y1, plan.partner, float(lam[0]))
+        return images, mix_targets(y1, plan.partner, lam.to(torch.float32))
 
     def __repr__(self) -> str:
         inner = repr(self._mixup).replace("TimmMixup(", "FastCollateMixup(", 1)

@@ -32,12 +32,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from unimix.checks import check_positive_int, check_same_batch
 from unimix.collate import MixCollate
 from unimix.integrations import require
 from unimix.mix import Mixer
+from unimix.targets import one_hot_targets
 
 _tv_tensors = require("torchvision.tv_tensors", "vision")
 _v2 = require("torchvision.transforms.v2", "vision")
@@ -88,24 +89,27 @@ def default_labels_getter(inputs: Any) -> Any:
     if isinstance(inputs, (tuple, list)):
         if len(inputs) < 2:
             raise ValueError(
-                "labels_getter='default' expects (images, labels) or a dict with a 'labels' key; "
-                f"got a {type(inputs).__name__} of length {len(inputs)}"
+                "When using the default labels_getter, the input must be (images, labels) or a "
+                f"dict with a 'labels' key; got a {type(inputs).__name__} of length "
+                f"{len(inputs)}. Pass labels_getter=callable to say where the labels are"
             )
         inputs = inputs[1]
     if isinstance(inputs, Tensor) and not isinstance(inputs, _tv_tensors.TVTensor):
         return inputs
     if not isinstance(inputs, Mapping):
         raise ValueError(
-            "labels_getter='default' expects (images, labels), (images, dict) or a dict; got "
-            f"{type(inputs).__name__}. Pass labels_getter=callable to say where the labels are"
+            "When using the default labels_getter, the labels must be a tensor in (images, "
+            f"labels), (images, dict) or a dict; got {type(inputs).__name__}. Pass "
+            "labels_getter=callable to say where the labels are"
         )
     keys = [k for k in inputs if isinstance(k, str)]
     key = next((k for k in keys if k.lower() == "labels"), None)
     key = key or next((k for k in keys if "label" in k.lower()), None)
     if key is None:
         raise ValueError(
-            f"no labels key among {list(inputs)} (looked for 'labels', then any key containing "
-            "'label'); pass labels_getter=callable to say where the labels are"
+            f"Could not infer where the labels are in the sample: no labels key among "
+            f"{list(inputs)} (looked for 'labels', then any key containing 'label'); pass "
+            "labels_getter=callable to say where the labels are"
         )
     return inputs[key]
 
@@ -157,10 +161,8 @@ class MixTransform(_v2.Transform):
             self.mixer = Mixer(
                 methods, alpha=alpha, mode=mode, generator=generator, **method_params
             )  # type: ignore[arg-type]
-        if num_classes is not None and (
-            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-        ):
-            raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
+        if num_classes is not None:
+            check_positive_int("num_classes", num_classes)
         self.num_classes = num_classes if num_classes is not None else self.mixer.num_classes
         if labels_getter == "default":
             self._labels_getter: Callable[[Any], Any] = default_labels_getter
@@ -222,51 +224,24 @@ class MixTransform(_v2.Transform):
         return rebuild(out)
 
     def _targets(self, labels: Any) -> Tensor:
-        """Float ``[B, K]`` targets from torchvision-style labels, checked as torchvision does."""
+        """Float ``[B, K]`` targets from torchvision-style labels (:func:`unimix.targets.one_hot_targets`,
+        the engine's own path: its messages keep torchvision's phrases)."""
         if not isinstance(labels, Tensor):
-            raise ValueError(f"the labels must be a tensor, got {type(labels).__name__}")
-        if labels.dim() == 1:
-            if self.num_classes is None:
-                raise ValueError(
-                    "num_classes is needed when the labels are class indices [B]; pass "
-                    "num_classes=K (or probabilities [B, K])"
-                )
-            if labels.is_floating_point() or labels.dtype == torch.bool:
-                raise ValueError(
-                    f"class-index labels must be integers, got {labels.dtype}; pass probabilities "
-                    "as [B, K]"
-                )
-            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-                raise ValueError(
-                    f"labels must lie in [0, num_classes={self.num_classes}), got range "
-                    f"[{int(labels.min())}, {int(labels.max())}]"
-                )
-            return F.one_hot(labels.long(), self.num_classes).float()
-        if labels.dim() == 2:
-            if self.num_classes is not None and labels.shape[1] != self.num_classes:
-                raise ValueError(
-                    f"labels [B, K] have K={labels.shape[1]} but num_classes={self.num_classes}; "
-                    "leave num_classes=None for probability labels"
-                )
-            return labels if labels.is_floating_point() else labels.float()
-        raise ValueError(
-            "labels must be class indices [B] or probabilities [B, num_classes], got shape "
-            f"{tuple(labels.shape)}"
-        )
+            raise ValueError(
+                f"the labels must be a tensor, got {type(labels).__name__}; pass labels_getter="
+                "callable to say where the labels are"
+            )
+        return one_hot_targets(labels, self.num_classes, None)
 
     def _check_batch(self, images: Tensor, labels: int) -> None:
         expected = 5 if isinstance(images, _tv_tensors.Video) else 4
         if images.dim() != expected:
             raise ValueError(
-                f"{type(self).__name__} expects a batch: a {expected}-dim "
+                f"Expected a batched input with {expected} dims: {type(self).__name__} mixes a "
                 f"{'video [B, T, C, H, W]' if expected == 5 else 'image [B, C, H, W]'} tensor, "
-                f"got shape {tuple(images.shape)}"
+                f"got shape {tuple(images.shape)}; batch the samples (e.g. with a DataLoader) first"
             )
-        if images.shape[0] != labels:
-            raise ValueError(
-                f"the images hold {images.shape[0]} samples but the labels {labels}; "
-                "pass one label per image"
-            )
+        check_same_batch("the images", images.shape[0], "labels", labels)
 
     @staticmethod
     def _image_indices(flat: list[Any], labels: Tensor) -> list[int]:

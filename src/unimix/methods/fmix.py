@@ -10,7 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from unimix.masks import MaskSample, MaskSampler, register
+from unimix.checks import check_positive, check_unit
+from unimix.masks import MaskSample, MaskSampler
+from unimix.registry import register
 
 __all__ = ["FMix", "low_frequency_noise"]
 
@@ -86,18 +88,8 @@ class FMix(MaskSampler):
     """
 
     def __init__(self, decay_power: float = 3.0, max_soft: float = 0.0) -> None:
-        if isinstance(decay_power, bool) or not isinstance(decay_power, (int, float)):
-            raise TypeError(f"decay_power must be a number, got {type(decay_power).__name__}")
-        if not decay_power >= 0 or decay_power == float("inf"):
-            raise ValueError(
-                f"decay_power must be a finite number >= 0 (the paper uses 3), got {decay_power}"
-            )
-        if isinstance(max_soft, bool) or not isinstance(max_soft, (int, float)):
-            raise TypeError(f"max_soft must be a number in [0, 0.5], got {type(max_soft).__name__}")
-        if not 0.0 <= max_soft <= 0.5:
-            raise ValueError(f"max_soft must lie in [0, 0.5], got {max_soft}")
-        self.decay_power = float(decay_power)
-        self.max_soft = float(max_soft)
+        self.decay_power = check_positive("decay_power", decay_power, allow_zero=True)  # paper: 3
+        self.max_soft = check_unit("max_soft", max_soft, high=0.5)
 
     def sample(self, lam, height, width, device, generator):
         n, area = lam.shape[0], height * width

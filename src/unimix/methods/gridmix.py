@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from unimix.masks import MaskSample, MaskSampler, register
+from unimix.masks import MaskSample, MaskSampler
+from unimix.registry import register
 
 __all__ = ["GridMix"]
 

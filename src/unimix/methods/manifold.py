@@ -13,7 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from unimix.methods._common import random_device, require_model, resolve_rows, unwrap_model
-from unimix.mix import Mixer, MixInfo, MixMethod, register_method
+from unimix.mix import Mixer, MixInfo
+from unimix.mixmethod import MixMethod
+from unimix.registry import register
 
 __all__ = ["ManifoldMixup", "ManifoldMix", "eligible_layers", "INPUT"]
 
@@ -164,7 +166,7 @@ class ManifoldMixup:
         self.mixer.load_state_dict(state)
 
 
-@register_method("manifold")
+@register("manifold")
 class ManifoldMix(MixMethod):
     """Manifold Mixup by name in :class:`~unimix.Mixer`: ``mixer(images, labels, model=model)``.
 

@@ -23,7 +23,8 @@ from unimix.methods._common import (
     require_model,
     resolve_rows,
 )
-from unimix.mix import MixMethod, register_method
+from unimix.mixmethod import MixMethod
+from unimix.registry import register
 
 __all__ = [
     "PuzzleMix",
@@ -521,7 +522,7 @@ def _transport_pair(
     return a, b
 
 
-@register_method("puzzlemix")
+@register("puzzlemix")
 class PuzzleMix(MixMethod):
     """Puzzle Mix (Kim, Choo & Song, ICML 2020), usable by name in :class:`~unimix.Mixer`.
 

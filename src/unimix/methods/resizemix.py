@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from unimix.checks import check_choice, check_interval
 from unimix.methods._common import as_float, check_pair, random_device
-from unimix.mix import MixMethod, register_method
+from unimix.mixmethod import MixMethod
+from unimix.registry import register
 
 __all__ = ["ResizeMix", "ResizeMixResult", "resize_mix", "paste_resized"]
 
@@ -118,7 +120,7 @@ def resize_mix(
     return ResizeMixResult(mixed, lam_eff, boxes)
 
 
-@register_method("resizemix")
+@register("resizemix")
 class ResizeMix(MixMethod):
     """ResizeMix (Qin et al. 2020): the partner resized into a box, labels by area.
 
@@ -134,17 +136,8 @@ class ResizeMix(MixMethod):
     def __init__(
         self, scale: tuple[float, float] = (0.1, 0.8), interpolation: Interpolation = "bilinear"
     ) -> None:
-        try:
-            lo, hi = (float(v) for v in scale)
-        except (TypeError, ValueError):
-            raise TypeError(f"scale must be a pair (min, max) in (0, 1], got {scale!r}") from None
-        if not 0.0 <= lo <= hi <= 1.0:
-            raise ValueError(f"scale must satisfy 0 <= min <= max <= 1, got {scale!r}")
-        if interpolation not in ("bilinear", "bicubic", "nearest"):
-            raise ValueError(
-                f"interpolation must be 'bilinear', 'bicubic' or 'nearest', got {interpolation!r}"
-            )
-        self.scale = (lo, hi)
+        self.scale = check_interval("scale", scale, 0.0, 1.0)
+        check_choice("interpolation", interpolation, ("bilinear", "bicubic", "nearest"))
         self.interpolation = interpolation
 
     def mix(

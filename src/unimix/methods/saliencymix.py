@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from unimix.checks import check_choice
 from unimix.methods._common import as_float, check_pair
-from unimix.mix import MixMethod, register_method
+from unimix.mixmethod import MixMethod
+from unimix.registry import register
 
 __all__ = [
     "SaliencyMix",
@@ -199,7 +201,7 @@ def saliency_mix(
     return SaliencyMixResult(mixed, lam_eff, boxes, torch.stack((py, px), dim=1))
 
 
-@register_method("saliencymix")
+@register("saliencymix")
 class SaliencyMix(MixMethod):
     """SaliencyMix (Uddin et al., ICLR 2021): CutMix with the box on the partner's most salient pixel.
 
@@ -216,10 +218,7 @@ class SaliencyMix(MixMethod):
     """
 
     def __init__(self, detector: Detector = "fine_grained") -> None:
-        if detector not in ("fine_grained", "spectral_residual"):
-            raise ValueError(
-                f"detector must be 'fine_grained' or 'spectral_residual', got {detector!r}"
-            )
+        check_choice("detector", detector, ("fine_grained", "spectral_residual"))
         self.detector = detector
 
     def mix(

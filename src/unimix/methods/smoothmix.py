@@ -10,7 +10,9 @@ from typing import Literal
 
 import torch
 
-from unimix.masks import MaskSample, MaskSampler, register
+from unimix.checks import check_choice, check_interval
+from unimix.masks import MaskSample, MaskSampler
+from unimix.registry import register
 
 __all__ = ["SmoothMix"]
 
@@ -44,18 +46,9 @@ class SmoothMix(MaskSampler):
         sigma: tuple[float, float] = (0.25, 0.5),
         boundary: Literal["clip", "wrap"] = "clip",
     ) -> None:
-        if shape not in ("circle", "square"):
-            raise ValueError(f"shape must be 'circle' or 'square', got {shape!r}")
-        if boundary not in ("clip", "wrap"):
-            raise ValueError(f"boundary must be 'clip' or 'wrap', got {boundary!r}")
-        try:
-            lo, hi = (float(v) for v in sigma)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"sigma must be a pair (min, max) of fractions of the image size, got {sigma!r}"
-            ) from None
-        if not 0 < lo <= hi:
-            raise ValueError(f"sigma must satisfy 0 < min <= max, got {sigma!r}")
+        check_choice("shape", shape, ("circle", "square"))
+        check_choice("boundary", boundary, ("clip", "wrap"))
+        lo, hi = check_interval("sigma", sigma, 0.0, open_low=True)  # fractions of the image size
         self.shape = shape
         self.sigma = (lo, hi)
         self.boundary = boundary

@@ -4,7 +4,8 @@ Built-in names: ``small_cnn`` (digits), ``preact_resnet18`` and ``wrn28_10`` (th
 benchmarks), ``wrn`` (any WideResNet, ``depth=``/``widen=`` keyword arguments). ``tv:<name>``
 builds ``torchvision.models.get_model(name)`` and ``timm:<name>`` builds
 ``timm.create_model(name)``, e.g. ``tv:resnet50`` for ImageNet; both without pretrained weights,
-which unimix never downloads (load a state dict yourself). Every model takes ``in_chans`` input
+which unimix never downloads (load a state dict yourself, or give timm a local weights file with
+``model_kwargs.checkpoint_path``: it is read as tensors only, never as code). Every model takes ``in_chans`` input
 channels (torchvision models get their first convolution rebuilt when it is not 3) and works in
 ``channels_last`` memory format.
 """
@@ -19,6 +20,7 @@ from torch import nn
 
 from unimix.models.preact_resnet import preact_resnet18
 from unimix.models.small_cnn import SmallCNN
+from unimix.models.weights import check_weights_file, state_dict_mismatch
 from unimix.models.wide_resnet import wide_resnet
 
 __all__ = ["adapt_input_channels", "available_models", "create_model", "register_model"]
@@ -159,6 +161,23 @@ def _timm_model(
     if not timm.is_model(name):
         raise _unknown_external("timm", name, timm.list_models())
     base = {"pretrained": False, "num_classes": num_classes, "in_chans": in_chans}
+    weights = kwargs.get("checkpoint_path")
+    if weights is not None:  # read as tensors only, and every problem named before timm sees it
+        kwargs["checkpoint_path"] = str(check_weights_file(weights))
+        try:
+            return _create_timm_model(timm, name, image_size, base, kwargs)
+        except RuntimeError as err:  # the weights do not fit the model (names or shapes)
+            raise ValueError(
+                f"model_kwargs.checkpoint_path {str(weights)!r} does not fit timm:{name} with "
+                f"{num_classes} classes and {in_chans} input channels ({state_dict_mismatch(err)})"
+                "; give weights saved from this model (torch.save(model.state_dict(), PATH))"
+            ) from None
+    return _create_timm_model(timm, name, image_size, base, kwargs)
+
+
+def _create_timm_model(
+    timm: Any, name: str, image_size: tuple[int, int], base: dict, kwargs: dict
+) -> nn.Module:
     if "img_size" not in kwargs:
         try:  # transformers need the input size; convolutional nets reject the argument
             return timm.create_model(name, img_size=image_size, **base, **kwargs)

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from unimix.study.types import StudyConfig, StudyRun
+from unimix.train.fileio import atomic_write_text
 
 __all__ = [
     "EXECUTORS",
@@ -447,7 +448,7 @@ def _execute_slurm(
             jobs[run.name] = job
             known[run.name] = {"job_id": str(job.job_id), "folder": str(folder / "%j")}
             report("queued", run.name)
-        jobs_file.write_text(json.dumps(known, indent=1) + "\n")
+        atomic_write_text(jobs_file, json.dumps(known, indent=1) + "\n")
     failed: list[str] = []
     while jobs:
         for name, job in list(jobs.items()):

@@ -111,9 +111,9 @@ def _figures(cfg: Any, runs: Sequence[Any], out: Path) -> list[Figure]:
             f"Reliability diagrams ({where}seed 0, raw): confidence against accuracy, 15 bins.",
         )
     )
-    from unimix import masks as _masks
+    from unimix import registry
 
-    mask_methods = [m for m in cfg.methods if m in _masks.available() and m != "none"]
+    mask_methods = [m for m in cfg.methods if m in registry.available("mask") and m != "none"]
     if mask_methods:
         from unimix.viz.gallery import plot_mask_gallery
 

@@ -35,13 +35,19 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from unimix.study.studydir import claim_study_directory, clear_study
+from unimix.study.studydir import (
+    STUDY_LOCK,
+    check_study_directory,
+    claim_study_directory,
+    clear_study,
+)
 from unimix.study.types import (
     MIXING_KEYS,
     PAPER_METHODS,
@@ -50,6 +56,7 @@ from unimix.study.types import (
     StudyConfig,
     StudyRun,
     replicate_seeds,
+    section_int,
     software_versions,
 )
 from unimix.train.fileio import atomic_write_text
@@ -60,7 +67,9 @@ __all__ = [
     "TIMING_COLUMNS",
     "StudyConfig",
     "StudyRun",
+    "CheckedStudy",
     "check_same_start",
+    "check_study",
     "load_study_section",
     "parse_grid",
     "plan_runs",
@@ -105,7 +114,16 @@ def _regimes(cfg: StudyConfig, section: dict[str, Any]) -> dict[str, dict[str, A
         raise ValueError(f"study.regimes of recipe {cfg.recipe!r} must map names to keys")
     if not defined:
         defined = {DEFAULT_REGIME: {}}
-    names = cfg.regimes or list(section.get("default_regimes") or defined)
+    for name, keys in defined.items():
+        if keys is not None and not isinstance(keys, dict):
+            raise ValueError(
+                f"study.regimes.{name} of recipe {cfg.recipe!r} must map training keys to "
+                f"values, got {keys!r}"
+            )
+    default = section.get("default_regimes")
+    if default is not None and not isinstance(default, list):
+        raise ValueError(f"study.default_regimes must be a list of regime names, got {default!r}")
+    names = cfg.regimes or list(default or defined)
     unknown = [n for n in names if n not in defined]
     if unknown:
         raise ValueError(
@@ -162,10 +180,8 @@ def _method_takes(method: str, key: str) -> bool:
 
 
 def _parameters(method: str) -> set[str]:
-    try:
-        from unimix.registry import parameters
-    except ImportError:  # pragma: no cover - older engine
-        from unimix.mix import method_parameters as parameters
+    from unimix.registry import parameters
+
     try:
         return set(parameters(method))
     except (KeyError, ValueError):
@@ -219,7 +235,7 @@ def plan_runs(cfg: StudyConfig) -> list[StudyRun]:
 
     section = load_study_section(cfg.recipe)
     base = load_recipe(cfg.recipe)
-    seeds = cfg.seeds if cfg.seeds is not None else int(section.get("seeds", 3))
+    seeds = cfg.seeds if cfg.seeds is not None else section_int(section, "seeds", 3, low=1)
     cfg.resolve(section)
     runs = []
     dial = section.get("dial") == "locality"
@@ -227,6 +243,25 @@ def plan_runs(cfg: StudyConfig) -> list[StudyRun]:
         from unimix.study.locality import dial_methods
 
         cfg.methods = dial_methods()
+        if cfg.grid:
+            raise ValueError(
+                f"recipe {cfg.recipe!r} sweeps its own dial of mask settings; drop --grid"
+            )
+    locality = section.get("locality")
+    if locality is not None and not (
+        isinstance(locality, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in locality.items())
+    ):
+        raise ValueError(
+            f"study.locality must map regime names to task names, e.g. {{local: digits_local}}, "
+            f"got {locality!r}"
+        )
+    for key in cfg.grid:
+        if not any(_method_takes(m, key) for m in cfg.methods):
+            raise ValueError(
+                f"--grid {_short(key)}: no method of this study ({', '.join(cfg.methods)}) takes "
+                "it; give a training key or a parameter of one of the methods"
+            )
     for regime, keys in _regimes(cfg, section).items():
         data = apply_overrides(base, keys)
         for replicate in range(seeds):
@@ -438,10 +473,11 @@ def _run_cost(run: StudyRun, sizes: dict[str, int], cfg: StudyConfig) -> float:
     )
 
 
-def _sizes(config: Any) -> dict[str, int]:
+def _dataset(config: Any) -> Any:
+    """The :class:`~unimix.data.DataSpec` of a run's configuration."""
     from unimix.data import build_dataset
 
-    spec = build_dataset(
+    return build_dataset(
         config.dataset,
         config.data_dir,
         config.image_size,
@@ -450,6 +486,13 @@ def _sizes(config: Any) -> dict[str, int]:
         train_fraction=config.train_fraction,
         val_fraction=config.val_fraction,
     )
+
+
+def _sizes(config: Any) -> dict[str, int]:
+    return _spec_sizes(_dataset(config))
+
+
+def _spec_sizes(spec: Any) -> dict[str, int]:
     return {
         "train": len(spec.train),
         "test": len(spec.test),
@@ -502,9 +545,11 @@ def _probe_image_seconds(run: StudyRun, budget_s: float = 30.0) -> float:
     return min(times[1:] or times) / batch
 
 
-def _estimate_seconds(runs: Sequence[StudyRun], cfg: StudyConfig) -> float:
+def _estimate_seconds(
+    runs: Sequence[StudyRun], cfg: StudyConfig, sizes: dict[str, dict[str, int]] | None = None
+) -> float:
     """Seconds left: the measured seconds per unit of cost of finished runs, else a probe."""
-    sizes: dict[str, dict[str, int]] = {}
+    sizes = dict(sizes or {})
     for run in runs:
         if run.regime not in sizes:
             sizes[run.regime] = _sizes(run.config)
@@ -633,21 +678,77 @@ def run_study(
 
     log = log or tqdm.write  # above the progress bars
 
-    runs = plan_runs(cfg)
+    from unimix.errors import removed_on_failure
+
+    runs = plan_runs(cfg)  # every run's configuration, resolved and validated
+    check_study_directory(cfg.out)  # a folder unimix did not mark is refused before the checks
+    checked = check_study(cfg, runs)  # data, models, memory, workers: before anything is written
     threads = torch.get_num_threads()
     if cfg.threads is not None and cfg.device != "cuda":
         torch.set_num_threads(cfg.threads)
-    lock = claim_study_directory(cfg.out)  # refuses a folder unimix did not mark, or a busy one
     try:
-        return _run_study(cfg, runs, log, after_run)
+        # a study that fails before any run has a checkpoint leaves the folder as it found it
+        with removed_on_failure(cfg.out, keep=("checkpoint.pt", STUDY_LOCK)):
+            lock = claim_study_directory(cfg.out)  # refuses an unmarked or a busy folder
+            try:
+                return _run_study(cfg, runs, checked, log, after_run)
+            finally:
+                lock.release()
     finally:
-        lock.release()
         torch.set_num_threads(threads)
+
+
+@dataclass
+class CheckedStudy:
+    """What :func:`check_study` found: the local workers and each regime's split sizes."""
+
+    workers: int
+    sizes: dict[str, dict[str, int]]
+
+
+def check_study(cfg: StudyConfig, runs: Sequence[StudyRun]) -> CheckedStudy:
+    """Check everything a study needs that its arguments decide, before it writes anything:
+    every regime's data can be read, every distinct model builds with its ``model_kwargs``
+    for that data, every run fits in its device's memory
+    (:func:`unimix.train.memory.check_run_memory`) and the local workers fit together.
+
+    Raises ValueError/TypeError naming the setting (the command line prints one line).
+    """
+    from unimix.models import create_model
+    from unimix.train.memory import check_run_memory
+
+    for run in runs:  # first: a size that cannot fit is refused before any data is made
+        check_run_memory(run.config)
+    specs: dict[str, Any] = {}
+    built: set[tuple[str, str, str]] = set()
+    for run in runs:
+        c = run.config
+        if run.regime not in specs:
+            specs[run.regime] = _dataset(c)
+        spec = specs[run.regime]
+        key = (run.regime, c.model, repr(c.model_kwargs))
+        if key in built:
+            continue
+        built.add(key)
+        try:
+            create_model(
+                c.model, spec.num_classes, spec.in_chans, spec.image_size, **c.model_kwargs
+            )
+        except (TypeError, ValueError) as err:
+            detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(
+                f"model {c.model!r} with model_kwargs {c.model_kwargs} cannot be built for "
+                f"{c.dataset} ({spec.in_chans} channel(s), {spec.num_classes} classes): {detail}"
+            ) from None
+    sizes = {regime: _spec_sizes(spec) for regime, spec in specs.items()}
+    left = [r for r in runs if not r.done()]
+    return CheckedStudy(_workers(cfg, runs, left), sizes)
 
 
 def _run_study(
     cfg: StudyConfig,
     runs: list[StudyRun],
+    checked: CheckedStudy,
     log: Callable[[str], None],
     after_run: Callable[[StudyRun], None] | None,
 ) -> Path:
@@ -675,10 +776,10 @@ def _run_study(
         f"({len(runs) - len(left)} already done) → {cfg.out}"
     )
     estimate = None
-    workers = _workers(cfg, runs, left)
+    workers = checked.workers
     if left:
         parallel = min(workers, len(left)) if cfg.executor == "local" else 1
-        estimate = _estimate_seconds(runs, cfg) / parallel
+        estimate = _estimate_seconds(runs, cfg, checked.sizes) / parallel
         on = _device_name(cfg.device) if parallel == 1 else f"{parallel} workers"
         log(f"study: estimated time left {_hms(estimate)} (training and evaluation) on {on}")
     start = time.perf_counter()

@@ -113,7 +113,7 @@ def claim_study_directory(path: str | os.PathLike[str]) -> RunLock:
         marker = path / MARKER_FILE
         if not is_study_directory(path):
             fd = os.open(
-                marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644
             )
             with os.fdopen(fd, "w") as fh:
                 json.dump({"unimix": "study", "format": 1}, fh)

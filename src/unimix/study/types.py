@@ -6,6 +6,7 @@ each other, so the study has no import cycle.
 
 from __future__ import annotations
 
+import math
 import platform
 import sys
 from dataclasses import dataclass, field
@@ -180,12 +181,10 @@ class StudyConfig:
             raise ValueError("methods must name at least one method, e.g. --methods none,mixup")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods lists a method twice: {self.methods}")
-        known = set(_available_methods())
+        from unimix.registry import lookup
+
         for name in self.methods:
-            if name not in known:
-                raise ValueError(
-                    f"unknown method {name!r} in methods; known methods: {', '.join(sorted(known))}"
-                )
+            lookup(name)  # the registry's one wording of an unknown name, listing the known ones
         if self.seeds is not None and (
             isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1
         ):
@@ -246,25 +245,48 @@ class StudyConfig:
                 raise ValueError(f"grid {key!r} needs at least one value, e.g. --grid {key}=A,B")
 
     def resolve(self, section: dict[str, Any]) -> None:
-        """Fill the settings left ``None`` from a recipe's ``study:`` section, then defaults."""
+        """Fill the settings left ``None`` from a recipe's ``study:`` section, then defaults.
+
+        Every value taken from the section is checked here, before any work: a bad one is a
+        ValueError naming ``study.<key>`` and what it must be.
+        """
         if self.pgd_steps is None:
-            self.pgd_steps = int(section.get("pgd_steps", 10))
+            self.pgd_steps = section_int(section, "pgd_steps", 10, low=1)
         if self.eps_list is None:
             eps = section.get("eps_list")
-            self.eps_list = [_eps(e) for e in eps] if eps else [2 / 255, 4 / 255, 8 / 255, 16 / 255]
+            if eps is not None and not isinstance(eps, list):
+                eps = [eps]
+            self.eps_list = (
+                [_section_eps(e) for e in eps] if eps else [2 / 255, 4 / 255, 8 / 255, 16 / 255]
+            )
             if self.attack_eps not in self.eps_list:
                 self.eps_list = sorted({*self.eps_list, self.attack_eps})
-        if self.attack_images is None and section.get("attack_images"):
-            self.attack_images = int(section["attack_images"])
+        if self.attack_images is None and section.get("attack_images") is not None:
+            self.attack_images = section_int(section, "attack_images", None, low=1)
         if self.confirmatory is None:
             declared = section.get("confirmatory")
+            if declared is not None and (
+                not isinstance(declared, list) or not all(isinstance(c, str) for c in declared)
+            ):
+                raise ValueError(
+                    f"study.confirmatory must be a list of claim names, got {declared!r}"
+                )
             self.confirmatory = list(declared) if declared else None
         if self.predicted is None and section.get("predicted"):
-            self.predicted = {str(k): str(v) for k, v in dict(section["predicted"]).items()}
+            self.predicted = _section_predicted(section["predicted"])
         if section.get("cost_threshold_pct") is not None:
-            self.cost_threshold_pct = float(section["cost_threshold_pct"])
-        if self.threads is None and section.get("threads"):
-            self.threads = int(section["threads"])
+            value = section["cost_threshold_pct"]
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (math.isfinite(value) and value > 0)
+            ):
+                raise ValueError(
+                    f"study.cost_threshold_pct must be a number > 0 (a percentage), got {value!r}"
+                )
+            self.cost_threshold_pct = float(value)
+        if self.threads is None and section.get("threads") is not None:
+            self.threads = section_int(section, "threads", None, low=1)
         if self.threads is None and not self.device.startswith("cuda"):
             self.threads = (
                 1  # one thread per run, on every executor: the same arithmetic everywhere
@@ -298,13 +320,46 @@ def _eps(value: Any) -> float:
     return float(value)
 
 
-def _available_methods() -> list[str]:
+def _section_eps(value: Any) -> float:
+    """An attack radius of ``study.eps_list``: a finite number >= 0 or a fraction like 8/255."""
     try:
-        from unimix.registry import available
-    except ImportError:  # pragma: no cover - older engine
-        from unimix.mix import available_methods as available
-    names = list(available())
-    return names if "none" in names else ["none", *names]
+        eps = None if isinstance(value, bool) else _eps(value)
+    except (TypeError, ValueError, ZeroDivisionError):
+        eps = None
+    if eps is None or not math.isfinite(eps) or eps < 0:
+        raise ValueError(
+            f"study.eps_list holds {value!r}; each radius must be a finite number >= 0 or a "
+            "fraction such as 8/255"
+        )
+    return eps
+
+
+def section_int(section: dict[str, Any], key: str, default: int | None, *, low: int) -> int:
+    """``section[key]`` (``default`` when absent) as an int >= ``low``, else a ValueError
+    naming ``study.<key>``."""
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"study.{key} of the recipe must be an int >= {low}, got {value!r}")
+    return value
+
+
+def _section_predicted(value: Any) -> dict[str, str]:
+    """``study.predicted``: claim → the method predicted better (only ``mixup_vs_cutmix``)."""
+    if not isinstance(value, dict):
+        raise ValueError(f"study.predicted must map a claim to a method, got {value!r}")
+    out = {str(k): str(v) for k, v in value.items()}
+    unknown = sorted(set(out) - {"mixup_vs_cutmix"})
+    if unknown:
+        raise ValueError(
+            f"study.predicted names {', '.join(map(repr, unknown))}; only mixup_vs_cutmix takes "
+            "a predicted winner"
+        )
+    if out.get("mixup_vs_cutmix", "mixup") not in ("mixup", "cutmix"):
+        raise ValueError(
+            "study.predicted.mixup_vs_cutmix must be mixup or cutmix, got "
+            f"{out['mixup_vs_cutmix']!r}"
+        )
+    return out
 
 
 @dataclass

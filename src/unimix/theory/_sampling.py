@@ -4,7 +4,7 @@ A *method* is anything that describes a mask distribution given ``λ``: a regist
 :mod:`unimix.masks` (with its parameters), a :class:`~unimix.masks.MaskSampler`, or any callable
 with the sampler signature ``(lam [N], height, width, *, device=None, generator=None)`` returning a
 :class:`~unimix.masks.MaskSample` or a ``[N, 1, H, W]`` / ``[N, H, W]`` tensor of masks in
-``[0, 1]``. Methods that must look at the images (saliency-based mixes, :class:`unimix.mix.MixMethod`)
+``[0, 1]``. Methods that must look at the images (saliency-based mixes, :class:`unimix.mixmethod.MixMethod`)
 have no mask distribution independent of the data, so the theory does not apply to them.
 """
 
@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from unimix import masks as _masks
+from unimix import registry
 from unimix.checks import check_alpha, check_unit
 
 Weighting = Literal["mask", "label"]
@@ -59,16 +60,14 @@ def resolve_sampler(method: MethodLike, **params: Any) -> Callable[..., Any]:
         TypeError: for image-dependent methods and for callables without the sampler signature.
         ValueError: for unknown names.
     """
-    from unimix.mix import MixMethod, available_methods
-
     if isinstance(method, str):
-        if method not in _masks.available() and method in available_methods():
+        if method in registry.available("image"):
             raise TypeError(
                 f"{method!r} is not a mask sampler (it looks at the images or mixes inside the "
-                "model), so it has no mask distribution of its own and no pixel-level "
-                f"coefficients A(p, q); the theory covers mask samplers: {', '.join(_masks.available())}"
+                "model), so it has no mask distribution of its own and no pixel-level coefficients "
+                f"A(p, q); the theory covers mask samplers: {', '.join(registry.available('mask'))}"
             )
-        return _masks.get(method, **params)
+        return registry.get(method, "mask", **params)
     if params:
         raise TypeError(
             f"parameters {sorted(params)} can only be given with a method name; "
@@ -76,7 +75,8 @@ def resolve_sampler(method: MethodLike, **params: Any) -> Callable[..., Any]:
         )
     if isinstance(method, _masks.MaskSampler):
         return method
-    if isinstance(method, MixMethod) or getattr(method, "needs_images", False):
+    image_kind = getattr(method, "kind", None) == "image"  # the registry's kind of a method
+    if image_kind or getattr(method, "needs_images", False):
         raise TypeError(
             f"{method!r} mixes by looking at the images, so it has no mask distribution of its own "
             "and no pixel-level coefficients A(p, q); the theory covers mask samplers "

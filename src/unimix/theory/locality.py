@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from unimix import masks as _masks
+from unimix import registry
 from unimix.theory._sampling import MethodLike, resolve_sampler
 from unimix.theory.closed_forms import CLOSED_FORMS, closed_form
 from unimix.theory.coefficients import DistanceProfile, distance_profile
@@ -46,7 +46,7 @@ _SAMPLES = 4096
 
 def _accepts_boundary(method: MethodLike) -> bool:
     if isinstance(method, str):
-        sampler = _masks.get(method)
+        sampler = registry.get(method, "mask")
     else:
         sampler = method
     try:

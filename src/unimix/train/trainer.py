@@ -50,6 +50,7 @@ from unimix.train.logging import (
     summary_writer_class,
     warn_tensorboard_missing,
 )
+from unimix.train.memory import check_run_memory
 from unimix.train.meters import EpochMeter, TimedCollate
 from unimix.train.optim import build_optimizer, build_scheduler, lr_factor
 from unimix.train.result import TrainingInterrupted, TrainResult
@@ -453,12 +454,15 @@ def train(
             another configuration.
         unimix.train.rundir.RunLockedError: another process is writing ``out_dir``.
         unimix.train.rundir.NotARunDirectoryError: ``out_dir`` holds other files and no run.
+        ValueError: the run's image and batch sizes cannot fit in its device's memory
+            (:func:`unimix.train.memory.check_run_memory`).
     """
     cfg = TrainConfig.from_any(config)
     out = Path(out_dir)
     for name, hook in (("on_step", on_step), ("on_epoch", on_epoch)):
         if hook is not None and not callable(hook):
             raise TypeError(f"{name} must be callable or None, got {type(hook).__name__}")
+    check_run_memory(cfg)  # sizes that cannot fit are refused before anything is allocated
     dist = distributed.setup(cfg.device)
     if cfg.tensorboard is True and dist.is_main and summary_writer_class() is None:
         warn_tensorboard_missing(stacklevel=2)  # at the caller's line, not deep in the trainer

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from unimix.train.fileio import atomic_save_figure
 from unimix.viz.colors import method_color
 
 __all__ = ["plot_training_curves"]
@@ -95,6 +96,6 @@ def plot_training_curves(
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    atomic_save_figure(fig, path, dpi=dpi)
     plt.close(fig)
     return path

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from unimix import registry
+from unimix.train.fileio import atomic_save_figure
 
 __all__ = [
     "sample_photographs",
@@ -162,6 +163,6 @@ def plot_mask_gallery(
     fig.tight_layout()
     path = resolve_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    atomic_save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

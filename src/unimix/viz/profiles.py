@@ -18,6 +18,7 @@ import torch
 from matplotlib.figure import Figure
 
 from unimix.theory import DistanceProfile, PairwiseCoefficients, distance_profile
+from unimix.train.fileio import atomic_save_figure
 from unimix.viz.colors import method_color
 
 __all__ = ["plot_radial_profiles", "plot_heatmaps", "write_profile_plot"]
@@ -90,7 +91,7 @@ def plot_radial_profiles(
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=dpi)
+        atomic_save_figure(fig, path, dpi=dpi)
     return fig
 
 
@@ -133,7 +134,7 @@ def plot_heatmaps(
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=dpi)
+        atomic_save_figure(fig, path, dpi=dpi)
     return fig
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from unimix.train.fileio import atomic_save_figure
 from unimix.viz.colors import method_color
 
 __all__ = ["plot_reliability"]
@@ -86,7 +87,7 @@ def plot_reliability(
     _style_axes(top, bottom, title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    atomic_save_figure(fig, path, dpi=dpi)
     return path
 
 

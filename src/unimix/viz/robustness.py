@@ -13,6 +13,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from unimix.train.fileio import atomic_save_figure
 from unimix.viz.colors import method_color
 
 __all__ = ["plot_robustness"]
@@ -83,5 +84,5 @@ def plot_robustness(
         ax.set_title(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    atomic_save_figure(fig, path, dpi=dpi)
     return path
