@@ -9,11 +9,10 @@ batch and mixes it there. For each mode and method this times one call of
 samples (collation included, as the loader sees it) and prints milliseconds and the ratio
 timm / unimix (> 1: unimix is faster). Beside every row it prints the *copy floor* — timm's plain
 ``fast_collate`` of the same samples, no mixing — and unimix's time as a multiple of it. The three
-are timed in turn, and every row in turn, ``--rounds`` times over, each keeping its fastest round,
-so a burst of load from other processes inflates no column and no row. ``--clock cpu`` times the
-CPU time of this process instead of the wall clock: on a machine shared with other busy processes
-it does not count the time this one waits for a core (it still counts what they cost it in
-cache); use it with ``--threads 1``.
+are timed in turn, ``--rounds`` times over, each keeping its fastest round, so a burst of load from
+other processes inflates no column. ``--clock cpu`` times the CPU time of this process instead of
+the wall clock: on a machine shared with other busy processes it does not count the time this
+one waits for a core (it still counts what they cost it in cache); use it with ``--threads 1``.
 """
 
 from __future__ import annotations
@@ -78,7 +77,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     def floor() -> None:
         fast_collate(samples)
 
-    rows = []
     for mode in MODES:
         for name, kwargs in METHODS.items():
             ours = FastCollateMixup(**kwargs, mode=mode, num_classes=args.classes)
@@ -91,22 +89,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             ours(samples)  # warm-up
             if theirs is not None:
                 theirs(samples)
-            rows.append((mode, name, ours, theirs, [float("inf")] * 3))
-    # Round-robin over all rows: each row's rounds are spread over the whole run, so a burst of
-    # load inflates one round of many rows rather than every round of one row.
-    for _ in range(args.rounds):
-        for _, _, ours, theirs, best in rows:
-            best[0] = min(best[0], elapsed(floor, clock))
-            best[1] = min(best[1], elapsed(lambda ours=ours: ours(samples), clock))
-            if theirs is not None:
-                best[2] = min(best[2], elapsed(lambda theirs=theirs: theirs(samples), clock))
-    for mode, name, _, theirs, (t_floor, t_ours, t_theirs) in rows:
-        timm_ms = f"{t_theirs * 1e3:9.1f}" if theirs is not None else f"{'-':>9s}"
-        ratio = f"{t_theirs / t_ours:12.2f}" if theirs is not None else f"{'-':>12s}"
-        print(
-            f"{mode:6s} {name:7s} {timm_ms} {t_ours * 1e3:10.1f} {ratio} "
-            f"{t_floor * 1e3:9.1f} {t_ours / t_floor:13.2f}"
-        )
+            t_ours = t_theirs = t_floor = float("inf")
+            for _ in range(args.rounds):
+                t_floor = min(t_floor, elapsed(floor, clock))
+                t_ours = min(t_ours, elapsed(lambda ours=ours: ours(samples), clock))
+                if theirs is not None:
+                    t_theirs = min(t_theirs, elapsed(lambda theirs=theirs: theirs(samples), clock))
+            timm_ms = f"{t_theirs * 1e3:9.1f}" if theirs is not None else f"{'-':>9s}"
+            ratio = f"{t_theirs / t_ours:12.2f}" if theirs is not None else f"{'-':>12s}"
+            print(
+                f"{mode:6s} {name:7s} {timm_ms} {t_ours * 1e3:10.1f} {ratio} "
+                f"{t_floor * 1e3:9.1f} {t_ours / t_floor:13.2f}"
+            )
     return 0
 
 
