@@ -80,14 +80,18 @@ class MixCollate:
                 f"{type(batch).__name__}{f' of length {len(batch)}' if isinstance(batch, Sequence) else ''}"
             )
         images, labels = batch
-        mixer = self._local_mixer()
+        mixer = self.local_mixer()
         if isinstance(mixer, TimmMixup):
             if not self.inplace:
                 images = images.clone()
             return mixer(images, labels)
         return mixer(images, labels, inplace=self.inplace)  # type: ignore[return-value]
 
-    def _local_mixer(self) -> Mixer | TimmMixup:
+    def local_mixer(self) -> Mixer | TimmMixup:
+        """The mixer this process mixes with: :attr:`mixer` itself in the main process or without
+        a generator; in a ``DataLoader`` worker, a copy whose generator is seeded from the
+        mixer's and the worker's seeds (made once per worker and epoch, see the class docstring).
+        Collate functions built on ``MixCollate`` draw their plans from it."""
         info = get_worker_info()
         engine = self.mixer.mixer if isinstance(self.mixer, TimmMixup) else self.mixer
         if info is None or engine.generator is None:

@@ -539,11 +539,13 @@ class GMix(MaskSampler):
         scale = torch.where(s > 0, -math.pi / (s.clamp_min(1e-30) * height * width), -math.inf)
         gy = torch.exp(dy.float().square() * scale[:, None]).nan_to_num_(0.0)
         gx = torch.exp(dx.float().square() * scale[:, None]).nan_to_num_(0.0)
-        # One [N, H, W] buffer, written twice: gy ⊗ gx, then M = off + sign·G in place, i.e.
-        # 1 − G (off 1, sign −1) where λ ≥ ½ and G (off 0, sign 1) elsewhere (bit for bit).
+        # One [N, H, W] buffer: gy ⊗ gx, then M = sign·G + off in place, i.e. 1 − G (sign −1,
+        # off 1) where λ ≥ ½ and G (sign 1, off 0) elsewhere, bit for bit (sign·G is exact).
+        # Two passes with one broadcast operand each run vectorised, as one addcmul with two
+        # broadcast operands does not.
         g = torch.mul(gy[:, :, None], gx[:, None, :])
         if not bool((s > 0).all()):
             g[~(s > 0)] = 0.0
         off = (lam_d >= 0.5).to(g.dtype)[:, None, None]
-        masks = torch.addcmul(off, g, 1 - 2 * off, out=g).unsqueeze(1)
+        masks = g.mul_(1 - 2 * off).add_(off).unsqueeze(1)
         return MaskSample(masks, masks.mean(dim=(1, 2, 3)))

@@ -25,13 +25,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import default_collate
 
 from unimix.checks import check_choice, check_same_batch
 from unimix.collate import MixCollate
-from unimix.collate_kernels import mix_rows_uint8, single_sample
+from unimix.collate_kernels import mix_uint8, row_masks
 from unimix.integrations import require
 from unimix.targets import mix_targets
 from unimix.timm_mixup import TimmMixup, mixup_target, timm_targets
@@ -66,7 +67,10 @@ def _images_uint8(samples: list[Any]) -> tuple[list[Tensor], Tensor]:
             "FastCollateMixup collates (image, target) samples; got "
             f"{type(samples[0]).__name__ if samples else 'an empty batch'}"
         )
-    images = [torch.as_tensor(image) for image, _ in samples]
+    images = [
+        torch.from_numpy(image) if isinstance(image, np.ndarray) else torch.as_tensor(image)
+        for image, _ in samples
+    ]
     if images[0].dtype != torch.uint8 or images[0].dim() != 3:
         raise TypeError(
             "FastCollateMixup expects uint8 [C, H, W] images, as timm's transforms make with "
@@ -177,31 +181,30 @@ class FastCollateMixup(_timm_mixup.FastCollateMixup):
         return images, targets
 
     def _collate_and_mix(self, batch: list[Any]) -> tuple[Tensor, Tensor]:
-        """Stack the samples and mix the batch in place, reading partners from the samples
-        (:mod:`unimix.collate_kernels`): box masks write only their box, nothing is computed for
-        rows left as they are, and ``mode="half"`` mixes only the half it returns. Plans the
-        kernels do not cover (several methods, ``prob < 1``, ``mode="batch"``) go through the
-        engine; both give the same pixels and targets for the same generator state."""
-        if self._mixup.mode == "batch":
-            return self._collate(batch)
-        mixer = self._collate._local_mixer().mixer  # this worker's generator  # type: ignore[union-attr]
+        """Mix the batch while collating it (:func:`unimix.collate_kernels.mix_uint8`): each row is
+        written once from its own sample and its partner's, box masks write only their box,
+        unmixed rows are plain copies, and ``mode="half"`` makes only the half it returns. A plan
+        with an image-dependent method goes through the engine. Both give the pixels and targets
+        of ``TimmMixup`` on the stacked batch for the same generator state."""
+        mixer = self._collate.local_mixer().mixer  # this worker's generator  # type: ignore[union-attr]
         samples, labels = _images_uint8(batch)
-        images = torch.stack(samples)
-        size, _, height, width = images.shape
+        size = len(samples)
+        _, height, width = samples[0].shape
         y1 = timm_targets(labels, self.num_classes, self.label_smoothing, self.multi_label)
         check_same_batch("the images", size, "targets", y1.shape[0])
-        plan = mixer.sample(size, height, width, device=images.device)
-        sample = single_sample(plan)
-        if sample is None:
+        plan = mixer.sample(size, height, width, device=samples[0].device)
+        masks = row_masks(plan)
+        if masks is None:
+            images = torch.stack(samples)
             lam = mixer.apply(images, plan, inplace=True).measured.lam_effective.expand(size)
         else:
             rows = size // 2 if self._mode == "half" else size
-            mix_rows_uint8(
-                images, samples, plan.partner, plan.unit_of_row, sample, plan.lam_effective, rows
-            )
+            images = mix_uint8(samples, plan.partner, masks, rows)
             lam = plan.lam_effective  # uint8 is blended in float32: λ̄ is the plan's
         if plan.label_weight == "nominal":
             lam = plan.lam
+        if plan.mode == "batch":
+            return images, mix_targets(y1, plan.partner, float(lam[0]))
         return images, mix_targets(y1, plan.partner, lam.to(torch.float32))
 
     def __repr__(self) -> str:

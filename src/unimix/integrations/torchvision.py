@@ -200,7 +200,7 @@ class MixTransform(_v2.Transform):
                     f"all images and videos of a sample are mixed with one plan and must share "
                     f"batch size and size: {tuple(first.shape)} and {tuple(flat[index].shape)}"
                 )
-        mixer = self._streams._local_mixer()  # per-worker streams, as MixCollate draws them
+        mixer = self._streams.local_mixer()  # per-worker streams, as MixCollate draws them
         assert isinstance(mixer, Mixer)
         plan = mixer.sample(batch, height, width, device=first.device)
         out = list(flat)
