@@ -246,6 +246,36 @@ def check_mixer(**mixer_args: Any) -> None:
     Mixer(**mixer_args)
 
 
+def check_instance(name: str, value: T, types: type | tuple[type, ...], expected: str) -> T:
+    """``value`` if it is an instance of ``types``, else a TypeError saying what was ``expected``
+    (e.g. ``"a unimix.Mixer"``)."""
+    if not isinstance(value, types):
+        raise TypeError(f"{name} must be {expected}, got {type(value).__name__}")
+    return value
+
+
+def check_callable(name: str, value: T) -> T:
+    """``value`` if it can be called (collate functions, label getters)."""
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {type(value).__name__}")
+    return value
+
+
+def check_lam(lam: object) -> Tensor:
+    """One λ per mask: a 1-D float tensor with values in ``[0, 1]`` (no NaN)."""
+    if not isinstance(lam, Tensor):
+        lam = torch.as_tensor(lam, dtype=torch.float32)
+    if lam.dim() != 1:
+        raise ValueError(
+            f"lam must be a 1-D tensor with one λ per mask, got shape {tuple(lam.shape)}"
+        )
+    if torch.isnan(lam).any():
+        raise ValueError("lam contains NaN; check the Beta parameters that produced it")
+    if lam.numel() and (lam.min() < 0 or lam.max() > 1):
+        raise ValueError(f"lam must lie in [0, 1], got range [{lam.min():.4g}, {lam.max():.4g}]")
+    return lam
+
+
 # ---- the engine's rules (unimix.mix.Mixer calls these) -------------------------------------------
 def check_generator(generator: object) -> torch.Generator | None:
     """``None`` or a :class:`torch.Generator`."""

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import default_collate, get_worker_info
 
+from unimix.checks import check_callable, check_instance
 from unimix.mix import Mixer
 from unimix.timm_mixup import TimmMixup
 
@@ -56,12 +57,8 @@ class MixCollate:
         *,
         inplace: bool = True,
     ) -> None:
-        if not isinstance(mixer, (Mixer, TimmMixup)):
-            raise TypeError(
-                f"mixer must be a unimix Mixer or TimmMixup, got {type(mixer).__name__}"
-            )
-        if not callable(collate_fn):
-            raise TypeError(f"collate_fn must be callable, got {type(collate_fn).__name__}")
+        check_instance("mixer", mixer, (Mixer, TimmMixup), "a unimix Mixer or TimmMixup")
+        check_callable("collate_fn", collate_fn)
         self.mixer = mixer
         self.collate_fn = collate_fn
         self.inplace = inplace

@@ -36,7 +36,9 @@ from unimix import registry
 from unimix.checks import (
     check_alpha,
     check_choice,
+    check_generator,
     check_interval,
+    check_lam,
     check_positive_int,
     check_unit,
 )
@@ -220,27 +222,14 @@ class MaskSampler:
         lam = self._check_lam(lam)
         check_positive_int("height", height)
         check_positive_int("width", width)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        check_generator(generator)
         device = torch.device(device) if device is not None else lam.device
         lam = lam.to(device=_random_device(generator), dtype=torch.float32)
         return self.sample(lam, height, width, device, generator)
 
     @staticmethod
     def _check_lam(lam: Tensor) -> Tensor:
-        if not isinstance(lam, Tensor):
-            lam = torch.as_tensor(lam, dtype=torch.float32)
-        if lam.dim() != 1:
-            raise ValueError(
-                f"lam must be a 1-D tensor with one λ per mask, got shape {tuple(lam.shape)}"
-            )
-        if torch.isnan(lam).any():
-            raise ValueError("lam contains NaN; check the Beta parameters that produced it")
-        if lam.numel() and (lam.min() < 0 or lam.max() > 1):
-            raise ValueError(
-                f"lam must lie in [0, 1], got range [{lam.min():.4g}, {lam.max():.4g}]"
-            )
-        return lam
+        return check_lam(lam)
 
     def sample(
         self,

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import default_collate
 
+from unimix.checks import check_callable, check_instance
 from unimix.collate import MixCollate
 from unimix.integrations import require
 from unimix.mix import Mixer, soft_target_cross_entropy
@@ -72,15 +73,13 @@ class MixCollator:
         image_key: str = "pixel_values",
         label_key: str | None = None,
     ) -> None:
-        if not isinstance(mixer, Mixer):
-            raise TypeError(f"mixer must be a unimix.Mixer, got {type(mixer).__name__}")
+        check_instance("mixer", mixer, Mixer, "a unimix.Mixer")
         if mixer.num_classes is None:
             raise ValueError(
                 "mixer needs num_classes to turn class-index labels into targets; "
                 "build it as Mixer(..., num_classes=K)"
             )
-        if not callable(collate_fn):
-            raise TypeError(f"collate_fn must be callable, got {type(collate_fn).__name__}")
+        check_callable("collate_fn", collate_fn)
         self.mixer = mixer
         self.collate_fn = collate_fn
         self.image_key = image_key

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from unimix.checks import check_instance
 from unimix.methods._common import random_device, require_model, resolve_rows, unwrap_model
 from unimix.mix import Mixer, MixInfo
 from unimix.mixmethod import MixMethod
@@ -95,8 +96,7 @@ class ManifoldMixup:
         include_input: bool = True,
         generator: torch.Generator | None = None,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_instance("model", model, nn.Module, "a torch.nn.Module")
         self.model = model
         self.layers = eligible_layers(model, layers)
         self.choices = ([INPUT] if include_input else []) + self.layers
