@@ -254,6 +254,27 @@ def check_instance(name: str, value: T, types: type | tuple[type, ...], expected
     return value
 
 
+def check_int_range(name: str, value: object) -> tuple[int, int]:
+    """An int ``N`` or a pair ``(N_min, N_max)`` of ints with ``1 <= N_min <= N_max``, as
+    ``(N_min, N_max)`` (GridMix's cells per side)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        pair: tuple[object, ...] = (value, value)
+    elif isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
+        pair = tuple(value)
+    else:
+        raise TypeError(f"{name} must be an int N or a pair (N_min, N_max), got {value!r}")
+    lo, hi = pair
+    if (
+        not (isinstance(lo, int) and isinstance(hi, int))
+        or isinstance(lo, bool)
+        or isinstance(hi, bool)
+    ):
+        raise TypeError(f"{name} must hold ints, got {value!r}")
+    if not 1 <= lo <= hi:
+        raise ValueError(f"{name} must satisfy 1 <= N_min <= N_max, got {value!r}")
+    return lo, hi
+
+
 def check_callable(name: str, value: T) -> T:
     """``value`` if it can be called (collate functions, label getters)."""
     if not callable(value):

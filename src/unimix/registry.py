@@ -24,6 +24,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
+from unimix.checks import check_choice
+
 __all__ = [
     "KINDS",
     "register",
@@ -86,8 +88,8 @@ def unregister(name: str) -> None:
 
 def available(kind: Kind | None = None) -> list[str]:
     """Sorted names of the registered methods, of one ``kind`` or of both."""
-    if kind is not None and kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS} or None, got {kind!r}")
+    if kind is not None:
+        check_choice("kind", kind, KINDS)
     return sorted(n for n, cls in _ENTRIES.items() if kind is None or cls.kind == kind)  # type: ignore[attr-defined]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from unimix.checks import check_int_range
 from unimix.masks import MaskSample, MaskSampler
 from unimix.registry import register
 
@@ -33,19 +34,7 @@ class GridMix(MaskSampler):
     """
 
     def __init__(self, grid: int | tuple[int, int] = 4) -> None:
-        if isinstance(grid, int) and not isinstance(grid, bool):
-            lo = hi = grid
-        else:
-            try:
-                lo, hi = grid  # type: ignore[misc]
-            except (TypeError, ValueError):
-                raise TypeError(
-                    f"grid must be an int N or a pair (N_min, N_max), got {grid!r}"
-                ) from None
-            if any(isinstance(v, bool) or not isinstance(v, int) for v in (lo, hi)):
-                raise TypeError(f"grid must hold ints, got {grid!r}")
-        if not 1 <= lo <= hi:
-            raise ValueError(f"grid must satisfy 1 <= N_min <= N_max, got {grid!r}")
+        lo, hi = check_int_range("grid", grid)
         self.grid = (lo, hi) if lo != hi else lo
 
     def sample(self, lam, height, width, device, generator):
