@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from tiny_study import tiny_study
 from unimix.evaluate.metrics import fit_temperature
 from unimix.study import StudyConfig, plan_runs, summarize
 from unimix.study.claims import (
@@ -154,30 +155,8 @@ def test_replicates_redraw_the_split_shared_by_every_method(tmp_path):
     assert not {r.split_seed for r in runs} & {r.split_seed for r in other}
 
 
-TINY = [
-    "epochs=2",
-    "image_size=8",
-    "model_kwargs.widths=[8, 16]",
-    "tensorboard=false",
-    "train_per_class=6",
-    "batch_size=10",
-]
-
-
 def tiny(out, seeds, **kwargs):
-    return StudyConfig(
-        out=out,
-        methods=["none", "mixup"],
-        seeds=seeds,
-        regimes=["low"],
-        overrides=list(TINY),
-        eps_list=[8 / 255],
-        pgd_steps=1,
-        attack_images=16,
-        progress=False,
-        workers=1,
-        **kwargs,
-    )
+    return tiny_study(out, epochs=2, seeds=seeds, workers=1, **kwargs)
 
 
 @pytest.mark.slow

@@ -13,34 +13,18 @@ from pathlib import Path
 
 import pytest
 
+from tiny_study import tiny_overrides
+from tiny_study import tiny_study as shared_tiny_study
 from unimix.study import TIMING_COLUMNS, StudyConfig, run_study
 from unimix.study.execute import attempts_path, retries
 
 pytestmark = pytest.mark.slow
 
-TINY = [
-    "epochs=12",
-    "image_size=8",
-    "model_kwargs.widths=[8, 16]",
-    "tensorboard=false",
-    "train_per_class=6",
-    "batch_size=10",
-]
+TINY = tiny_overrides(12)
 
 
 def tiny_study(out: Path, **kwargs) -> StudyConfig:
-    return StudyConfig(
-        out=out,
-        methods=["none", "mixup"],
-        seeds=2,
-        regimes=["low"],
-        overrides=list(TINY),
-        eps_list=[8 / 255],
-        pgd_steps=1,
-        attack_images=32,
-        progress=False,
-        **kwargs,
-    )
+    return shared_tiny_study(out, epochs=12, seeds=2, attack_images=32, **kwargs)
 
 
 def results(out: Path) -> list[dict[str, str]]:

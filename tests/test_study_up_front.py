@@ -9,17 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tiny_study import tiny_overrides
+from tiny_study import tiny_study as shared_tiny_study
 from unimix.cli import main
 from unimix.study import StudyConfig, run_study
 
-TINY = [
-    "epochs=1",
-    "image_size=8",
-    "model_kwargs.widths=[8, 16]",
-    "tensorboard=false",
-    "train_per_class=6",
-    "batch_size=10",
-]
+TINY = tiny_overrides(1)
 STUDY = [
     "--methods", "none,mixup", "--seeds", "1", "--regimes", "low", "--workers", "1",
     "--no-progress", *(arg for item in TINY for arg in ("--set", item)),
@@ -97,18 +92,7 @@ def test_a_bad_value_is_refused_before_any_work_and_leaves_nothing(case, tmp_pat
 
 
 def tiny_study(out: Path, **kwargs) -> StudyConfig:
-    return StudyConfig(
-        out=out,
-        methods=["none", "mixup"],
-        seeds=1,
-        regimes=["low"],
-        overrides=list(TINY),
-        eps_list=[8 / 255],
-        pgd_steps=1,
-        attack_images=16,
-        progress=False,
-        **kwargs,
-    )
+    return shared_tiny_study(out, epochs=1, seeds=1, **kwargs)
 
 
 def test_run_study_that_fails_before_its_first_run_leaves_nothing(tmp_path, monkeypatch):

@@ -16,17 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from tiny_study import tiny_overrides
 from unimix.cli import error_message
 from unimix.train.fileio import atomic_open, atomic_write_text
 
-TINY = [
-    "epochs=2",
-    "image_size=8",
-    "model_kwargs.widths=[8, 16]",
-    "tensorboard=false",
-    "train_per_class=6",
-    "batch_size=10",
-]
+TINY = tiny_overrides(2)
 STUDY = [
     "--methods", "none,mixup", "--seeds", "2", "--regimes", "low", "--pgd-steps", "1",
     "--workers", "1", "--no-progress",

@@ -122,18 +122,6 @@ def default_workers(cfg: StudyConfig) -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _available_memory() -> int | None:
-    """Bytes of memory available to new processes (Linux ``MemAvailable``), else ``None``."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 def _worker_bytes(run: StudyRun) -> int:
     """A generous estimate of one worker's memory for ``run``: base + model and optimiser state
     + the data in memory (float copies of train/val/test at the run's image size)."""
@@ -155,7 +143,9 @@ def check_workers_fit(cfg: StudyConfig, runs: Sequence[StudyRun], workers: int) 
     """Refuse ``workers`` processes whose estimated memory exceeds what the machine has free."""
     if workers <= 1 or not runs or cfg.executor != "local":
         return
-    free = _available_memory()
+    from unimix.train import memory
+
+    free = memory.available_memory("cpu")
     if free is None:
         return
     need = max(_worker_bytes(r) for r in {r.config.model: r for r in runs}.values())
@@ -268,18 +258,8 @@ def _run_in_worker(run: StudyRun, cfg: StudyConfig) -> str:
         return run_one(run, cfg)
 
 
+@_terminate_becomes_exit()
 def _execute_local(
-    cfg: StudyConfig,
-    left: Sequence[StudyRun],
-    workers: int,
-    report: Report,
-    after_run: Callable[[StudyRun], None] | None,
-) -> None:
-    with _terminate_becomes_exit():
-        _run_pool(cfg, left, workers, report, after_run)
-
-
-def _run_pool(
     cfg: StudyConfig,
     left: Sequence[StudyRun],
     workers: int,
