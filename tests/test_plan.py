@@ -278,7 +278,7 @@ def test_no_document_says_nominal_labels_are_the_references_gmix():
     ],
 )
 def test_check_mixer_refuses_what_mixer_refuses(args):
-    from unimix.checks import check_mixer
+    from unimix.mix import check_mixer
 
     with pytest.raises((ValueError, TypeError)):
         check_mixer(**args)

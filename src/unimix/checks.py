@@ -39,7 +39,6 @@ __all__ = [
     "check_label_shape",
     "check_same_batch",
     "check_class_indices",
-    "check_mixer",
     "check_generator",
     "check_images",
     "check_inplace",
@@ -234,16 +233,6 @@ def check_class_indices(name: str, labels: Tensor, num_classes: int | None) -> i
             f"[{int(labels.min())}, {int(labels.max())}]; check num_classes"
         )
     return num_classes
-
-
-def check_mixer(**mixer_args: Any) -> None:
-    """Raise exactly the ``ValueError``/``TypeError`` that ``unimix.Mixer(**mixer_args)`` raises:
-    the one test of whether a Mixer can be built from a configuration (e.g. ``TrainConfig``), so
-    a config is valid exactly when its Mixer is (unknown or repeated methods, parameters no
-    method takes, ``switch_prob`` with other than two methods, ``alpha`` for absent methods)."""
-    from unimix.mix import Mixer  # the one import upwards: the rule is "Mixer can be built"
-
-    Mixer(**mixer_args)
 
 
 def check_instance(name: str, value: T, types: type | tuple[type, ...], expected: str) -> T:

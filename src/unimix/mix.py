@@ -75,6 +75,7 @@ from unimix.targets import (
 
 __all__ = [
     "Mixer",
+    "check_mixer",
     "MixPlan",
     "MixInfo",
     "Measured",
@@ -428,3 +429,11 @@ def _the_plan(plan: object) -> MixPlan:
     if not isinstance(plan, MixPlan):
         raise TypeError(f"plan must be a MixPlan from Mixer.sample, got {type(plan).__name__}")
     return plan
+
+
+def check_mixer(**mixer_args: Any) -> None:
+    """Raise exactly the ``ValueError``/``TypeError`` that ``Mixer(**mixer_args)`` raises: the
+    one test of whether a Mixer can be built from a configuration (``TrainConfig``), so a config
+    is valid exactly when its Mixer is (unknown or repeated methods, parameters no method takes,
+    ``switch_prob`` with other than two methods, ``alpha`` for absent methods)."""
+    Mixer(**mixer_args)

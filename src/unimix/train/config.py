@@ -284,7 +284,9 @@ class TrainConfig:
     def _check_mixer(self) -> None:
         """Build the Mixer itself: the configuration is valid exactly when its Mixer can be
         built, with no second copy of the Mixer's rules here."""
-        checks.check_mixer(**self.mixer_kwargs())  # its errors name the key (methods, alpha …)
+        from unimix.mix import check_mixer
+
+        check_mixer(**self.mixer_kwargs())  # its errors name the key (methods, alpha …)
 
 
 # ---- coercion and checks ---------------------------------------------------------------------
