@@ -44,7 +44,9 @@ KINDS: tuple[Kind, ...] = ("mask", "image")
 
 C = TypeVar("C", bound=type)
 
-_ENTRIES: dict[str, type] = {}
+#: name → class; ``Any`` because a registered class carries the ``name`` and ``kind`` attributes
+#: that the two base classes (``MaskSampler``, ``MixMethod``) declare, which ``type`` does not.
+_ENTRIES: dict[str, Any] = {}
 
 
 def register(name: str, *, kind: Kind | None = None) -> Callable[[C], C]:
@@ -71,8 +73,9 @@ def register(name: str, *, kind: Kind | None = None) -> Callable[[C], C]:
                 f"a mixing method named {name!r} is already registered ({taken.__qualname__}); "
                 f"choose another name or unregister({name!r}) first"
             )
-        cls.name = name  # type: ignore[attr-defined]
-        _ENTRIES[name] = cls
+        entry: Any = cls
+        entry.name = name
+        _ENTRIES[name] = entry
         return cls
 
     return wrap
@@ -90,13 +93,13 @@ def available(kind: Kind | None = None) -> list[str]:
     """Sorted names of the registered methods, of one ``kind`` or of both."""
     if kind is not None:
         check_choice("kind", kind, KINDS)
-    return sorted(n for n, cls in _ENTRIES.items() if kind is None or cls.kind == kind)  # type: ignore[attr-defined]
+    return sorted(n for n, cls in _ENTRIES.items() if kind is None or cls.kind == kind)
 
 
 def lookup(name: str, kind: Kind | None = None) -> type:
     """The class registered as ``name`` (a ``ValueError`` listing the known names otherwise)."""
     cls = _ENTRIES.get(name) if isinstance(name, str) else None
-    if cls is None or (kind is not None and cls.kind != kind):  # type: ignore[attr-defined]
+    if cls is None or (kind is not None and cls.kind != kind):
         what = "mixing method" if kind is None else f"{kind} method"
         raise ValueError(f"unknown {what} {name!r}; known methods: {', '.join(available(kind))}")
     return cls
@@ -126,7 +129,9 @@ def get(name: Any, kind: Kind | None = None, **params: Any) -> Any:
 
 def kind(name: str) -> Kind:
     """``"mask"`` or ``"image"``: the kind of the method registered as ``name``."""
-    return lookup(name).kind  # type: ignore[attr-defined, no-any-return]
+    cls: Any = lookup(name)
+    found: Kind = cls.kind
+    return found
 
 
 def parameters(name: Any) -> set[str]:
