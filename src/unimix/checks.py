@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import Tensor
-
-if TYPE_CHECKING:
-    from unimix.plan import MixPlan
 
 __all__ = [
     "check_unit",
@@ -314,7 +311,18 @@ def check_inplace(x: Tensor, inplace: bool) -> None:
         )
 
 
-def check_plan_fits(x: Tensor, plan: MixPlan, method_names: list[str]) -> None:
+class PlanFields(Protocol):
+    """What the plan checks read of a :class:`unimix.plan.MixPlan` (named structurally, so that
+    this module imports nothing of unimix)."""
+
+    batch_size: int
+    height: int
+    width: int
+    partner: Tensor
+    method_names: tuple[str, ...]
+
+
+def check_plan_fits(x: Tensor, plan: PlanFields, method_names: list[str]) -> None:
     """``x`` ``[B, C, H, W]`` has the plan's batch size, height, width and device, and the plan was
     drawn for the methods ``method_names`` (those of the Mixer applying it)."""
     if (x.shape[0], *x.shape[2:]) != (plan.batch_size, plan.height, plan.width):
@@ -334,7 +342,7 @@ def check_plan_fits(x: Tensor, plan: MixPlan, method_names: list[str]) -> None:
         )
 
 
-def check_label_maps(maps: object, plan: MixPlan, num_classes: int) -> Tensor:
+def check_label_maps(maps: object, plan: PlanFields, num_classes: int) -> Tensor:
     """Integer class-id maps ``[B, H, W]`` or ``[B, 1, H, W]`` of the plan's size with ids in
     ``[0, num_classes)``; returned as ``[B, H, W]``."""
     if not isinstance(maps, Tensor) or maps.is_floating_point() or maps.dtype == torch.bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -24,8 +24,9 @@ from unimix import masks as _masks
 from unimix.mixmethod import MixMethod
 from unimix.plan import MixPlan, covering_sample
 
-if TYPE_CHECKING:
-    from unimix.mix import Mixer
+#: A :class:`unimix.Mixer` (its generator, methods, weights, mode, partner, prob, α); not
+#: imported, as ``unimix.mix`` imports this module.
+Mixer = Any
 
 __all__ = ["draw_plan", "draw_for_graph", "graph_tensors"]
 

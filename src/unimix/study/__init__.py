@@ -10,7 +10,9 @@ document rendered to Markdown and HTML). The runner and the report only share
 :mod:`unimix.study.types`; neither imports the other at module level.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from unimix._lazy import lazy_getattr
 
 if TYPE_CHECKING:  # imported on first use: `--help` needs no extra (the parts need yaml, tqdm …)
     from unimix.study.claims import Claim, ClaimLine, check_claims, summarize
@@ -70,14 +72,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = [

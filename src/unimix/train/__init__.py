@@ -21,7 +21,9 @@ The parts, each small enough to read at once:
 Pass ``on_epoch=`` to :func:`train` to receive every epoch's metrics (e.g. for your own logger).
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from unimix._lazy import lazy_getattr
 
 if TYPE_CHECKING:  # imported on first use: `--help` needs no extra (the parts need yaml, tqdm …)
     from unimix.train.checkpoint import (
@@ -75,14 +77,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = [
