@@ -2,7 +2,9 @@
 the pixels and targets main gave before the uint8 collate kernels (``unimix.collate_kernels``):
 pinned by digests of three successive calls made with main at dc1ef05, and checked against the
 engine's own path (``TimmMixup`` / ``Mixer.apply`` on the stacked batch) on random shapes, seeds,
-methods, modes and partners; the kernels' rounding is checked on every pair of pixel values."""
+methods, modes and partners; the kernels' rounding is checked on every pair of pixel values.
+Every test runs twice: with the compiled one-pass kernel (``unimix.collate_fused``, numba) and
+with the PyTorch operations that stand in where it cannot run."""
 
 from __future__ import annotations
 
@@ -12,16 +14,32 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("timm")
 
-from unimix import Mixer, collate_kernels  # noqa: E402
+from unimix import Mixer, collate_fused, collate_kernels  # noqa: E402
 from unimix.blend import to_uint8  # noqa: E402
 from unimix.collate_kernels import RowMasks, mix_uint8, row_masks  # noqa: E402
 from unimix.compat import FastCollateMixup, TimmMixup  # noqa: E402
 from unimix.masks import MaskSample  # noqa: E402
+
+
+@pytest.fixture(autouse=True, params=["compiled", "torch"])
+def kernel(request: pytest.FixtureRequest):
+    """Run the test with the numba kernel, then with PyTorch operations (the kernel refused)."""
+    if request.param == "compiled":
+        if not collate_fused.available():
+            pytest.skip("numba is not installed (pip install 'unimix[fast]')")
+        yield request.param
+        return
+    with mock.patch.object(collate_fused, "mix_rows", return_value=False):
+        yield request.param
+
+
+#: hypothesis tests reuse the ``kernel`` fixture's patch for all their examples, as intended
+FIXTURE_OK = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 METHODS = {
     "mixup": {"mixup_alpha": 1.0, "cutmix_alpha": 0.0},
@@ -179,7 +197,7 @@ def test_outputs_equal_mains(key: str) -> None:
     assert got == GOLDEN[key]
 
 
-@settings(max_examples=25, deadline=None)
+@settings(FIXTURE_OK, max_examples=25, deadline=None)
 @given(
     mode=st.sampled_from(["batch", "pair", "elem", "half"]),
     name=st.sampled_from(sorted(METHODS)),
@@ -224,7 +242,7 @@ def _all_pairs() -> tuple[torch.Tensor, torch.Tensor]:
     ).clone()
 
 
-@settings(max_examples=40, deadline=None)
+@settings(FIXTURE_OK, max_examples=40, deadline=None)
 @given(
     w=st.one_of(
         st.floats(0.0, 1.0, width=32),
@@ -248,7 +266,7 @@ def test_rounding_matches_the_engine_on_every_pixel_pair(w, v):
     )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(FIXTURE_OK, max_examples=40, deadline=None)
 @given(
     methods=st.sampled_from(
         [["mixup"], ["cutmix"], ["hmix"], ["gmix"], ["mixup", "cutmix"], ["hmix", "gmix", "mixup"]]

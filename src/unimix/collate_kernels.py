@@ -38,6 +38,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from unimix import collate_fused
 from unimix.blend import UINT8_BLOCK
 from unimix.masks import MaskSample
 from unimix.plan import MixPlan
@@ -94,7 +95,12 @@ def row_masks(plan: MixPlan) -> RowMasks | None:
 
 
 def mix_uint8(
-    samples: Sequence[Tensor], partner: Tensor, masks: RowMasks, rows: int | None = None
+    samples: Sequence[Tensor],
+    partner: Tensor,
+    masks: RowMasks,
+    rows: int | None = None,
+    *,
+    compiled: bool | None = None,
 ) -> Tensor:
     """Rows ``0 … rows−1`` of the mixed batch, made from the ``uint8`` ``[C, H, W]`` ``samples``.
 
@@ -102,16 +108,35 @@ def mix_uint8(
     ``masks`` gives it — bit for bit what ``Mixer.apply`` makes of the stacked batch — computed as
     the module docstring says. ``rows`` (default: all) lets timm's ``mode="half"`` make only the
     half it returns. The samples are read, never written.
+
+    ``compiled`` picks the implementation: the one-pass numba kernel of
+    :mod:`unimix.collate_fused` (``True``; it needs ``pip install "unimix[fast]"``) or PyTorch
+    operations (``False``). The default uses the kernel where it can run (numba installed, CPU
+    samples of one shape and layout). Both give the same bytes.
     """
     if samples[0].dtype != torch.uint8:
         raise TypeError(
             f"mix_uint8 mixes uint8 samples, got {samples[0].dtype}; mix float batches with "
             "Mixer.apply"
         )
+    if compiled and not collate_fused.available():
+        raise ValueError(
+            "mix_uint8(compiled=True) needs numba: pip install \"unimix[fast]\", or pass "
+            "compiled=None to fall back to PyTorch operations"
+        )
     rows = len(samples) if rows is None else rows
     out = torch.empty((rows, *samples[0].shape), dtype=torch.uint8, device=samples[0].device)
     partners = partner[:rows].tolist()
     source, kind, weight, boxes, masked = _row_work(masks, rows, partners)
+    if compiled is not False and _mix_compiled(
+        samples, partners, masks, source, kind, weight, boxes, masked, out
+    ):
+        return out
+    if compiled:
+        raise ValueError(
+            "mix_uint8(compiled=True) runs on CPU samples that share one shape and one layout; "
+            "pass compiled=None to fall back to PyTorch operations for these"
+        )
     groups: dict[int, list[int]] = {}  # -1: scalar weights, j: mask rows of sample j
     for k in range(rows):
         if kind[k] == _BLEND or kind[k] == _MASK:
@@ -135,6 +160,34 @@ def mix_uint8(
     copies = {k for k in range(rows) if kind[k] == _OWN}
     _paste_boxes(out, samples, partners, boxes, copies)
     return out
+
+
+def _mix_compiled(
+    samples: Sequence[Tensor],
+    partners: list[int],
+    masks: RowMasks,
+    source: list[int],
+    kind: list[int],
+    weight: list[float],
+    boxes: list[tuple[int, tuple[int, ...]]],
+    masked: list[int],
+    out: Tensor,
+) -> bool:
+    """Every row of ``out`` by :func:`unimix.collate_fused.mix_rows`; ``False`` where it cannot run."""
+    rows = out.shape[0]
+    row_box: list[tuple[int, ...] | None] = [None] * rows
+    for k, box in boxes:
+        row_box[k] = box
+    row_mask: list[Tensor | None] = [None] * rows
+    mask_rows: dict[int, Tensor] = {}
+    for k in range(rows):
+        if kind[k] == _MASK:
+            j = masked[k]
+            if j not in mask_rows:
+                mask_rows[j] = masks.samples[j].masks.to(torch.float32).contiguous()[:, 0]
+            row_mask[k] = mask_rows[j][masks.index[k]]
+    mates = [source[k] if kind[k] == _PARTNER else partners[k] for k in range(rows)]
+    return collate_fused.mix_rows(samples, source, mates, weight, row_mask, row_box, out)
 
 
 def _paste_boxes(

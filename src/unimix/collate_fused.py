@@ -1,0 +1,229 @@
+"""One compiled pass per output row for collate-time mixing of ``uint8`` samples (numba).
+
+:func:`unimix.collate_kernels.mix_uint8` calls :func:`mix_rows` when numba is installed
+(``pip install "unimix[fast]"``) and the samples are CPU tensors that share one shape and one
+layout; otherwise it runs the same arithmetic as a sequence of PyTorch operations. Row ``k`` is
+
+    out[k] = round(fl32(b + w · (a − b)))      a = samples[k], b = samples[partner[k]]
+
+with ``w`` the row's scalar weight or its mask ``M_k[y, x]``, and inside the row's box (CutMix,
+HMix) ``out[k] = b``, the value the blend takes where ``M = 0``. Every pixel is read once from
+each image and written once: no float copy of an image, no second pass to round, no mask made for
+a row whose weight is one number.
+
+Why this is bit for bit PyTorch's ``to_uint8(lerp(b, a, w))``: ATen's vectorised CPU ``lerp``
+computes ``b + w·(a − b)`` (``w < ½``) or ``a + (w − 1)·(a − b)`` (``w ≥ ½``) with one fused
+multiply-add, so one rounding of the exact value to float32. Both forms have the same exact value
+(``w − 1`` is exact for ``w ∈ [½, 1]``), and ``fma(w, a − b, b)`` rounds that same value once:
+the kernel calls LLVM's ``fma`` intrinsic for it (without it, the float32 product and sum round
+twice and about one pixel in 10⁴ comes out one level off). The rounding to an integer is the
+magic-number addition described in :mod:`unimix.collate_kernels`; the kernel keeps the low byte of
+the sum's bits. ``tests/test_collate_kernels.py`` checks every ``(a, b)`` pair against
+``torch.lerp`` for many weights, and every row kind against ``Mixer.apply``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+try:
+    import numba
+    from llvmlite import ir
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+except ImportError:  # pragma: no cover - the optional extra "fast" is not installed
+    numba = None
+
+__all__ = ["available", "mix_rows"]
+
+
+def available() -> bool:
+    """Whether the compiled kernel can run here (numba is installed)."""
+    return numba is not None
+
+
+if numba is not None:
+
+    @intrinsic
+    def _pointer(typingctx, address):
+        """The ``int64`` address of a tensor's data as a ``void*`` for ``numba.carray``."""
+
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], cgutils.voidptr_t)
+
+        return types.voidptr(types.int64), codegen
+
+    @intrinsic
+    def _lerp_byte(typingctx, b, d, w):
+        """``round(fl32(b + w·d))`` as a byte: ``fma(w, d, b)`` plus ``1.5·2²³``, low 8 bits."""
+
+        def codegen(context, builder, signature, args):
+            b, d, w = args
+            rounder = ir.Constant(ir.FloatType(), 12582912.0)
+            total = builder.fadd(builder.fma(w, d, b), rounder)
+            return builder.trunc(builder.bitcast(total, ir.IntType(32)), ir.IntType(8))
+
+        return types.uint8(types.float32, types.float32, types.float32), codegen
+
+    @numba.njit(inline="always", boundscheck=False)
+    def _blend_run(o, a, b, step, n, w):
+        """``o[x] = lerp_byte(b, a, w)`` for ``x < n`` (addresses), the images read every ``step``."""
+        out = numba.carray(_pointer(o), (n,), np.uint8)
+        if step == 1:  # the contiguous case, kept apart so that LLVM vectorises it
+            x1 = numba.carray(_pointer(a), (n,), np.uint8)
+            x2 = numba.carray(_pointer(b), (n,), np.uint8)
+            for x in range(n):
+                p = np.float32(x2[x])
+                out[x] = _lerp_byte(p, np.float32(x1[x]) - p, w)
+        elif step == 3:  # one channel of an RGB image stored channel-last (timm's ToNumpy)
+            x1 = numba.carray(_pointer(a), (3 * n,), np.uint8)
+            x2 = numba.carray(_pointer(b), (3 * n,), np.uint8)
+            for x in range(n):
+                p = np.float32(x2[3 * x])
+                out[x] = _lerp_byte(p, np.float32(x1[3 * x]) - p, w)
+        else:
+            span = max(0, (n - 1) * step + 1)
+            x1 = numba.carray(_pointer(a), (span,), np.uint8)
+            x2 = numba.carray(_pointer(b), (span,), np.uint8)
+            for x in range(n):
+                p = np.float32(x2[x * step])
+                out[x] = _lerp_byte(p, np.float32(x1[x * step]) - p, w)
+
+    @numba.njit(inline="always", boundscheck=False)
+    def _mask_run(o, a, b, m, step, n):
+        """``o[x] = lerp_byte(b, a, m[x])`` for ``x < n`` (addresses; ``m`` float32)."""
+        out = numba.carray(_pointer(o), (n,), np.uint8)
+        w = numba.carray(_pointer(m), (n,), np.float32)
+        if step == 1:
+            x1 = numba.carray(_pointer(a), (n,), np.uint8)
+            x2 = numba.carray(_pointer(b), (n,), np.uint8)
+            for x in range(n):
+                p = np.float32(x2[x])
+                out[x] = _lerp_byte(p, np.float32(x1[x]) - p, w[x])
+        elif step == 3:
+            x1 = numba.carray(_pointer(a), (3 * n,), np.uint8)
+            x2 = numba.carray(_pointer(b), (3 * n,), np.uint8)
+            for x in range(n):
+                p = np.float32(x2[3 * x])
+                out[x] = _lerp_byte(p, np.float32(x1[3 * x]) - p, w[x])
+        else:
+            span = max(0, (n - 1) * step + 1)
+            x1 = numba.carray(_pointer(a), (span,), np.uint8)
+            x2 = numba.carray(_pointer(b), (span,), np.uint8)
+            for x in range(n):
+                p = np.float32(x2[x * step])
+                out[x] = _lerp_byte(p, np.float32(x1[x * step]) - p, w[x])
+
+    @numba.njit(inline="always", boundscheck=False)
+    def _copy_run(o, a, step, n):
+        """``o[x] = a[x·step]`` for ``x < n`` (addresses)."""
+        out = numba.carray(_pointer(o), (n,), np.uint8)
+        if step == 1:
+            x1 = numba.carray(_pointer(a), (n,), np.uint8)
+            for x in range(n):
+                out[x] = x1[x]
+        elif step == 3:
+            x1 = numba.carray(_pointer(a), (3 * n,), np.uint8)
+            for x in range(n):
+                out[x] = x1[3 * x]
+        else:
+            x1 = numba.carray(_pointer(a), (max(0, (n - 1) * step + 1),), np.uint8)
+            for x in range(n):
+                out[x] = x1[x * step]
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False)
+    def _mix_rows(own, partner, weight, mask, box, out, channels, height, width, strides):
+        """Row ``k`` of the ``out`` buffer at address ``out`` (contiguous ``[rows, C, H, W]``)."""
+        hw = height * width
+        sc, sy, sx = strides[0], strides[1], strides[2]
+        for k in range(own.shape[0]):
+            a, b, o, w = own[k], partner[k], out + k * channels * hw, weight[k]
+            y0, y1, x0, x1 = box[k, 0], box[k, 1], box[k, 2], box[k, 3]
+            if mask[k] != 0:
+                for c in range(channels):
+                    for y in range(height):
+                        src, dst = c * sc + y * sy, c * hw + y * width
+                        _mask_run(o + dst, a + src, b + src, mask[k] + 4 * y * width, sx, width)
+                continue
+            blend = w != 1.0
+            for c in range(channels):
+                for y in range(height):
+                    src, dst = c * sc + y * sy, o + c * hw + y * width
+                    start, stop = (x0, x1) if y0 <= y < y1 else (width, width)
+                    if blend:
+                        _blend_run(dst, a + src, b + src, sx, start, w)
+                    else:
+                        _copy_run(dst, a + src, sx, start)
+                    _copy_run(dst + start, b + src + start * sx, sx, stop - start)
+                    rest = src + stop * sx
+                    if blend:
+                        _blend_run(dst + stop, a + rest, b + rest, sx, width - stop, w)
+                    else:
+                        _copy_run(dst + stop, a + rest, sx, width - stop)
+
+
+def mix_rows(
+    samples: Sequence[Tensor],
+    own: Sequence[int],
+    partner: Sequence[int],
+    weight: Sequence[float],
+    masks: Sequence[Tensor | None],
+    boxes: Sequence[tuple[int, ...] | None],
+    out: Tensor,
+) -> bool:
+    """Write every row of ``out`` (``uint8``, contiguous ``[rows, C, H, W]``) in one compiled call.
+
+    Row ``k`` blends ``samples[own[k]]`` with ``samples[partner[k]]`` at ``weight[k]`` or, where
+    ``masks[k]`` is given, at that float32 ``[H, W]`` mask; ``boxes[k] = (y0, y1, x0, x1)`` is
+    taken whole from the partner. Weight 1 with no box is a copy of ``samples[own[k]]``. Returns
+    ``False`` without writing when the kernel cannot run here (numba not installed, tensors not on
+    the CPU, samples of different shapes or layouts): the caller then mixes with PyTorch
+    operations.
+    """
+    if numba is None or out.device.type != "cpu" or not out.is_contiguous():
+        return False
+    first = samples[0]
+    shape, strides = first.shape, first.stride()
+    if min(strides) < 0 or any(
+        s.shape != shape or s.stride() != strides or s.device != out.device for s in samples
+    ):
+        return False
+    rows = out.shape[0]
+    channels, height, width = shape
+    mask = np.zeros(rows, dtype=np.int64)
+    for k, m in enumerate(masks):
+        if m is not None:
+            if m.dtype != torch.float32 or m.shape != (height, width) or not m.is_contiguous():
+                raise ValueError(
+                    f"mix_rows: masks[{k}] must be a contiguous float32 [{height}, {width}] "
+                    f"tensor, got {m.dtype} {tuple(m.shape)}"
+                )
+            mask[k] = m.data_ptr()
+    box = np.zeros((rows, 4), dtype=np.int64)
+    for k, b in enumerate(boxes):
+        if b is not None:
+            box[k] = b
+    y0, y1, x0, x1 = box.T
+    if not ((0 <= y0) & (y0 <= y1) & (y1 <= height) & (0 <= x0) & (x0 <= x1) & (x1 <= width)).all():
+        raise ValueError(
+            f"mix_rows: every box (y0, y1, x0, x1) must satisfy 0 <= y0 <= y1 <= {height} and "
+            f"0 <= x0 <= x1 <= {width}"
+        )
+    _mix_rows(
+        np.array([samples[i].data_ptr() for i in own], dtype=np.int64),
+        np.array([samples[i].data_ptr() for i in partner], dtype=np.int64),
+        np.asarray(weight, dtype=np.float32),
+        mask,
+        box,
+        out.data_ptr(),
+        channels,
+        height,
+        width,
+        np.array(strides, dtype=np.int64),
+    )
+    return True
