@@ -209,9 +209,13 @@ def test_benchmark_script_runs(capsys):
     spec = importlib.util.spec_from_file_location("bench_fast_collate", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.main(["--batch", "4", "--size", "8", "--classes", "10", "--rounds", "1"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    rows = [line.split() for line in lines[2:] if line.split()[0] in module.MODES]
-    assert len(rows) == 16  # batch, pair, elem, half x mixup, cutmix, hmix, gmix
-    assert "floor ms" in lines[1] and "unimix/floor" in lines[1]
-    assert all(float(row[-1]) > 0 for row in rows)  # unimix's time as a multiple of the floor
+    for layout in ("chw", "hwc"):  # (--allocator default: leave this process's malloc alone)
+        args = ["--batch", "4", "--size", "8", "--classes", "10", "--rounds", "1"]
+        assert module.main([*args, "--layout", layout, "--allocator", "default"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert f"{layout}, uint8" in lines[0] and "allocator: glibc default" in lines[0]
+        rows = [line.split() for line in lines[2:] if line.split()[0] in module.MODES]
+        assert len(rows) == 16  # batch, pair, elem, half x mixup, cutmix, hmix, gmix
+        assert lines[1].split()[-3:] == ["ms", "unimix/floor", "faults"]
+        assert all(float(row[-2]) > 0 for row in rows)  # unimix's time as a multiple of the floor
+        assert all(int(row[-1]) >= 0 for row in rows)  # page faults of unimix's fastest round

@@ -35,7 +35,7 @@ try:
     from llvmlite import ir
     from numba import types
     from numba.core import cgutils
-    from numba.extending import intrinsic
+    from numba.extending import intrinsic, overload
 except ImportError:  # pragma: no cover - the optional extra "fast" is not installed
     numba = None
 
@@ -70,71 +70,54 @@ if numba is not None:
 
         return types.uint8(types.float32, types.float32, types.float32), codegen
 
-    @numba.njit(inline="always", boundscheck=False)
-    def _blend_run(o, a, b, step, n, w):
-        """``o[x] = lerp_byte(b, a, w)`` for ``x < n`` (addresses), the images read every ``step``."""
-        out = numba.carray(_pointer(o), (n,), np.uint8)
-        if step == 1:  # the contiguous case, kept apart so that LLVM vectorises it
-            x1 = numba.carray(_pointer(a), (n,), np.uint8)
-            x2 = numba.carray(_pointer(b), (n,), np.uint8)
-            for x in range(n):
-                p = np.float32(x2[x])
-                out[x] = _lerp_byte(p, np.float32(x1[x]) - p, w)
-        elif step == 3:  # one channel of an RGB image stored channel-last (timm's ToNumpy)
-            x1 = numba.carray(_pointer(a), (3 * n,), np.uint8)
-            x2 = numba.carray(_pointer(b), (3 * n,), np.uint8)
-            for x in range(n):
-                p = np.float32(x2[3 * x])
-                out[x] = _lerp_byte(p, np.float32(x1[3 * x]) - p, w)
-        else:
-            span = max(0, (n - 1) * step + 1)
-            x1 = numba.carray(_pointer(a), (span,), np.uint8)
-            x2 = numba.carray(_pointer(b), (span,), np.uint8)
-            for x in range(n):
-                p = np.float32(x2[x * step])
-                out[x] = _lerp_byte(p, np.float32(x1[x * step]) - p, w)
+    def _at(w, x):
+        """The weight of pixel ``x``: ``w`` itself (one weight for the row) or ``w[x]`` (a mask)."""
+
+    @overload(_at, inline="always")
+    def _at_typed(w, x):
+        if isinstance(w, types.Array):
+            return lambda w, x: w[x]
+        return lambda w, x: w
 
     @numba.njit(inline="always", boundscheck=False)
-    def _mask_run(o, a, b, m, step, n):
-        """``o[x] = lerp_byte(b, a, m[x])`` for ``x < n`` (addresses; ``m`` float32)."""
+    def _lerp_loop(out, a, b, w, n, step):
+        for x in range(n):
+            p = np.float32(b[x * step])
+            out[x] = _lerp_byte(p, np.float32(a[x * step]) - p, _at(w, x))
+
+    @numba.njit(inline="always", boundscheck=False)
+    def _copy_loop(out, a, n, step):
+        for x in range(n):
+            out[x] = a[x * step]
+
+    @numba.njit(inline="always", boundscheck=False)
+    def _blend_run(o, a, b, w, step, n):
+        """``o[x] = lerp_byte(b, a, w)`` for ``x < n``: ``o``, ``a``, ``b`` are addresses, the
+        images are read every ``step`` bytes, ``w`` is one float32 or a float32 array of ``n``."""
         out = numba.carray(_pointer(o), (n,), np.uint8)
-        w = numba.carray(_pointer(m), (n,), np.float32)
+        span = max(0, (n - 1) * step + 1)
+        x1 = numba.carray(_pointer(a), (span,), np.uint8)
+        x2 = numba.carray(_pointer(b), (span,), np.uint8)
+        # the literal steps let LLVM vectorise: contiguous rows, and one channel of RGB stored
+        # channel-last (timm's ToNumpy)
         if step == 1:
-            x1 = numba.carray(_pointer(a), (n,), np.uint8)
-            x2 = numba.carray(_pointer(b), (n,), np.uint8)
-            for x in range(n):
-                p = np.float32(x2[x])
-                out[x] = _lerp_byte(p, np.float32(x1[x]) - p, w[x])
+            _lerp_loop(out, x1, x2, w, n, 1)
         elif step == 3:
-            x1 = numba.carray(_pointer(a), (3 * n,), np.uint8)
-            x2 = numba.carray(_pointer(b), (3 * n,), np.uint8)
-            for x in range(n):
-                p = np.float32(x2[3 * x])
-                out[x] = _lerp_byte(p, np.float32(x1[3 * x]) - p, w[x])
+            _lerp_loop(out, x1, x2, w, n, 3)
         else:
-            span = max(0, (n - 1) * step + 1)
-            x1 = numba.carray(_pointer(a), (span,), np.uint8)
-            x2 = numba.carray(_pointer(b), (span,), np.uint8)
-            for x in range(n):
-                p = np.float32(x2[x * step])
-                out[x] = _lerp_byte(p, np.float32(x1[x * step]) - p, w[x])
+            _lerp_loop(out, x1, x2, w, n, step)
 
     @numba.njit(inline="always", boundscheck=False)
     def _copy_run(o, a, step, n):
         """``o[x] = a[x·step]`` for ``x < n`` (addresses)."""
         out = numba.carray(_pointer(o), (n,), np.uint8)
+        x1 = numba.carray(_pointer(a), (max(0, (n - 1) * step + 1),), np.uint8)
         if step == 1:
-            x1 = numba.carray(_pointer(a), (n,), np.uint8)
-            for x in range(n):
-                out[x] = x1[x]
+            _copy_loop(out, x1, n, 1)
         elif step == 3:
-            x1 = numba.carray(_pointer(a), (3 * n,), np.uint8)
-            for x in range(n):
-                out[x] = x1[3 * x]
+            _copy_loop(out, x1, n, 3)
         else:
-            x1 = numba.carray(_pointer(a), (max(0, (n - 1) * step + 1),), np.uint8)
-            for x in range(n):
-                out[x] = x1[x * step]
+            _copy_loop(out, x1, n, step)
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def _mix_rows(own, partner, weight, mask, box, out, channels, height, width, strides):
@@ -148,7 +131,8 @@ if numba is not None:
                 for c in range(channels):
                     for y in range(height):
                         src, dst = c * sc + y * sy, c * hw + y * width
-                        _mask_run(o + dst, a + src, b + src, mask[k] + 4 * y * width, sx, width)
+                        m = numba.carray(_pointer(mask[k] + 4 * y * width), (width,), np.float32)
+                        _blend_run(o + dst, a + src, b + src, m, sx, width)
                 continue
             blend = w != 1.0
             for c in range(channels):
@@ -156,13 +140,13 @@ if numba is not None:
                     src, dst = c * sc + y * sy, o + c * hw + y * width
                     start, stop = (x0, x1) if y0 <= y < y1 else (width, width)
                     if blend:
-                        _blend_run(dst, a + src, b + src, sx, start, w)
+                        _blend_run(dst, a + src, b + src, w, sx, start)
                     else:
                         _copy_run(dst, a + src, sx, start)
                     _copy_run(dst + start, b + src + start * sx, sx, stop - start)
                     rest = src + stop * sx
                     if blend:
-                        _blend_run(dst + stop, a + rest, b + rest, sx, width - stop, w)
+                        _blend_run(dst + stop, a + rest, b + rest, w, sx, width - stop)
                     else:
                         _copy_run(dst + stop, a + rest, sx, width - stop)
 
