@@ -121,7 +121,7 @@ def mix_uint8(
         )
     if compiled and not collate_fused.available():
         raise ValueError(
-            "mix_uint8(compiled=True) needs numba: pip install \"unimix[fast]\", or pass "
+            'mix_uint8(compiled=True) needs numba: pip install "unimix[fast]", or pass '
             "compiled=None to fall back to PyTorch operations"
         )
     rows = len(samples) if rows is None else rows
