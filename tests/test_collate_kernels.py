@@ -269,7 +269,17 @@ def test_rounding_matches_the_engine_on_every_pixel_pair(w, v):
 @settings(FIXTURE_OK, max_examples=40, deadline=None)
 @given(
     methods=st.sampled_from(
-        [["mixup"], ["cutmix"], ["hmix"], ["gmix"], ["mixup", "cutmix"], ["hmix", "gmix", "mixup"]]
+        [
+            ["mixup"],
+            ["cutmix"],
+            ["hmix"],
+            ["gmix"],
+            ["mixup", "cutmix"],
+            ["hmix", "gmix", "mixup"],
+            ["gridmix"],
+            ["fmix", "smoothmix"],
+            ["cutmix_minmax", "none"],
+        ]
     ),
     mode=st.sampled_from(["batch", "pair", "elem"]),
     partner=st.sampled_from(["flip", "random"]),
