@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unimix import collate_fused
+from unimix import Mixer, collate_fused, kernels
 from unimix.blend import to_uint8
 from unimix.collate_kernels import RowMasks, mix_uint8
 from unimix.masks import MaskSample
@@ -139,3 +139,53 @@ def test_mix_uint8_uses_the_kernel_where_it_can():
         with pytest.raises(ValueError, match=r"unimix\[fast\]"):
             mix_uint8(samples, partner, masks, compiled=True)
         assert torch.equal(mix_uint8(samples, partner, masks), fused)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    methods=st.sampled_from(
+        [["mixup"], ["cutmix"], ["hmix"], ["gmix"], ["gridmix", "fmix"], ["mixup", "none"]]
+    ),
+    mode=st.sampled_from(["batch", "pair", "elem"]),
+    partner=st.sampled_from(["flip", "random"]),
+    prob=st.sampled_from([1.0, 0.5]),
+    batch=st.integers(1, 7),
+    height=st.integers(1, 24),
+    width=st.integers(1, 24),
+    channels_last=st.booleans(),
+    inplace=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_the_engines_uint8_blends_keep_their_bytes(
+    methods, mode, partner, prob, batch, height, width, channels_last, inplace, seed
+):
+    """``Mixer.apply`` on a uint8 CPU batch mixes through the kernel: the same bytes, the same λ̄
+    and the same memory layout as the engine's PyTorch blend, in place or not."""
+    if mode == "pair" and batch % 2:
+        batch += 1
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (batch, 3, height, width), dtype=torch.uint8, generator=gen)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    mixer = Mixer(methods, mode=mode, partner=partner, prob=prob, generator=gen)
+    plan = mixer.sample(batch, height, width)
+    with mock.patch.object(kernels, "_compiled_uint8", return_value=None):
+        want = mixer.apply(x.clone(), plan, inplace=inplace)
+    with mock.patch.object(collate_fused, "mix_rows", wraps=collate_fused.mix_rows) as spy:
+        source = x.clone()
+        got = mixer.apply(source, plan, inplace=inplace)
+    assert torch.equal(got.images, want.images)
+    assert got.images.stride() == want.images.stride()
+    assert (got.images.data_ptr() == source.data_ptr()) == inplace
+    assert torch.equal(got.measured.lam_effective, want.measured.lam_effective)
+    assert spy.call_count <= 1
+
+
+@pytest.mark.parametrize("method", ["mixup", "cutmix", "hmix", "gmix"])
+def test_the_engine_mixes_uint8_rows_through_the_kernel(method):
+    x = torch.randint(0, 256, (6, 3, 9, 7), dtype=torch.uint8)
+    mixer = Mixer(method, mode="elem", generator=torch.Generator().manual_seed(1))
+    with mock.patch.object(collate_fused, "mix_rows", wraps=collate_fused.mix_rows) as spy:
+        mixer.apply(x, mixer.sample(6, 9, 7))
+        mixer.apply(x.float(), mixer.sample(6, 9, 7))  # float batches: the engine's blend
+    assert spy.call_count == 1

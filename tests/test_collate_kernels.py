@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 pytest.importorskip("timm")
 
-from unimix import Mixer, collate_fused, collate_kernels  # noqa: E402
+from unimix import Mixer, collate_fused, collate_kernels, kernels  # noqa: E402
 from unimix.blend import to_uint8  # noqa: E402
 from unimix.collate_kernels import RowMasks, mix_uint8, row_masks  # noqa: E402
 from unimix.compat import FastCollateMixup, TimmMixup  # noqa: E402
@@ -28,14 +28,17 @@ from unimix.masks import MaskSample  # noqa: E402
 
 @pytest.fixture(autouse=True, params=["compiled", "torch"])
 def kernel(request: pytest.FixtureRequest):
-    """Run the test with the numba kernel, then with PyTorch operations (the kernel refused)."""
-    if request.param == "compiled":
-        if not collate_fused.available():
-            pytest.skip("numba is not installed (pip install 'unimix[fast]')")
-        yield request.param
-        return
-    with mock.patch.object(collate_fused, "mix_rows", return_value=False):
-        yield request.param
+    """Run the test with the numba kernel, then with PyTorch operations (the kernel refused).
+    The references (``Mixer.apply``, ``TimmMixup``) always blend with the engine's own PyTorch
+    kernel, never through the collate kernels they are checking."""
+    with mock.patch.object(kernels, "_compiled_uint8", return_value=None):
+        if request.param == "compiled":
+            if not collate_fused.available():
+                pytest.skip("numba is not installed (pip install 'unimix[fast]')")
+            yield request.param
+            return
+        with mock.patch.object(collate_fused, "mix_rows", return_value=False):
+            yield request.param
 
 
 #: hypothesis tests reuse the ``kernel`` fixture's patch for all their examples, as intended

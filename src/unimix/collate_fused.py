@@ -39,12 +39,34 @@ try:
 except ImportError:  # pragma: no cover - the optional extra "fast" is not installed
     numba = None
 
-__all__ = ["available", "mix_rows"]
+__all__ = ["available", "runs_on", "mix_rows"]
 
 
 def available() -> bool:
     """Whether the compiled kernel can run here (numba is installed)."""
     return numba is not None
+
+
+def runs_on(samples: Sequence[Tensor]) -> bool:
+    """Whether :func:`mix_rows` can mix ``samples`` here: numba installed, ``uint8`` CPU tensors
+    of one shape and one layout (no negative strides)."""
+    if numba is None or not samples:
+        return False
+    first = samples[0]
+    shape, strides = first.shape, first.stride()
+    return (
+        first.dim() == 3
+        and first.dtype == torch.uint8
+        and first.device.type == "cpu"
+        and min(strides, default=0) >= 0
+        and all(
+            s.shape == shape
+            and s.stride() == strides
+            and s.dtype == first.dtype
+            and s.device == first.device
+            for s in samples
+        )
+    )
 
 
 if numba is not None:
@@ -169,16 +191,11 @@ def mix_rows(
     the CPU, samples of different shapes or layouts): the caller then mixes with PyTorch
     operations.
     """
-    if numba is None or out.device.type != "cpu" or not out.is_contiguous():
-        return False
-    first = samples[0]
-    shape, strides = first.shape, first.stride()
-    if min(strides) < 0 or any(
-        s.shape != shape or s.stride() != strides or s.device != out.device for s in samples
-    ):
+    if not runs_on(samples) or out.device.type != "cpu" or not out.is_contiguous():
         return False
     rows = out.shape[0]
-    channels, height, width = shape
+    channels, height, width = samples[0].shape
+    strides = samples[0].stride()
     mask = np.zeros(rows, dtype=np.int64)
     for k, m in enumerate(masks):
         if m is not None:
