@@ -61,22 +61,27 @@ def pixel_delta(adv: torch.Tensor, images: torch.Tensor, std: torch.Tensor) -> t
     return (adv - images) * std.view(1, C, 1, 1)
 
 
-@pytest.mark.parametrize("loss", ["ce", "margin"])
-def test_one_pgd_step_moves_every_pixel_by_the_step_size(loss):
-    model, images, labels, pixels, mean, std = problem(0, interior=True)
-    eps, alpha = 0.2, 0.03
-    adv = pgd(
+def pgd_from_clean(model, images, labels, mean, std, *, eps, step_size, steps=1, **kw):
+    """:func:`pgd` without a random start: its first iterate is the clean image."""
+    return pgd(
         model,
         images,
         labels,
         eps=eps,
         mean=mean,
         std=std,
-        steps=1,
-        step_size=alpha,
+        steps=steps,
+        step_size=step_size,
         random_start=False,
-        loss=loss,
+        **kw,
     )
+
+
+@pytest.mark.parametrize("loss", ["ce", "margin"])
+def test_one_pgd_step_moves_every_pixel_by_the_step_size(loss):
+    model, images, labels, pixels, mean, std = problem(0, interior=True)
+    eps, alpha = 0.2, 0.03
+    adv = pgd_from_clean(model, images, labels, mean, std, eps=eps, step_size=alpha, loss=loss)
     delta = pixel_delta(adv, images, std)
     # interior pixels, α < ε: nothing is clipped, every pixel moves by exactly α
     torch.testing.assert_close(delta.abs(), torch.full_like(delta, alpha), atol=1e-6, rtol=0)
@@ -97,18 +102,8 @@ def test_one_pgd_step_is_the_projected_sign_step(early_stop, seed, eps, ratio, l
     """Any ε, any α (below or above ε), pixels anywhere in [0, 1]: one step is Π_F(α·sign g)."""
     model, images, labels, pixels, mean, std = problem(seed)
     alpha = ratio * eps
-    adv = pgd(
-        model,
-        images,
-        labels,
-        eps=eps,
-        mean=mean,
-        std=std,
-        steps=1,
-        step_size=alpha,
-        random_start=False,
-        early_stop=early_stop,
-        loss=loss,
+    adv = pgd_from_clean(
+        model, images, labels, mean, std, eps=eps, step_size=alpha, early_stop=early_stop, loss=loss
     )
     expect = expected_delta(model, labels, pixels, eps, alpha)
     torch.testing.assert_close(pixel_delta(adv, images, std), expect, atol=1e-5, rtol=0)
@@ -125,16 +120,15 @@ def test_pgd_steps_add_up_along_the_gradient_sign(seed, eps, steps, ratio):
     """Without early stop, T steps of α on a linear model reach Π_F(T α · sign g)."""
     model, images, labels, pixels, mean, std = problem(seed)
     alpha = ratio * eps / 2
-    adv = pgd(
+    adv = pgd_from_clean(
         model,
         images,
         labels,
+        mean,
+        std,
         eps=eps,
-        mean=mean,
-        std=std,
-        steps=steps,
         step_size=alpha,
-        random_start=False,
+        steps=steps,
         early_stop=False,
         loss="margin",
     )
@@ -146,17 +140,8 @@ def test_pgd_default_step_is_madrys():
     model, images, labels, pixels, mean, std = problem(3, interior=True)
     eps, steps = 0.1, 8
     assert default_step_size(eps, steps) == pytest.approx(2.5 * eps / steps)
-    one = pgd(
-        model,
-        images,
-        labels,
-        eps=eps,
-        mean=mean,
-        std=std,
-        steps=1,
-        step_size=None,
-        random_start=False,
-        early_stop=False,
+    one = pgd_from_clean(
+        model, images, labels, mean, std, eps=eps, step_size=None, early_stop=False
     )  # α = 2.5 ε > ε: one step reaches the ball's corner
     torch.testing.assert_close(
         pixel_delta(one, images, std).abs(), torch.full_like(images, eps), atol=1e-6, rtol=0
@@ -249,17 +234,7 @@ def test_a_batch_of_one_is_attacked(attack):
     if attack == "fgsm":
         adv = fgsm(model, images, labels, eps=eps, mean=mean, std=std)
     else:
-        adv = pgd(
-            model,
-            images,
-            labels,
-            eps=eps,
-            mean=mean,
-            std=std,
-            steps=1,
-            step_size=eps,
-            random_start=False,
-        )
+        adv = pgd_from_clean(model, images, labels, mean, std, eps=eps, step_size=eps)
     expect = expected_delta(model, labels, pixels, eps, eps)
     torch.testing.assert_close(pixel_delta(adv, images, std), expect, atol=1e-6, rtol=0)
 

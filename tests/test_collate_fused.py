@@ -12,6 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mask_mixers import mask_mixers
 from unimix import Mixer, collate_fused, kernels
 from unimix.blend import to_uint8
 from unimix.collate_kernels import RowMasks, mix_uint8
@@ -143,12 +144,7 @@ def test_mix_uint8_uses_the_kernel_where_it_can():
 
 @settings(max_examples=40, deadline=None)
 @given(
-    methods=st.sampled_from(
-        [["mixup"], ["cutmix"], ["hmix"], ["gmix"], ["gridmix", "fmix"], ["mixup", "none"]]
-    ),
-    mode=st.sampled_from(["batch", "pair", "elem"]),
-    partner=st.sampled_from(["flip", "random"]),
-    prob=st.sampled_from([1.0, 0.5]),
+    mixer_args=mask_mixers(),
     batch=st.integers(1, 7),
     height=st.integers(1, 24),
     width=st.integers(1, 24),
@@ -157,17 +153,17 @@ def test_mix_uint8_uses_the_kernel_where_it_can():
     seed=st.integers(0, 2**31 - 1),
 )
 def test_the_engines_uint8_blends_keep_their_bytes(
-    methods, mode, partner, prob, batch, height, width, channels_last, inplace, seed
+    mixer_args, batch, height, width, channels_last, inplace, seed
 ):
     """``Mixer.apply`` on a uint8 CPU batch mixes through the kernel: the same bytes, the same λ̄
     and the same memory layout as the engine's PyTorch blend, in place or not."""
-    if mode == "pair" and batch % 2:
+    if mixer_args["mode"] == "pair" and batch % 2:
         batch += 1
     gen = torch.Generator().manual_seed(seed)
     x = torch.randint(0, 256, (batch, 3, height, width), dtype=torch.uint8, generator=gen)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    mixer = Mixer(methods, mode=mode, partner=partner, prob=prob, generator=gen)
+    mixer = Mixer(**mixer_args, generator=gen)
     plan = mixer.sample(batch, height, width)
     with mock.patch.object(kernels, "_compiled_uint8", return_value=None):
         want = mixer.apply(x.clone(), plan, inplace=inplace)

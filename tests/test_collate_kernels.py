@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 pytest.importorskip("timm")
 
+from mask_mixers import mask_mixers  # noqa: E402
 from unimix import Mixer, collate_fused, collate_kernels, kernels  # noqa: E402
 from unimix.blend import to_uint8  # noqa: E402
 from unimix.collate_kernels import RowMasks, mix_uint8, row_masks  # noqa: E402
@@ -271,41 +272,18 @@ def test_rounding_matches_the_engine_on_every_pixel_pair(w, v):
 
 @settings(FIXTURE_OK, max_examples=40, deadline=None)
 @given(
-    methods=st.sampled_from(
-        [
-            ["mixup"],
-            ["cutmix"],
-            ["hmix"],
-            ["gmix"],
-            ["mixup", "cutmix"],
-            ["hmix", "gmix", "mixup"],
-            ["gridmix"],
-            ["fmix", "smoothmix"],
-            ["cutmix_minmax", "none"],
-        ]
-    ),
-    mode=st.sampled_from(["batch", "pair", "elem"]),
-    partner=st.sampled_from(["flip", "random"]),
-    prob=st.sampled_from([1.0, 0.5]),
+    mixer_args=mask_mixers(),
     half_batch=st.integers(1, 6),
     height=st.integers(1, 30),
     width=st.integers(1, 30),
     seed=st.integers(0, 2**31 - 1),
     block=st.sampled_from([None, 1, 2000]),
 )
-def test_kernels_equal_the_engine_for_any_plan(
-    methods, mode, partner, prob, half_batch, height, width, seed, block
-):
+def test_kernels_equal_the_engine_for_any_plan(mixer_args, half_batch, height, width, seed, block):
     """Any plan of mask methods — random partners (not each other's), several methods, unmixed
     rows — mixes to the engine's pixels, and ``rows`` makes only the first rows; with blocks of
     many rows, of one row (as for 224×224 images) and in between."""
-    mixer = Mixer(
-        methods,
-        mode=mode,
-        partner=partner,
-        prob=prob,
-        generator=torch.Generator().manual_seed(seed),
-    )
+    mixer = Mixer(**mixer_args, generator=torch.Generator().manual_seed(seed))
     batch = 2 * half_batch
     gen = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (batch, 3, height, width), dtype=torch.uint8, generator=gen)

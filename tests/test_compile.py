@@ -35,10 +35,10 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_compiled_step_breaks_at_most_twice_and_compiles_once(method):
+def _breaks_at_most_twice_and_compiles_once(mixer: Mixer, draw) -> None:
+    """The step under ``mixer`` has at most two graph breaks, compiles once, and ``draw`` of its
+    targets changes from call to call (fresh λ, boxes and centres every call)."""
     x, y = torch.rand(8, 3, 12, 10), torch.arange(8) % 5  # row 0 and its partner differ
-    mixer = Mixer(method, num_classes=5, generator=torch.Generator().manual_seed(0))
     explained = torch._dynamo.explain(_step_fn(mixer))(x, y)
     assert explained.graph_break_count <= 2
     torch._dynamo.reset()
@@ -46,12 +46,20 @@ def test_compiled_step_breaks_at_most_twice_and_compiles_once(method):
     step = torch.compile(_step_fn(mixer), backend="eager")
     step(x, y)
     compiled_after_first = counters["frames"]["ok"]
-    lams = set()
-    for _ in range(49):  # a fresh λ (and box, and centre) every call
+    draws = set()
+    for _ in range(49):
         _, _, targets = step(x, y)
-        lams.add(round(float(targets[0, y[0]]), 6))
-    assert len(lams) > 10, "the draws must change from call to call"
+        draws.add(draw(targets, y))
+    assert len(draws) > 10, "the draws must change from call to call"
     assert counters["frames"]["ok"] - compiled_after_first <= 1
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_compiled_step_breaks_at_most_twice_and_compiles_once(method):
+    mixer = Mixer(method, num_classes=5, generator=torch.Generator().manual_seed(0))
+    _breaks_at_most_twice_and_compiles_once(
+        mixer, lambda targets, y: round(float(targets[0, y[0]]), 6)
+    )
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -98,22 +106,11 @@ README_METHODS = ["mixup", "cutmix", "hmix", "gmix"]
 
 @pytest.mark.parametrize("mode", ["pair", "elem"])
 def test_compiled_step_in_pair_and_elem_mode_breaks_at_most_twice_and_compiles_once(mode):
-    x, y = torch.rand(8, 3, 12, 10), torch.arange(8) % 5
     mixer = Mixer(README_METHODS, mode=mode, num_classes=5,
                   generator=torch.Generator().manual_seed(0))  # fmt: skip
-    explained = torch._dynamo.explain(_step_fn(mixer))(x, y)
-    assert explained.graph_break_count <= 2
-    torch._dynamo.reset()
-    counters.clear()
-    step = torch.compile(_step_fn(mixer), backend="eager")
-    step(x, y)
-    compiled_after_first = counters["frames"]["ok"]
-    weights = set()
-    for _ in range(49):  # fresh λ, methods, boxes and centres every call
-        _, _, targets = step(x, y)
-        weights.add(tuple(round(float(v), 6) for v in targets[:, 0]))
-    assert len(weights) > 10, "the draws must change from call to call"
-    assert counters["frames"]["ok"] - compiled_after_first <= 1
+    _breaks_at_most_twice_and_compiles_once(  # fresh λ, methods, boxes and centres per row
+        mixer, lambda targets, y: tuple(round(float(v), 6) for v in targets[:, 0])
+    )
 
 
 @pytest.mark.parametrize("mode", ["pair", "elem"])

@@ -257,14 +257,19 @@ def test_single_draw_path_is_the_batched_path(case):
             assert torch.equal(g1.get_state(), g2.get_state()), f"{where}: draws differ in number"
 
 
+def single_draws(max_size: int) -> dict[str, st.SearchStrategy]:
+    """A mask size up to ``max_size`` on each side, a λ and a generator seed."""
+    return {
+        "h": st.integers(1, max_size),
+        "w": st.integers(1, max_size),
+        "lam": st.floats(0.0, 1.0),
+        "seed": st.integers(0, 2**31),
+    }
+
+
 @pytest.mark.parametrize("case", SAMPLERS, ids=_ids)
 @settings(max_examples=25, deadline=None)
-@given(
-    h=st.integers(1, 24),
-    w=st.integers(1, 24),
-    lam=st.floats(0.0, 1.0),
-    seed=st.integers(0, 2**31),
-)
+@given(**single_draws(max_size=24))
 def test_single_draw_mask_is_a_mask_with_its_mean(case, h, w, lam, seed):
     sampler = masks.get(case[0], **case[1])
     one = sampler.sample_one(lam, h, w, CPU, torch.Generator().manual_seed(seed))
@@ -284,12 +289,7 @@ def test_single_draw_mask_is_a_mask_with_its_mean(case, h, w, lam, seed):
 
 @pytest.mark.parametrize("case", TRACKING, ids=_ids)
 @settings(max_examples=60, deadline=None)
-@given(
-    h=st.integers(1, 40),
-    w=st.integers(1, 40),
-    lam=st.floats(0.0, 1.0),
-    seed=st.integers(0, 2**31),
-)
+@given(**single_draws(max_size=40))
 def test_single_draw_effective_lambda_is_lambda_up_to_rounding(case, h, w, lam, seed):
     """HMix: ``λ̄ = λ_m λ_c = min(λ, λ_c)`` and ``λ_c ≥ λ`` but for rounding; wrapped CutMix:
     ``λ̄ = 1 − |box|/HW`` with ``|box| = (1 − λ) HW`` but for rounding."""

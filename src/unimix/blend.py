@@ -54,6 +54,9 @@ def blend_exact(x: Tensor, partner: Tensor, w: Tensor, out: Tensor | None) -> Te
 
 #: float32 elements per block of the uint8 blend (1 MiB): the block's float copies stay in cache
 UINT8_BLOCK = 1 << 18
+#: ``1.5 · 2²³``: added to a float32 in [−½, 255½] it rounds it, ties to even, to an integer that
+#: the low byte of the sum's bits holds (the uint8 row kernels' rounding)
+UINT8_ROUNDER = 12582912.0
 
 
 def _blend_uint8(x: Tensor, partner: Tensor, w: Tensor | float, out: Tensor | None) -> Tensor:

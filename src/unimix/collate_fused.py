@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from unimix.blend import UINT8_ROUNDER
+
 try:
     import numba
     from llvmlite import ir
@@ -86,7 +88,7 @@ if numba is not None:
 
         def codegen(context, builder, signature, args):
             b, d, w = args
-            rounder = ir.Constant(ir.FloatType(), 12582912.0)
+            rounder = ir.Constant(ir.FloatType(), UINT8_ROUNDER)
             total = builder.fadd(builder.fma(w, d, b), rounder)
             return builder.trunc(builder.bitcast(total, ir.IntType(32)), ir.IntType(8))
 

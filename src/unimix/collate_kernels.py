@@ -39,16 +39,14 @@ import torch
 from torch import Tensor
 
 from unimix import collate_fused
-from unimix.blend import UINT8_BLOCK
+from unimix.blend import UINT8_BLOCK, UINT8_ROUNDER
 from unimix.masks import MaskSample
 from unimix.plan import MixPlan
 
 __all__ = ["RowMasks", "row_masks", "mix_uint8"]
 
-#: ``1.5 · 2²³``: adding it rounds a float32 in [−½, 255½] to an integer in its low mantissa bits
-_ROUNDER = 12582912.0
 #: the same as a 0-dim tensor: ``add_`` with it skips wrapping a Python number on every call
-_ROUNDER_TENSOR = torch.tensor(_ROUNDER)
+_ROUNDER_TENSOR = torch.tensor(UINT8_ROUNDER)
 
 _OWN, _PARTNER, _BLEND, _MASK = 0, 1, 2, 3
 
@@ -324,9 +322,9 @@ class _Blend:
             _stack_into(own, [self.samples[k] for k in block])
             _stack_into(other, [self.samples[p] for p in mates])
             torch.lerp(other, own, _take(weights, [where[k] for k in block]), out=spare)
-            self._write(block, spare.add_(_ROUNDER))
+            self._write(block, spare.add_(UINT8_ROUNDER))
             own.lerp_(other, _take(weights, [where[p] for p in mates]))
-            self._write(mates, own.add_(_ROUNDER))
+            self._write(mates, own.add_(UINT8_ROUNDER))
         for start in range(0, len(singles), self.block):
             block = singles[start : start + self.block]
             n = len(block)
@@ -334,7 +332,7 @@ class _Blend:
             _stack_into(own, [self.samples[k] for k in block])
             _stack_into(other, [self.samples[partners[k]] for k in block])
             other.lerp_(own, _take(weights, [where[k] for k in block]))
-            self._write(block, other.add_(_ROUNDER))
+            self._write(block, other.add_(UINT8_ROUNDER))
 
     def _rows(
         self, firsts: list[int], singles: list[int], weights: Tensor, where: dict[int, int]

@@ -139,6 +139,34 @@ def compose_pair(
     raise ValueError(f"rule must be 'split', 'same' or 'parity', got {rule!r}")
 
 
+def _canvas_side(task: str, image_size: int | tuple[int, int] | None) -> int:
+    """The square canvas side of ``task`` (default 32, at least 24)."""
+    side = 32 if image_size is None else image_size
+    if isinstance(side, tuple):
+        if side[0] != side[1]:
+            raise ValueError(f"image_size of {task} must be square, got {side}")
+        side = side[0]
+    if isinstance(side, bool) or not isinstance(side, int) or side < 24:
+        raise ValueError(f"image_size of {task} must be an int >= 24, got {side!r}")
+    return side
+
+
+def _composition(task: str, pair_rule: str) -> tuple[Any, int, tuple[str, ...]]:
+    """``task``'s composer ``(pool images, pool labels, n, side, generator) → (x, y)``, its
+    number of classes and their names."""
+    if task == "digits_local":
+        return compose_local, 10, tuple(str(d) for d in range(10))
+    if pair_rule not in ("split", "same", "parity"):
+        raise ValueError(f"pair_rule must be 'split', 'same' or 'parity', got {pair_rule!r}")
+
+    def compose(px: Tensor, py: Tensor, n: int, c: int, g: torch.Generator) -> Any:
+        return compose_pair(px, py, n, c, g, pair_rule)
+
+    classes = {"split": tuple(str(d) for d in range(10)), "same": ("different", "same"),
+               "parity": ("even", "odd")}[pair_rule]  # fmt: skip
+    return compose, 10 if pair_rule == "split" else 2, classes
+
+
 def build_digit_task(
     task: str,
     image_size: int | tuple[int, int] | None = None,
@@ -166,32 +194,14 @@ def build_digit_task(
     """
     if task not in DIGIT_TASKS:
         raise ValueError(f"task must be one of {DIGIT_TASKS}, got {task!r}")
-    side = 32 if image_size is None else image_size
-    if isinstance(side, tuple):
-        if side[0] != side[1]:
-            raise ValueError(f"image_size of {task} must be square, got {side}")
-        side = side[0]
-    if isinstance(side, bool) or not isinstance(side, int) or side < 24:
-        raise ValueError(f"image_size of {task} must be an int >= 24, got {side!r}")
+    side = _canvas_side(task, image_size)
     for name, v in (("n_train", n_train), ("n_test", n_test)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 10:
             raise ValueError(f"{name} must be an int >= 10, got {v!r}")
     images, labels = load_digits_images()
     train_idx, test_idx = _split(labels, float(test_size), int(split_seed))
     train_idx, val_idx = carve_validation(labels, train_idx, val_fraction, int(split_seed))
-    if task == "digits_local":
-        compose, num_classes = compose_local, 10
-        classes = tuple(str(d) for d in range(10))
-    else:
-        if pair_rule not in ("split", "same", "parity"):
-            raise ValueError(f"pair_rule must be 'split', 'same' or 'parity', got {pair_rule!r}")
-
-        def compose(px: Tensor, py: Tensor, n: int, c: int, g: torch.Generator) -> Any:
-            return compose_pair(px, py, n, c, g, pair_rule)
-
-        num_classes = 10 if pair_rule == "split" else 2
-        classes = {"split": tuple(str(d) for d in range(10)), "same": ("different", "same"),
-                   "parity": ("even", "odd")}[pair_rule]  # fmt: skip
+    compose, num_classes, classes = _composition(task, pair_rule)
 
     def make(idx: list[int], n: int, salt: int) -> tuple[Tensor, Tensor]:
         g = torch.Generator().manual_seed(int(split_seed) * 1_000_003 + salt)
